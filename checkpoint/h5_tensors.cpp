@@ -1,0 +1,432 @@
+// h5_tensors.cpp: H5TensorWriter / H5TensorReader on the HDF5 C API (serial access), every
+// call checked through NUPIPE_H5 so that failures name the file and the dataset.
+#include "checkpoint/h5_tensors.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include "checkpoint/h5_check.h"
+
+namespace nupipe::checkpoint {
+
+namespace {
+
+Error checkpoint_error(const std::string& what, std::string hint = {}) {
+  return Error(ExitCode::checkpoint, what, std::move(hint));
+}
+
+std::string q(const std::string& s) { return "'" + s + "'"; }
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+// "float32", "int64", "uint8", "string", ... for messages.
+std::string dtype_str(hid_t type) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t bits = H5Tget_size(type) * 8;
+  switch (cls) {
+    case H5T_FLOAT:
+      return "float" + std::to_string(bits);
+    case H5T_INTEGER:
+      return (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + std::to_string(bits);
+    case H5T_STRING:
+      return "string";
+    case H5T_ENUM:
+      return "enum (bool?)";
+    case H5T_COMPOUND:
+      return "compound";
+    default:
+      return "HDF5 type class " + std::to_string(static_cast<int>(cls));
+  }
+}
+
+// True when every component of the '/'-separated `name` exists below `loc`, the ones before
+// the last being groups. (H5Lexists fails, rather than answering false, on a missing parent.)
+bool link_exists(hid_t loc, const std::string& name) {
+  std::string prefix;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t slash = name.find('/', start);
+    if (slash == std::string::npos) slash = name.size();
+    const std::string part = name.substr(start, slash - start);
+    start = slash + 1;
+    if (part.empty()) continue;
+    prefix += (prefix.empty() && name[0] != '/' ? "" : "/") + part;
+    if (NUPIPE_H5(H5Lexists(loc, prefix.c_str(), H5P_DEFAULT)) <= 0) return false;
+    if (start <= name.size()) {  // an intermediate component: must be a group to go on
+      H5Handle obj(NUPIPE_H5(H5Oopen(loc, prefix.c_str(), H5P_DEFAULT)), H5Oclose);
+      if (H5Iget_type(obj.get()) != H5I_GROUP) return false;
+    }
+  }
+  return !prefix.empty();
+}
+
+size_t element_count(const std::vector<int64_t>& shape) {
+  size_t n = 1;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+}  // namespace
+
+// ---- H5Handle ----------------------------------------------------------------------------
+
+H5Handle& H5Handle::operator=(H5Handle&& other) noexcept {
+  if (this != &other) {
+    reset();
+    id_ = other.id_;
+    close_ = other.close_;
+    other.id_ = -1;
+  }
+  return *this;
+}
+
+void H5Handle::reset() {
+  if (id_ >= 0 && close_ != nullptr) {
+    if (close_(id_) < 0) H5Eclear2(H5E_DEFAULT);
+  }
+  id_ = -1;
+}
+
+// ---- H5TensorWriter ------------------------------------------------------------------------
+
+H5TensorWriter::H5TensorWriter(const std::string& path) : path_(path) {
+  h5_silence_errors();
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file < 0) {
+    NUPIPE_FAIL(ExitCode::checkpoint, "H5Fcreate(path, H5F_ACC_TRUNC, ...)",
+                h5_failure_detail("creating HDF5 file " + q(path)),
+                "check that the directory exists, is writable and the disk is not full");
+  }
+  file_ = H5Handle(file, H5Fclose);
+  root_ = H5Handle(
+      NUPIPE_H5_MSG(H5Gopen2(file, "/", H5P_DEFAULT), "opening the root of " + q(path)), H5Gclose);
+}
+
+void H5TensorWriter::write(const std::string& name, const float* data,
+                           const std::vector<int64_t>& shape) {
+  write_raw(name, data, shape, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT);
+}
+
+void H5TensorWriter::write(const std::string& name, const int32_t* data,
+                           const std::vector<int64_t>& shape) {
+  write_raw(name, data, shape, H5T_STD_I32LE, H5T_NATIVE_INT32);
+}
+
+void H5TensorWriter::write_raw(const std::string& name, const void* data,
+                               const std::vector<int64_t>& shape, hid_t file_type, hid_t mem_type) {
+  const std::string ctx = "writing dataset " + q(name) + " to " + q(path_);
+  if (file_.get() < 0) throw checkpoint_error(ctx + ": the file was already closed");
+  if (name.empty()) throw checkpoint_error(ctx + ": empty dataset name");
+  for (int64_t d : shape) {
+    if (d < 0) throw checkpoint_error(ctx + ": negative dimension in shape " + shape_str(shape));
+  }
+  const size_t n = element_count(shape);
+  if (n > 0 && data == nullptr) throw checkpoint_error(ctx + ": null data pointer");
+  if (link_exists(file_.get(), name)) throw checkpoint_error(ctx + ": it already exists");
+
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  H5Handle space(shape.empty() ? NUPIPE_H5_MSG(H5Screate(H5S_SCALAR), ctx)
+                               : NUPIPE_H5_MSG(H5Screate_simple(static_cast<int>(dims.size()),
+                                                                dims.data(), nullptr),
+                                               ctx),
+                 H5Sclose);
+  H5Handle lcpl(NUPIPE_H5_MSG(H5Pcreate(H5P_LINK_CREATE), ctx), H5Pclose);
+  NUPIPE_H5_MSG(H5Pset_create_intermediate_group(lcpl.get(), 1), ctx);
+  H5Handle dset(NUPIPE_H5_MSG(H5Dcreate2(file_.get(), name.c_str(), file_type, space.get(),
+                                         lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+                              ctx),
+                H5Dclose);
+  if (n > 0) {
+    NUPIPE_H5_MSG(H5Dwrite(dset.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), ctx);
+  }
+}
+
+void H5TensorWriter::write_attr(const std::string& key, hid_t file_type, hid_t space,
+                                hid_t mem_type, const void* value) {
+  const std::string ctx = "writing attribute " + q(key) + " to " + q(path_);
+  if (root_.get() < 0) throw checkpoint_error(ctx + ": the file was already closed");
+  if (key.empty()) throw checkpoint_error(ctx + ": empty attribute name");
+  if (NUPIPE_H5_MSG(H5Aexists(root_.get(), key.c_str()), ctx) > 0) {
+    NUPIPE_H5_MSG(H5Adelete(root_.get(), key.c_str()), ctx);
+  }
+  H5Handle a(
+      NUPIPE_H5_MSG(
+          H5Acreate2(root_.get(), key.c_str(), file_type, space, H5P_DEFAULT, H5P_DEFAULT), ctx),
+      H5Aclose);
+  NUPIPE_H5_MSG(H5Awrite(a.get(), mem_type, value), ctx);
+}
+
+void H5TensorWriter::attr(const std::string& key, double v) {
+  H5Handle space(NUPIPE_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  write_attr(key, H5T_IEEE_F64LE, space.get(), H5T_NATIVE_DOUBLE, &v);
+}
+
+void H5TensorWriter::attr(const std::string& key, int64_t v) {
+  H5Handle space(NUPIPE_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  write_attr(key, H5T_STD_I64LE, space.get(), H5T_NATIVE_INT64, &v);
+}
+
+void H5TensorWriter::attr(const std::string& key, const std::string& v) {
+  // A variable-length UTF-8 string: what h5py writes for a str, and reads back as one.
+  H5Handle type(NUPIPE_H5(H5Tcopy(H5T_C_S1)), H5Tclose);
+  NUPIPE_H5(H5Tset_size(type.get(), H5T_VARIABLE));
+  NUPIPE_H5(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+  H5Handle space(NUPIPE_H5(H5Screate(H5S_SCALAR)), H5Sclose);
+  const char* ptr = v.c_str();
+  write_attr(key, type.get(), space.get(), type.get(), &ptr);
+}
+
+void H5TensorWriter::close() {
+  root_.reset();
+  if (file_.get() >= 0) {
+    const hid_t file = file_.release();
+    NUPIPE_H5_MSG(H5Fclose(file), "closing (flushing) " + q(path_));
+  }
+}
+
+// ---- H5TensorReader ------------------------------------------------------------------------
+
+struct H5TensorReader::Typed {
+  H5Handle dataset;
+  std::vector<int64_t> shape;
+  hid_t mem_type;
+};
+
+H5TensorReader::H5TensorReader(const std::string& path) : path_(path) {
+  h5_silence_errors();
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    throw checkpoint_error("HDF5 file " + q(path) + " does not exist",
+                           "check the path (and run.dir / checkpoint.dir in the config)");
+  }
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw checkpoint_error(q(path) + " is not an HDF5 file (or cannot be read)",
+                           "check the path; a truncated or partly written file cannot be read");
+  }
+  file_ = H5Handle(
+      NUPIPE_H5_MSG(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "opening " + q(path)),
+      H5Fclose);
+  root_ = H5Handle(
+      NUPIPE_H5_MSG(H5Gopen2(file_.get(), "/", H5P_DEFAULT), "opening the root of " + q(path)),
+      H5Gclose);
+}
+
+H5Handle H5TensorReader::open_dataset(const std::string& name) const {
+  if (!has(name)) {
+    throw checkpoint_error("dataset " + q(name) + " not found in " + q(path_),
+                           "list the file's contents with `h5ls -r " + path_ +
+                               "`; it may come from another model or nupipe version");
+  }
+  return H5Handle(NUPIPE_H5_MSG(H5Dopen2(file_.get(), name.c_str(), H5P_DEFAULT),
+                                "opening dataset " + q(name) + " in " + q(path_)),
+                  H5Dclose);
+}
+
+H5TensorReader::Typed H5TensorReader::open_typed(const std::string& name, bool want_float) const {
+  Typed t{open_dataset(name), {}, want_float ? H5T_NATIVE_FLOAT : H5T_NATIVE_INT32};
+  const std::string ctx = "reading dataset " + q(name) + " from " + q(path_);
+  H5Handle type(NUPIPE_H5_MSG(H5Dget_type(t.dataset.get()), ctx), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(type.get());
+  const bool ok = want_float ? (cls == H5T_FLOAT && H5Tget_size(type.get()) == 4)
+                             : (cls == H5T_INTEGER && H5Tget_size(type.get()) == 4 &&
+                                H5Tget_sign(type.get()) == H5T_SGN_2);
+  if (!ok) {
+    throw checkpoint_error(ctx + ": it holds " + dtype_str(type.get()) + ", expected " +
+                               (want_float ? "float32" : "int32"),
+                           "the file was written with another dtype; convert it or use the "
+                           "matching reader");
+  }
+  t.shape = shape_of(t.dataset.get(), name);
+  return t;
+}
+
+void H5TensorReader::check_shape(const std::string& name, const std::vector<int64_t>& got,
+                                 const std::vector<int64_t>& expect) const {
+  if (got != expect) {
+    throw checkpoint_error("dataset " + q(name) + " in " + q(path_) + " has shape " +
+                               shape_str(got) + ", expected " + shape_str(expect),
+                           "the file was written for a different model configuration; check "
+                           "[model] against the file's attributes (h5dump -A " +
+                               path_ + ")");
+  }
+}
+
+std::vector<int64_t> H5TensorReader::shape(const std::string& name) const {
+  return shape_of(open_dataset(name).get(), name);
+}
+
+std::vector<int64_t> H5TensorReader::shape_of(hid_t dataset, const std::string& name) const {
+  const std::string ctx = "reading the shape of " + q(name) + " in " + q(path_);
+  H5Handle space(NUPIPE_H5_MSG(H5Dget_space(dataset), ctx), H5Sclose);
+  const int rank = NUPIPE_H5_MSG(H5Sget_simple_extent_ndims(space.get()), ctx);
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  if (rank > 0) NUPIPE_H5_MSG(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), ctx);
+  return std::vector<int64_t>(dims.begin(), dims.end());
+}
+
+void H5TensorReader::read_typed(const Typed& t, const std::string& name, void* out) const {
+  if (element_count(t.shape) == 0) return;
+  NUPIPE_H5_MSG(H5Dread(t.dataset.get(), t.mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out),
+                "reading dataset " + q(name) + " from " + q(path_));
+}
+
+std::vector<float> H5TensorReader::read_f32(const std::string& name) const {
+  Typed t = open_typed(name, true);
+  std::vector<float> out(element_count(t.shape));
+  read_typed(t, name, out.data());
+  return out;
+}
+
+std::vector<int32_t> H5TensorReader::read_i32(const std::string& name) const {
+  Typed t = open_typed(name, false);
+  std::vector<int32_t> out(element_count(t.shape));
+  read_typed(t, name, out.data());
+  return out;
+}
+
+std::vector<float> H5TensorReader::read_f32(const std::string& name,
+                                            const std::vector<int64_t>& expect) const {
+  Typed t = open_typed(name, true);
+  check_shape(name, t.shape, expect);
+  std::vector<float> out(element_count(t.shape));
+  read_typed(t, name, out.data());
+  return out;
+}
+
+std::vector<int32_t> H5TensorReader::read_i32(const std::string& name,
+                                              const std::vector<int64_t>& expect) const {
+  Typed t = open_typed(name, false);
+  check_shape(name, t.shape, expect);
+  std::vector<int32_t> out(element_count(t.shape));
+  read_typed(t, name, out.data());
+  return out;
+}
+
+void H5TensorReader::read_into(const std::string& name, float* out,
+                               const std::vector<int64_t>& expect) const {
+  Typed t = open_typed(name, true);
+  check_shape(name, t.shape, expect);
+  read_typed(t, name, out);
+}
+
+void H5TensorReader::read_into(const std::string& name, int32_t* out,
+                               const std::vector<int64_t>& expect) const {
+  Typed t = open_typed(name, false);
+  check_shape(name, t.shape, expect);
+  read_typed(t, name, out);
+}
+
+bool H5TensorReader::has(const std::string& name) const {
+  if (name.empty() || !link_exists(file_.get(), name)) return false;
+  H5Handle obj(NUPIPE_H5_MSG(H5Oopen(file_.get(), name.c_str(), H5P_DEFAULT),
+                             "opening " + q(name) + " in " + q(path_)),
+               H5Oclose);
+  return H5Iget_type(obj.get()) == H5I_DATASET;
+}
+
+bool H5TensorReader::has_attr(const std::string& key) const {
+  return !key.empty() && NUPIPE_H5_MSG(H5Aexists(root_.get(), key.c_str()),
+                                       "looking up attribute " + q(key) + " in " + q(path_)) > 0;
+}
+
+H5Handle H5TensorReader::open_attr(const std::string& key) const {
+  if (!has_attr(key)) {
+    throw checkpoint_error("attribute " + q(key) + " not found on the root of " + q(path_),
+                           "list the attributes with `h5dump -A " + path_ + "`");
+  }
+  const std::string ctx = "reading attribute " + q(key) + " from " + q(path_);
+  H5Handle a(NUPIPE_H5_MSG(H5Aopen(root_.get(), key.c_str(), H5P_DEFAULT), ctx), H5Aclose);
+  H5Handle space(NUPIPE_H5_MSG(H5Aget_space(a.get()), ctx), H5Sclose);
+  if (NUPIPE_H5_MSG(H5Sget_simple_extent_npoints(space.get()), ctx) != 1) {
+    throw checkpoint_error(ctx + ": it is an array, expected a single value");
+  }
+  return a;
+}
+
+double H5TensorReader::attr_double(const std::string& key) const {
+  H5Handle a = open_attr(key);
+  const std::string ctx = "reading attribute " + q(key) + " from " + q(path_);
+  H5Handle type(NUPIPE_H5_MSG(H5Aget_type(a.get()), ctx), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(type.get());
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
+    throw checkpoint_error(ctx + ": it holds " + dtype_str(type.get()) + ", expected a number");
+  }
+  double v = 0;
+  NUPIPE_H5_MSG(H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v), ctx);
+  return v;
+}
+
+int64_t H5TensorReader::attr_int(const std::string& key) const {
+  H5Handle a = open_attr(key);
+  const std::string ctx = "reading attribute " + q(key) + " from " + q(path_);
+  H5Handle type(NUPIPE_H5_MSG(H5Aget_type(a.get()), ctx), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_INTEGER) {
+    throw checkpoint_error(ctx + ": it holds " + dtype_str(type.get()) + ", expected an integer");
+  }
+  int64_t v = 0;
+  NUPIPE_H5_MSG(H5Aread(a.get(), H5T_NATIVE_INT64, &v), ctx);
+  return v;
+}
+
+std::string H5TensorReader::attr_string(const std::string& key) const {
+  H5Handle a = open_attr(key);
+  const std::string ctx = "reading attribute " + q(key) + " from " + q(path_);
+  H5Handle type(NUPIPE_H5_MSG(H5Aget_type(a.get()), ctx), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_STRING) {
+    throw checkpoint_error(ctx + ": it holds " + dtype_str(type.get()) + ", expected a string");
+  }
+  // Read with the attribute's own string type: no character-set conversion is attempted.
+  if (NUPIPE_H5_MSG(H5Tis_variable_str(type.get()), ctx) > 0) {
+    char* s = nullptr;
+    NUPIPE_H5_MSG(H5Aread(a.get(), type.get(), &s), ctx);
+    std::string out = s ? s : "";
+    if (s) H5free_memory(s);
+    return out;
+  }
+  std::string buf(H5Tget_size(type.get()), '\0');
+  NUPIPE_H5_MSG(H5Aread(a.get(), type.get(), buf.data()), ctx);
+  buf.resize(std::min(buf.find('\0'), buf.size()));
+  return buf;
+}
+
+std::vector<std::string> H5TensorReader::list(const std::string& group) const {
+  const std::string g = group.empty() ? "/" : group;
+  const std::string ctx = "listing group " + q(g) + " in " + q(path_);
+  const bool is_root = g.find_first_not_of('/') == std::string::npos;
+  if (!is_root) {
+    bool is_group = link_exists(file_.get(), g);
+    if (is_group) {
+      H5Handle obj(NUPIPE_H5_MSG(H5Oopen(file_.get(), g.c_str(), H5P_DEFAULT), ctx), H5Oclose);
+      is_group = H5Iget_type(obj.get()) == H5I_GROUP;
+    }
+    if (!is_group) throw checkpoint_error(ctx + ": no such group");
+  }
+  H5Handle gid(NUPIPE_H5_MSG(H5Gopen2(file_.get(), g.c_str(), H5P_DEFAULT), ctx), H5Gclose);
+  H5G_info_t info;
+  NUPIPE_H5_MSG(H5Gget_info(gid.get(), &info), ctx);
+  std::vector<std::string> names;
+  names.reserve(info.nlinks);
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t len = NUPIPE_H5_MSG(
+        H5Lget_name_by_idx(gid.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT),
+        ctx);
+    std::string name(static_cast<size_t>(len) + 1, '\0');
+    NUPIPE_H5_MSG(H5Lget_name_by_idx(gid.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
+                                     name.size(), H5P_DEFAULT),
+                  ctx);
+    name.resize(static_cast<size_t>(len));
+    names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+}  // namespace nupipe::checkpoint

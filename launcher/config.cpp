@@ -1,0 +1,594 @@
+// config.cpp: the run configuration from TOML: one schema of every key, the unknown-key and
+// type checks, `--set` overrides, range validation with the key named, and to_toml.
+#include "launcher/config.h"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <variant>
+
+#include "runtime/error.h"
+
+namespace nupipe::launcher {
+namespace {
+
+// ---- schema: every key, its type, and where it lives in Config --------------------------
+
+using IntRef = int& (*)(Config&);
+using I64Ref = int64_t& (*)(Config&);
+using U64Ref = uint64_t& (*)(Config&);
+using FloatRef = float& (*)(Config&);
+using DoubleRef = double& (*)(Config&);
+using BoolRef = bool& (*)(Config&);
+using StrRef = std::string& (*)(Config&);
+using Field = std::variant<IntRef, I64Ref, U64Ref, FloatRef, DoubleRef, BoolRef, StrRef>;
+
+struct Key {
+  std::string_view path;  // full dotted name, e.g. "data.synthetic.order"
+  Field field;
+};
+
+// Tables, in the order to_toml writes them. [checkpoint] is reserved for a later version.
+constexpr std::string_view kSections[] = {"model", "data",  "data.synthetic", "parallel",
+                                          "train", "optim", "run",            "runtime"};
+
+#define NUPIPE_KEY(path, member) Key{path, +[](Config& c) -> auto& { return c.member; }}
+const std::vector<Key>& schema() {
+  static const std::vector<Key> keys = {
+      NUPIPE_KEY("model.n_layer", model.n_layer),
+      NUPIPE_KEY("model.d_model", model.d_model),
+      NUPIPE_KEY("model.n_head", model.n_head),
+      NUPIPE_KEY("model.vocab_size", model.vocab_size),
+      NUPIPE_KEY("model.seq_len", model.seq_len),
+      NUPIPE_KEY("model.tie_embeddings", model.tie_embeddings),
+      NUPIPE_KEY("model.init_std", model.init_std),
+      NUPIPE_KEY("model.ln_eps", model.ln_eps),
+      NUPIPE_KEY("parallel.pipeline", parallel.pipeline),
+      NUPIPE_KEY("parallel.data", parallel.data),
+      NUPIPE_KEY("train.steps", train.steps),
+      NUPIPE_KEY("train.seed", train.seed),
+      NUPIPE_KEY("train.global_batch", train.global_batch),
+      NUPIPE_KEY("train.micro_batch", train.micro_batch),
+      NUPIPE_KEY("train.val_every", train.val_every),
+      NUPIPE_KEY("train.val_batches", train.val_batches),
+      NUPIPE_KEY("optim.lr", adamw.lr),
+      NUPIPE_KEY("optim.beta1", adamw.beta1),
+      NUPIPE_KEY("optim.beta2", adamw.beta2),
+      NUPIPE_KEY("optim.eps", adamw.eps),
+      NUPIPE_KEY("optim.weight_decay", adamw.weight_decay),
+      NUPIPE_KEY("optim.warmup_steps", lr.warmup_steps),
+      NUPIPE_KEY("optim.min_lr_ratio", lr.min_lr_ratio),
+      NUPIPE_KEY("optim.grad_clip", clip.max_norm),
+      NUPIPE_KEY("data.train", data.train),
+      NUPIPE_KEY("data.val", data.val),
+      NUPIPE_KEY("data.synthetic.order", data.synthetic.order),
+      NUPIPE_KEY("data.synthetic.alphabet", data.synthetic.alphabet),
+      NUPIPE_KEY("data.synthetic.branching", data.synthetic.branching),
+      NUPIPE_KEY("data.synthetic.smoothing", data.synthetic.smoothing),
+      NUPIPE_KEY("data.synthetic.train_tokens", data.synthetic.train_tokens),
+      NUPIPE_KEY("data.synthetic.val_tokens", data.synthetic.val_tokens),
+      NUPIPE_KEY("data.synthetic.seed", data.synthetic.seed),
+      NUPIPE_KEY("run.dir", run.dir),
+      NUPIPE_KEY("run.log_every", run.log_every),
+      NUPIPE_KEY("runtime.device", runtime.device),
+      NUPIPE_KEY("runtime.threads", runtime.threads),
+  };
+  return keys;
+}
+#undef NUPIPE_KEY
+
+const Key* find_key(std::string_view path) {
+  for (const Key& k : schema())
+    if (k.path == path) return &k;
+  return nullptr;
+}
+bool is_section(std::string_view path) {
+  return std::find(std::begin(kSections), std::end(kSections), path) != std::end(kSections);
+}
+std::string_view parent_of(std::string_view path) {
+  const size_t dot = path.rfind('.');
+  return dot == std::string_view::npos ? std::string_view{} : path.substr(0, dot);
+}
+std::string_view leaf_of(std::string_view path) {
+  const size_t dot = path.rfind('.');
+  return dot == std::string_view::npos ? path : path.substr(dot + 1);
+}
+std::string join(std::string_view prefix, std::string_view name) {
+  return prefix.empty() ? std::string(name) : std::string(prefix) + "." + std::string(name);
+}
+
+// ---- formatting ------------------------------------------------------------------------
+
+std::string with_point(std::string s) {  // TOML needs a '.' or an exponent to read a float
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // 'n': inf, nan
+  return s;
+}
+std::string format_double(double v) {
+  char buf[64];
+  return with_point(std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr));
+}
+// The shortest text that reads back (as a double, then narrowed) to the same float.
+std::string format_float(float v) {
+  char buf[64];
+  std::string s(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  if (static_cast<float>(std::strtod(s.c_str(), nullptr)) != v) return format_double(v);
+  return with_point(s);
+}
+std::string quote(std::string_view s) {  // a TOML basic string
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\f': out += "\\f"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (ch < 0x20 || ch == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+          out += buf;
+        } else {
+          out += static_cast<char>(ch);
+        }
+    }
+  }
+  return out + "\"";
+}
+std::string format_value(const Key& key, Config& c) {
+  return std::visit(
+      [&](auto ref) -> std::string {
+        const auto& v = ref(c);
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, float>) return format_float(v);
+        else if constexpr (std::is_same_v<T, double>) return format_double(v);
+        else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+        else if constexpr (std::is_same_v<T, std::string>) return quote(v);
+        else return std::to_string(v);
+      },
+      key.field);
+}
+std::string_view type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    default: return "nothing";
+  }
+}
+std::string_view expected_name(const Key& key) {
+  switch (key.field.index()) {
+    case 0: case 1: case 2: return "an integer";
+    case 3: case 4: return "a number";
+    case 5: return "a boolean (true or false)";
+    default: return "a string";
+  }
+}
+std::string example(const Key& key) {  // "model.d_model = 64", from the struct default
+  Config defaults;
+  return std::string(key.path) + " = " + format_value(key, defaults);
+}
+
+// ---- did you mean ----------------------------------------------------------------------
+
+size_t edit_distance(std::string_view a, std::string_view b) {  // with transpositions
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// " (did you mean 'model.n_layer'?)" or "": a near name in the same table, the same key
+// name in another table (train.lr -> optim.lr), or a key this one abbreviates.
+std::string did_you_mean(std::string_view path) {
+  const std::string_view leaf = leaf_of(path), parent = parent_of(path);
+  const size_t limit = std::clamp<size_t>(leaf.size() / 3, 1, 3);
+  std::vector<std::string_view> names(std::begin(kSections), std::end(kSections));
+  for (const Key& k : schema()) names.push_back(k.path);
+  std::string_view best;
+  size_t best_score = SIZE_MAX;
+  for (std::string_view name : names) {
+    const std::string_view cand_leaf = leaf_of(name);
+    size_t score = SIZE_MAX;
+    if (parent_of(name) == parent) {
+      const size_t d = edit_distance(leaf, cand_leaf);
+      if (d <= limit) score = d;
+      else if (leaf.size() >= 3 && cand_leaf.starts_with(leaf)) score = limit + 1;
+    } else if (cand_leaf == leaf) {  // prefer data.synthetic.seed for data.seed
+      score = name.starts_with(std::string(parent) + ".") && !parent.empty() ? limit + 2 : limit + 3;
+    }
+    if (score < best_score) best_score = score, best = name;
+  }
+  return best.empty() ? std::string{} : " (did you mean '" + std::string(best) + "'?)";
+}
+
+// ---- reading the table into Config -----------------------------------------------------
+
+// Where each key's value came from: "file:line:col" or "--set key=value".
+using Origins = std::map<std::string, std::string, std::less<>>;
+
+struct Problem {
+  std::pair<uint64_t, uint64_t> at;  // line, column: the first problem in the file is reported
+  Error error;
+};
+
+std::string location(std::string_view source, const toml::node& n) {
+  const auto& b = n.source().begin;
+  if (b.line == 0) return std::string(source);
+  return std::string(source) + ":" + std::to_string(b.line) + ":" + std::to_string(b.column);
+}
+
+// Stores `n` into the field, or returns what is wrong with it.
+std::optional<std::string> store(const Key& key, const toml::node& n, Config& c) {
+  const std::string name(key.path);
+  auto wrong_type = [&] {
+    return name + " must be " + std::string(expected_name(key)) + ", got " +
+           std::string(type_name(n));
+  };
+  return std::visit(
+      [&](auto ref) -> std::optional<std::string> {
+        auto& field = ref(c);
+        using T = std::decay_t<decltype(field)>;
+        if constexpr (std::is_same_v<T, bool>) {
+          if (!n.is_boolean()) return wrong_type();
+          field = n.as_boolean()->get();
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          if (!n.is_string()) return wrong_type();
+          field = n.as_string()->get();
+        } else if constexpr (std::is_floating_point_v<T>) {
+          if (!n.is_number()) return wrong_type();
+          const double v = n.is_integer() ? static_cast<double>(n.as_integer()->get())
+                                          : n.as_floating_point()->get();
+          const T narrowed = static_cast<T>(v);
+          if (!std::isfinite(narrowed))
+            return name + " must be a finite number" +
+                   (std::is_same_v<T, float> ? " within 32-bit float range" : "") + ", got " +
+                   format_double(v);
+          field = narrowed;
+        } else {
+          if (!n.is_integer()) return wrong_type();
+          const int64_t v = n.as_integer()->get();
+          if constexpr (std::is_same_v<T, int>) {
+            if (v < INT_MIN || v > INT_MAX)
+              return name + " = " + std::to_string(v) + " does not fit in a 32-bit integer";
+          }
+          if constexpr (std::is_unsigned_v<T>) {
+            if (v < 0) return name + " must be >= 0, got " + std::to_string(v);
+          }
+          field = static_cast<T>(v);
+        }
+        return std::nullopt;
+      },
+      key.field);
+}
+
+// Walks the parsed table: unknown sections and keys, sections that are not tables, values of
+// the wrong type. Fills `c` and records where each key was set.
+void read_table(const toml::table& table, const std::string& prefix, std::string_view source,
+                Config& c, Origins& origins, std::vector<Problem>& problems) {
+  for (const auto& [k, node] : table) {
+    const std::string path = join(prefix, k.str());
+    const auto over = origins.find(path);
+    const bool overridden = over != origins.end();
+    const std::string where = overridden ? over->second : location(source, node);
+    const auto& b = node.source().begin;
+    const std::pair<uint64_t, uint64_t> at =
+        overridden || b.line == 0 ? std::pair<uint64_t, uint64_t>{UINT64_MAX, problems.size()}
+                                  : std::pair<uint64_t, uint64_t>{b.line, b.column};
+    const Key* key = k.str().find('.') == std::string::npos ? find_key(path) : nullptr;
+    if (key) {
+      if (auto what = store(*key, node, c))
+        problems.push_back({at, usage_error(where + ": " + *what, "write it as " + example(*key))});
+      else if (!overridden)
+        origins[path] = where;
+    } else if (is_section(path)) {
+      if (node.is_table())
+        read_table(*node.as_table(), path, source, c, origins, problems);
+      else
+        problems.push_back({at, usage_error(where + ": " + path + " must be a table, got " +
+                                                std::string(type_name(node)),
+                                            "write it as a section: [" + path + "]")});
+    } else {
+      const bool table = node.is_table();
+      std::string hint = "remove it or correct its name; docs/config.md lists every key";
+      if (path == "checkpoint")
+        hint = "checkpointing is not available in this version; remove the [checkpoint] section";
+      problems.push_back({at, usage_error(where + ": unknown " + (table ? "section" : "key") +
+                                              " '" + path + "'" + did_you_mean(path),
+                                          hint)});
+    }
+  }
+}
+
+// ---- --set overrides -------------------------------------------------------------------
+
+std::string trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+  return b == std::string_view::npos ? std::string{} : std::string(s.substr(b, e - b + 1));
+}
+
+void apply_override(toml::table& root, const std::string& text, Origins& origins) {
+  const std::string where = "--set " + text;
+  const std::string form_hint = "write it as --set section.key=value, e.g. --set train.steps=100";
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos)
+    throw usage_error("malformed override '" + text + "': expected section.key=value", form_hint);
+  const std::string path = trim(std::string_view(text).substr(0, eq));
+  const std::string value = trim(std::string_view(text).substr(eq + 1));
+  if (path.empty() || path.front() == '.' || path.back() == '.' ||
+      path.find("..") != std::string::npos)
+    throw usage_error("malformed override '" + text + "': '" + path + "' is not a dotted key",
+                      form_hint);
+  const Key* key = find_key(path);
+  if (!key) {
+    if (is_section(path))
+      throw usage_error(where + ": '" + path + "' is a section, not a key",
+                        "set its keys one at a time, e.g. --set " + path + ".<key>=value");
+    throw usage_error(where + ": unknown key '" + path + "'" + did_you_mean(path),
+                      "docs/config.md lists every key");
+  }
+
+  // The value as TOML if it is one (3, 0.5, true, "x", [1,2]), else the text itself.
+  std::optional<toml::table> parsed;
+  try {
+    toml::table t = toml::parse("v = " + value, std::string_view("--set"));
+    if (t.size() == 1 && t.contains("v")) parsed = std::move(t);
+  } catch (const toml::parse_error&) {
+  }
+  // For a string key the text is the only sensible reading (run.dir=2024, data.val=true).
+  if (parsed && std::holds_alternative<StrRef>(key->field) && !parsed->get("v")->is_string())
+    parsed.reset();
+
+  toml::table* table = &root;
+  std::string so_far;
+  std::string_view rest = path;
+  for (size_t dot; (dot = rest.find('.')) != std::string_view::npos; rest.remove_prefix(dot + 1)) {
+    const std::string seg(rest.substr(0, dot));
+    so_far = join(so_far, seg);
+    toml::node* n = table->get(seg);
+    if (!n) n = &table->insert(seg, toml::table{}).first->second;
+    if (!n->is_table())
+      throw usage_error(where + ": " + so_far + " must be a table, got " +
+                            std::string(type_name(*n)),
+                        "write it as a section: [" + so_far + "]");
+    table = n->as_table();
+  }
+  if (parsed) table->insert_or_assign(std::string(rest), *parsed->get("v"));
+  else table->insert_or_assign(std::string(rest), value);
+  origins[path] = where;
+}
+
+// ---- range validation --------------------------------------------------------------------
+
+class Checker {
+ public:
+  Checker(std::string_view source, const Origins& origins) : source_(source), origins_(origins) {}
+
+  // "<where key was set>: <what>"
+  [[noreturn]] void fail(std::string_view key, const std::string& what, std::string hint) const {
+    const auto it = origins_.find(key);
+    throw usage_error((it != origins_.end() ? it->second : source_) + ": " + what, std::move(hint));
+  }
+  template <typename T>
+  void at_least(std::string_view key, T v, T lo) const {
+    if (v < lo)
+      fail(key, std::string(key) + " must be >= " + str(lo) + ", got " + str(v),
+           "set " + std::string(key) + " to at least " + str(lo));
+  }
+  template <typename T>
+  void positive(std::string_view key, T v) const {
+    if (!(v > 0))
+      fail(key, std::string(key) + " must be > 0, got " + str(v),
+           "set " + std::string(key) + " to a positive value");
+  }
+  // lo <= v <= hi, or lo <= v < hi when !hi_inclusive
+  template <typename T>
+  void within(std::string_view key, T v, T lo, T hi, bool hi_inclusive, std::string hint = {}) const {
+    if (v < lo || v > hi || (!hi_inclusive && v == hi))
+      fail(key, std::string(key) + " must be in [" + str(lo) + ", " + str(hi) +
+                    (hi_inclusive ? "]" : ")") + ", got " + str(v),
+           hint.empty() ? "set " + std::string(key) + " within that range" : std::move(hint));
+  }
+
+  template <typename T>
+  static std::string str(T v) {  // shortest round-trip text; 1 rather than 1.0 in messages
+    char buf[64];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  }
+
+ private:
+  std::string source_;
+  const Origins& origins_;
+};
+
+void validate(const Config& c, const Checker& ck) {
+  using S = std::string;
+  const auto& m = c.model;
+  ck.at_least("model.n_layer", m.n_layer, 1);
+  ck.at_least("model.d_model", m.d_model, 1);
+  ck.at_least("model.n_head", m.n_head, 1);
+  if (m.d_model % m.n_head != 0)
+    ck.fail("model.d_model", "model.d_model = " + S(ck.str(m.d_model)) +
+                                 " is not divisible by model.n_head = " + ck.str(m.n_head),
+            "choose model.n_head dividing model.d_model (head size = d_model / n_head)");
+  ck.within("model.vocab_size", m.vocab_size, 2, 65536, true,
+            "tokens are stored as uint16: model.vocab_size can be at most 65536");
+  ck.at_least("model.seq_len", m.seq_len, 1);
+  ck.positive("model.init_std", m.init_std);
+  ck.positive("model.ln_eps", m.ln_eps);
+
+  const auto& d = c.data;
+  if (d.train.empty())
+    ck.fail("data.train", "data.train is empty",
+            "set data.train to \"synthetic\" or the path of a token file");
+  if (d.train == "synthetic" || d.val == "synthetic") {  // checked only when the corpus is used
+    const auto& s = d.synthetic;
+    ck.at_least("data.synthetic.order", s.order, 1);
+    if (s.alphabet < 2 || s.alphabet > m.vocab_size)
+      ck.fail("data.synthetic.alphabet",
+              "data.synthetic.alphabet = " + ck.str(s.alphabet) + " must be in [2, model.vocab_size = " +
+                  ck.str(m.vocab_size) + "]",
+              "the synthetic tokens are ids 0 .. alphabet-1 and must fit the vocabulary: lower "
+              "data.synthetic.alphabet or raise model.vocab_size");
+    ck.within("data.synthetic.branching", s.branching, 1, s.alphabet, true,
+              "each context has between 1 and data.synthetic.alphabet successors");
+    constexpr int64_t kMaxContexts = 4194304;
+    int64_t contexts = 1;
+    for (int i = 0; i < s.order && contexts <= kMaxContexts; ++i) contexts *= s.alphabet;
+    if (contexts > kMaxContexts)
+      ck.fail("data.synthetic.order",
+              "data.synthetic.alphabet ^ data.synthetic.order = " + ck.str(s.alphabet) + "^" +
+                  ck.str(s.order) + " is more than " + ck.str(kMaxContexts) + " contexts",
+              "lower data.synthetic.order or data.synthetic.alphabet (the chain has one row per "
+              "context)");
+    if (!(s.smoothing > 0 && s.smoothing < 1))
+      ck.fail("data.synthetic.smoothing",
+              "data.synthetic.smoothing must be in (0, 1), got " + ck.str(s.smoothing),
+              "it is the probability spread uniformly over the alphabet; a small positive value "
+              "such as 0.02 keeps every token reachable");
+    for (const auto& [key, n] : {std::pair<const char*, int64_t>{"data.synthetic.train_tokens", s.train_tokens},
+                                 {"data.synthetic.val_tokens", s.val_tokens}})
+      if (n <= int64_t{m.seq_len} + 1)
+        ck.fail(key, S(key) + " = " + ck.str(n) + " must be > model.seq_len + 1 = " +
+                         ck.str(m.seq_len + 1),
+                "a stream must hold at least one sequence plus its next-token targets");
+  }
+
+  const auto& p = c.parallel;
+  ck.at_least("parallel.pipeline", p.pipeline, 1);
+  ck.at_least("parallel.data", p.data, 1);
+  if (int64_t{p.pipeline} * p.data != 1)
+    ck.fail("parallel.pipeline",
+            "parallel.pipeline x parallel.data = " + ck.str(p.pipeline) + " x " + ck.str(p.data) +
+                " ranks: multi-rank training is not available in this version",
+            "set parallel.pipeline = 1 and parallel.data = 1");
+
+  const auto& t = c.train;
+  ck.at_least("train.steps", t.steps, 1);
+  ck.at_least("train.global_batch", t.global_batch, 1);
+  ck.at_least("train.micro_batch", t.micro_batch, 1);
+  const int64_t per_step = int64_t{t.micro_batch} * p.data;
+  if (t.global_batch % per_step != 0) {
+    const int64_t below = t.global_batch / per_step * per_step;
+    ck.fail("train.global_batch",
+            "train.global_batch = " + ck.str(t.global_batch) +
+                " is not a multiple of train.micro_batch x parallel.data = " +
+                ck.str(t.micro_batch) + " x " + ck.str(p.data),
+            "set train.global_batch to a multiple of " + ck.str(per_step) + " (e.g. " +
+                (below > 0 ? ck.str(below) + " or " : S()) + ck.str(below + per_step) +
+                "), or change train.micro_batch");
+  }
+  ck.at_least("train.val_every", t.val_every, 0);
+  ck.at_least("train.val_batches", t.val_batches, 1);
+
+  const auto& a = c.adamw;
+  ck.positive("optim.lr", a.lr);
+  ck.within("optim.beta1", a.beta1, 0.0f, 1.0f, false);
+  ck.within("optim.beta2", a.beta2, 0.0f, 1.0f, false);
+  ck.positive("optim.eps", a.eps);
+  ck.at_least("optim.weight_decay", a.weight_decay, 0.0f);
+  ck.at_least("optim.warmup_steps", c.lr.warmup_steps, 0);
+  if (c.lr.warmup_steps > t.steps)
+    ck.fail("optim.warmup_steps", "optim.warmup_steps = " + ck.str(c.lr.warmup_steps) +
+                                      " is more than train.steps = " + ck.str(t.steps),
+            "set optim.warmup_steps to at most train.steps");
+  ck.within("optim.min_lr_ratio", c.lr.min_lr_ratio, 0.0f, 1.0f, true);
+  ck.at_least("optim.grad_clip", c.clip.max_norm, 0.0f);
+
+  if (c.run.dir.empty())
+    ck.fail("run.dir", "run.dir is empty", "set run.dir to the directory for this run's outputs");
+  ck.at_least("run.log_every", c.run.log_every, 1);
+  if (c.runtime.device != "cpu" && c.runtime.device != "cuda")
+    ck.fail("runtime.device",
+            "runtime.device must be \"cpu\" or \"cuda\", got " + quote(c.runtime.device),
+            "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
+  ck.at_least("runtime.threads", c.runtime.threads, 0);
+}
+
+}  // namespace
+
+Config parse_config(std::string_view toml_text, std::string_view source,
+                    const std::vector<std::string>& overrides) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source);
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    const std::string at = std::string(source) + ":" + std::to_string(b.line) + ":" +
+                           std::to_string(b.column);
+    throw usage_error(at + ": TOML syntax error: " + std::string(e.description()),
+                      "fix the syntax at line " + std::to_string(b.line) + ", column " +
+                          std::to_string(b.column) + " (TOML 1.0: https://toml.io)");
+  }
+  Origins origins;
+  for (const std::string& o : overrides) apply_override(root, o, origins);
+
+  Config config;
+  std::vector<Problem> problems;
+  read_table(root, "", source, config, origins, problems);
+  if (!problems.empty())
+    throw std::min_element(problems.begin(), problems.end(),
+                           [](const Problem& x, const Problem& y) { return x.at < y.at; })
+        ->error;
+  config.lr.total_steps = config.train.steps;
+  validate(config, Checker(source, origins));
+  return config;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw usage_error("config file '" + path + "' is a directory",
+                      "pass a TOML file, e.g. configs/tiny.toml");
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw usage_error("cannot open config file '" + path + "': " + std::strerror(errno),
+                      "check the path; configs/tiny.toml is a complete example");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad())
+    throw usage_error("cannot read config file '" + path + "': " + std::strerror(errno),
+                      "check the file's permissions");
+  return parse_config(text.str(), path, overrides);
+}
+
+std::string to_toml(const Config& config) {
+  Config c = config;  // the schema's accessors take a mutable Config; this one is only read
+  std::string out = "# nupipe effective configuration: every key, as validated.\n";
+  for (std::string_view section : kSections) {
+    out += "\n[" + std::string(section) + "]\n";
+    for (const Key& key : schema())
+      if (parent_of(key.path) == section)
+        out += std::string(leaf_of(key.path)) + " = " + format_value(key, c) + "\n";
+  }
+  return out;
+}
+
+}  // namespace nupipe::launcher

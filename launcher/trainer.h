@@ -1,0 +1,26 @@
+// trainer.h: the training loop of one rank: data, model, AdamW, LR schedule, clipping,
+// gradient accumulation, validation, metrics.jsonl and the readable log line.
+#pragma once
+
+#include <memory>
+
+#include <spdlog/logger.h>
+
+#include "launcher/config.h"
+#include "parallel/world.h"
+
+namespace nupipe::launcher {
+
+struct TrainResult {
+  double final_loss = 0.0;     // mean training loss of the last step
+  double final_val_loss = -1.0;
+  double loss_floor = -1.0;
+  int steps = 0;
+};
+
+// Runs config.train.steps steps; writes run.dir/{metrics.jsonl, config.toml} (run.dir must
+// exist). Throws nupipe::Error on bad data (3) or a non-finite loss (6).
+TrainResult train(const Config& config, const parallel::World& world,
+                  const std::shared_ptr<spdlog::logger>& log);
+
+}  // namespace nupipe::launcher

@@ -1,0 +1,49 @@
+// world.cpp: MPI session lifetime and host-local rank discovery.
+#include "parallel/world.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "parallel/mpi_check.h"
+
+namespace nupipe::parallel {
+
+std::string mpi_error_string(int code) {
+  char buf[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(code, buf, &len) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
+  return std::string(buf, len);
+}
+
+World::World(int* argc, char*** argv) {
+  NUPIPE_MPI(MPI_Init(argc, argv));
+  // Errors come back as codes so NUPIPE_MPI can report them; MPI does not abort for us.
+  NUPIPE_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  NUPIPE_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  NUPIPE_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  MPI_Comm local;
+  NUPIPE_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL,
+                                 &local));
+  NUPIPE_MPI(MPI_Comm_rank(local, &local_rank_));
+  NUPIPE_MPI(MPI_Comm_size(local, &local_size_));
+  MPI_Comm_free(&local);
+  char name[MPI_MAX_PROCESSOR_NAME];
+  int len = 0;
+  NUPIPE_MPI(MPI_Get_processor_name(name, &len));
+  host_.assign(name, len);
+}
+
+World::~World() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+int World::default_threads() const {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / std::max(1, local_size_));
+}
+
+}  // namespace nupipe::parallel

@@ -1,0 +1,32 @@
+// world.h: the MPI session (RAII init/finalize) and this process's place in the world:
+// rank, size, and how many ranks share its host (for default thread counts).
+#pragma once
+
+#include <string>
+
+namespace nupipe::parallel {
+
+class World {
+ public:
+  // Initialises MPI (works with or without mpirun: a singleton run is one rank).
+  World(int* argc, char*** argv);
+  ~World();
+  World(const World&) = delete;
+  World& operator=(const World&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  const std::string& host() const { return host_; }
+  bool is_root() const { return rank_ == 0; }
+
+  // Hardware threads of this host shared evenly among the ranks on it (at least 1).
+  int default_threads() const;
+
+ private:
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
+  std::string host_;
+};
+
+}  // namespace nupipe::parallel

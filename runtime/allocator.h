@@ -1,0 +1,41 @@
+// allocator.h: tagged device-memory accounting. Every allocation names what it is for
+// (params, grads, optimizer, activations, workspace, comm), and current/peak bytes per tag are kept.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace nupipe::runtime {
+
+enum class MemTag : int { params, grads, optimizer, activations, workspace, comm, count };
+inline constexpr int kNumTags = static_cast<int>(MemTag::count);
+
+const char* tag_name(MemTag tag);
+
+// Counts bytes per tag; owned by a Backend, updated on every allocate/free.
+class MemoryAccounting {
+ public:
+  void on_alloc(MemTag tag, size_t bytes);
+  void on_free(MemTag tag, size_t bytes);
+
+  int64_t current(MemTag tag) const { return current_[idx(tag)]; }
+  int64_t peak(MemTag tag) const { return peak_[idx(tag)]; }
+  int64_t current_total() const { return total_current_; }
+  int64_t peak_total() const { return total_peak_; }
+  // Restart peak tracking from the current values (e.g. to measure one step).
+  void reset_peaks();
+
+ private:
+  static int idx(MemTag t) { return static_cast<int>(t); }
+  std::array<int64_t, kNumTags> current_{};
+  std::array<int64_t, kNumTags> peak_{};
+  int64_t total_current_ = 0;
+  int64_t total_peak_ = 0;
+};
+
+// "12.3 MiB" style formatting for logs and tables.
+std::string format_bytes(double bytes);
+
+}  // namespace nupipe::runtime

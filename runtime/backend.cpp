@@ -1,0 +1,49 @@
+// backend.cpp: accounted allocation shared by all backends, backend selection, host copies.
+#include "runtime/backend.h"
+
+#include "runtime/check.h"
+#include "runtime/cpu/cpu_backend.h"
+
+namespace nupipe::runtime {
+
+void* Backend::allocate(size_t bytes, MemTag tag) {
+  void* p = bytes ? raw_allocate(bytes) : nullptr;
+  memory_.on_alloc(tag, bytes);
+  return p;
+}
+
+void Backend::release(void* ptr, size_t bytes, MemTag tag) {
+  if (ptr) raw_release(ptr);
+  memory_.on_free(tag, bytes);
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device) {
+  if (device == "cpu") return std::make_unique<CpuBackend>();
+  throw usage_error("runtime.device = \"" + device + "\" is not available in this build",
+                    "use runtime.device = \"cpu\"; the cuda backend needs a build with "
+                    "NUPIPE_CUDA=ON on a machine with nvcc");
+}
+
+std::vector<float> to_host(const Tensor& t) {
+  std::vector<float> out(t.numel());
+  t.backend().copy_to_host(out.data(), t.f32(), t.bytes());
+  return out;
+}
+
+std::vector<int32_t> to_host_i32(const Tensor& t) {
+  std::vector<int32_t> out(t.numel());
+  t.backend().copy_to_host(out.data(), t.i32(), t.bytes());
+  return out;
+}
+
+void from_host(Tensor& t, const std::vector<float>& values) {
+  NUPIPE_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "from_host size mismatch");
+  t.backend().copy_from_host(t.f32(), values.data(), t.bytes());
+}
+
+void from_host(Tensor& t, const std::vector<int32_t>& values) {
+  NUPIPE_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "from_host size mismatch");
+  t.backend().copy_from_host(t.i32(), values.data(), t.bytes());
+}
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,77 @@
+// gpt_model.h: a GPT-2 model, or the slice of one a pipeline stage holds: blocks [lo, hi),
+// plus the embedding if first, plus final LayerNorm, LM head and loss if last.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/layers/block.h"
+#include "runtime/layers/embedding.h"
+#include "runtime/layers/lm_head.h"
+#include "runtime/param_store.h"
+
+namespace nupipe::runtime {
+
+struct StageSlice {
+  int layer_begin = 0;
+  int layer_end = 0;  // exclusive
+  bool embedding = true;
+  bool head = true;
+  static StageSlice whole(const ModelConfig& cfg) { return {0, cfg.n_layer, true, true}; }
+};
+
+// Parameter specs of a slice, in a fixed order (embedding, blocks, head).
+std::vector<TensorSpec> gpt_specs(const ModelConfig& cfg, const StageSlice& slice);
+// Per-layer cost descriptors of a slice, named "embedding", "blocks.i", "head".
+std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
+                                                         const StageSlice& slice);
+
+class GptModel {
+ public:
+  GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice);
+  GptModel(const GptModel&) = delete;
+  GptModel& operator=(const GptModel&) = delete;
+
+  const ModelConfig& config() const { return cfg_; }
+  const StageSlice& slice() const { return slice_; }
+  ParamStore& params() { return store_; }
+  const ParamStore& params() const { return store_; }
+  Backend& backend() const { return store_.backend(); }
+
+  // The activations one microbatch keeps between its forward and its backward.
+  struct Pass {
+    int64_t batch = 0;
+    Tensor tokens;  // when the slice has the embedding
+    std::vector<Block::Saved> blocks;
+    Tensor hidden;  // output of the slice's last block
+  };
+
+  // input: i32 tokens [B*T] with the embedding, else f32 hidden [B*T, C] from the previous
+  // stage. Returns the slice's output hidden state (also kept in pass.hidden).
+  Tensor forward(Pass& pass, const Tensor& input, int64_t batch) const;
+  // Head slice only: loss sum over the pass's tokens, and the gradient of
+  // `dloss * loss_sum` with respect to pass.hidden.
+  double head_forward_backward(Pass& pass, const Tensor& targets, float dloss,
+                               Tensor& dhidden) const;
+  double head_forward(const Pass& pass, const Tensor& targets) const;
+  // dhidden -> gradient w.r.t. the slice's input (undefined when the slice has the
+  // embedding, whose gradient is accumulated instead). Releases the pass's activations.
+  Tensor backward(Pass& pass, const Tensor& dhidden) const;
+
+  // Whole model in one slice: forward, loss, backward for one microbatch. Returns loss sum.
+  double forward_backward(const Tensor& tokens, const Tensor& targets, int64_t batch,
+                          float dloss);
+  double loss_sum(const Tensor& tokens, const Tensor& targets, int64_t batch);
+
+ private:
+  ModelConfig cfg_;
+  StageSlice slice_;
+  ParamStore store_;
+  std::unique_ptr<Embedding> embedding_;
+  std::vector<Block> blocks_;
+  std::unique_ptr<LmHead> head_;
+};
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,93 @@
+// attention.cpp: causal self-attention forward/backward. Per sequence b, the H heads are one
+// batched GEMM over strided column blocks of qkv [T, 3C], so no head-split copies are made.
+#include "runtime/layers/attention.h"
+
+#include <cmath>
+
+namespace nupipe::runtime {
+
+void CausalSelfAttention::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix,
+                                    const ModelConfig& cfg) {
+  const float resid_std = cfg.init_std / std::sqrt(2.0f * cfg.n_layer);
+  Linear::add_specs(specs, prefix + ".qkv", cfg.d_model, 3 * cfg.d_model, cfg.init_std);
+  Linear::add_specs(specs, prefix + ".proj", cfg.d_model, cfg.d_model, resid_std);
+}
+
+LayerCost CausalSelfAttention::cost(const ModelConfig& cfg) {
+  const int64_t C = cfg.d_model, T = cfg.seq_len, H = cfg.n_head;
+  LayerCost c;
+  c.params = 3 * C * C + 3 * C + C * C + C;
+  // qkv [3C] + probs [H*T] + att [C] per token
+  c.activation_bytes_per_token = 4 * (3 * C + H * T + C);
+  // backward: dqkv [3C] + d_att [C] + one sequence's dP [H, T, T] / T tokens + dx [C]
+  c.workspace_bytes_per_token = 4 * (3 * C + C + H * T + C);
+  // matmuls: 2 flops/MAC, backward twice forward. Projections 4C^2; scores and values 2*T*C
+  // (causal masking is not exploited by the dense GEMMs, so full T).
+  c.flops_per_token = 3.0 * 2.0 * (4.0 * C * C + 2.0 * T * C);
+  return c;
+}
+
+CausalSelfAttention::CausalSelfAttention(const ParamStore& store, const std::string& prefix,
+                                         const ModelConfig& cfg)
+    : qkv_(store, prefix + ".qkv"),
+      proj_(store, prefix + ".proj"),
+      T_(cfg.seq_len),
+      H_(cfg.n_head),
+      D_(cfg.head_dim()),
+      C_(cfg.d_model) {}
+
+void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved& s) const {
+  Backend& be = x.backend();
+  const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
+  s.qkv = Tensor::empty(be, {N, C3}, DType::f32, MemTag::activations);
+  s.probs = Tensor::empty(be, {B, H_, T_, T_}, DType::f32, MemTag::activations);
+  s.att = Tensor::empty(be, {N, C_}, DType::f32, MemTag::activations);
+  qkv_.forward(x, s.qkv);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* q = s.qkv.f32() + b * T_ * C3;
+    float* p = s.probs.f32() + b * H_ * TT;
+    // scores[h] = q_h k_h^T, then causal softmax in place
+    be.gemm_batched(false, true, T_, T_, D_, 1.0f, q, C3, D_, q + C_, C3, D_, 0.0f, p, T_, TT,
+                    H_);
+    be.causal_softmax_forward(p, p, H_, T_, scale);
+    // att[:, h] = probs[h] v_h
+    be.gemm_batched(false, false, T_, D_, T_, 1.0f, p, T_, TT, q + 2 * C_, C3, D_, 0.0f,
+                    s.att.f32() + b * T_ * C_, C_, D_, H_);
+  }
+  proj_.forward(s.att, out, 1.0f);
+}
+
+Tensor CausalSelfAttention::backward(const Tensor& dout, const Tensor& x, int64_t B,
+                                     const Saved& s) const {
+  Backend& be = x.backend();
+  const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
+  Tensor d_att = Tensor::empty(be, {N, C_}, DType::f32, MemTag::workspace);
+  proj_.backward(dout, s.att, &d_att);
+
+  Tensor dqkv = Tensor::empty(be, {N, C3}, DType::f32, MemTag::workspace);
+  Tensor dp = Tensor::empty(be, {H_, T_, T_}, DType::f32, MemTag::workspace);
+  for (int64_t b = 0; b < B; ++b) {
+    const float* q = s.qkv.f32() + b * T_ * C3;
+    const float* p = s.probs.f32() + b * H_ * TT;
+    const float* g = d_att.f32() + b * T_ * C_;
+    float* dq = dqkv.f32() + b * T_ * C3;
+    // dP = d_att_h v_h^T ; dv_h = P^T d_att_h
+    be.gemm_batched(false, true, T_, T_, D_, 1.0f, g, C_, D_, q + 2 * C_, C3, D_, 0.0f, dp.f32(),
+                    T_, TT, H_);
+    be.gemm_batched(true, false, T_, D_, T_, 1.0f, p, T_, TT, g, C_, D_, 0.0f, dq + 2 * C_, C3,
+                    D_, H_);
+    // dS (scaled, masked) in place, then dq_h = dS k_h ; dk_h = dS^T q_h
+    be.causal_softmax_backward(dp.f32(), p, dp.f32(), H_, T_, scale);
+    be.gemm_batched(false, false, T_, D_, T_, 1.0f, dp.f32(), T_, TT, q + C_, C3, D_, 0.0f, dq,
+                    C3, D_, H_);
+    be.gemm_batched(true, false, T_, D_, T_, 1.0f, dp.f32(), T_, TT, q, C3, D_, 0.0f, dq + C_,
+                    C3, D_, H_);
+  }
+  Tensor dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
+  qkv_.backward(dqkv, x, &dx);
+  return dx;
+}
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,65 @@
+// block.cpp: transformer block forward/backward; the residual adds are fused into the
+// output projections (they accumulate onto a copy of the residual stream).
+#include "runtime/layers/block.h"
+
+namespace nupipe::runtime {
+
+void Block::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg, int index) {
+  const std::string p = prefix(index);
+  LayerNorm::add_specs(specs, p + ".ln1", cfg.d_model);
+  CausalSelfAttention::add_specs(specs, p + ".attn", cfg);
+  LayerNorm::add_specs(specs, p + ".ln2", cfg.d_model);
+  Mlp::add_specs(specs, p + ".mlp", cfg);
+}
+
+LayerCost Block::cost(const ModelConfig& cfg) {
+  const int64_t C = cfg.d_model;
+  LayerCost ln;
+  ln.params = 2 * C;
+  ln.activation_bytes_per_token = 4 * (C + 2);  // normalised output, mean, rstd
+  ln.flops_per_token = 3.0 * 8.0 * C;           // a few passes over the row
+  LayerCost c;
+  c += ln;
+  c += CausalSelfAttention::cost(cfg);
+  c += ln;
+  c += Mlp::cost(cfg);
+  c.activation_bytes_per_token += 4 * (C + C);  // x2 and the block output
+  c.recompute_bytes_per_token = 4 * C;          // only the input is kept under recompute
+  return c;
+}
+
+Block::Block(const ParamStore& store, const ModelConfig& cfg, int index)
+    : ln1_(store, prefix(index) + ".ln1", cfg.ln_eps),
+      ln2_(store, prefix(index) + ".ln2", cfg.ln_eps),
+      attn_(store, prefix(index) + ".attn", cfg),
+      mlp_(store, prefix(index) + ".mlp") {}
+
+Tensor Block::forward(const Tensor& x, int64_t B, Saved& s) const {
+  Backend& be = x.backend();
+  s.x = x;
+  s.ln1 = ln1_.forward(x);
+  s.x2 = Tensor::empty(be, x.shape(), DType::f32, MemTag::activations);
+  be.copy(s.x2.f32(), x.f32(), x.bytes());
+  attn_.forward(s.ln1.out, B, s.x2, s.attn);
+  s.ln2 = ln2_.forward(s.x2);
+  Tensor out = Tensor::empty(be, x.shape(), DType::f32, MemTag::activations);
+  be.copy(out.f32(), s.x2.f32(), x.bytes());
+  mlp_.forward(s.ln2.out, out, s.mlp);
+  return out;
+}
+
+Tensor Block::backward(const Tensor& dout, int64_t B, Saved& s) const {
+  Backend& be = dout.backend();
+  // d(x2) = dout + ln2'(mlp'(dout))
+  Tensor dx2 = ln2_.backward(mlp_.backward(dout, s.ln2.out, s.mlp), s.x2, s.ln2);
+  be.accumulate(dx2.f32(), dout.f32(), dout.numel());
+  s.mlp = {};
+  s.ln2 = {};
+  // dx = dx2 + ln1'(attn'(dx2))
+  Tensor dx = ln1_.backward(attn_.backward(dx2, s.ln1.out, B, s.attn), s.x, s.ln1);
+  be.accumulate(dx.f32(), dx2.f32(), dx2.numel());
+  s = {};
+  return dx;
+}
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,41 @@
+// block.h: one pre-LayerNorm transformer block, x + attn(ln1(x)) then + mlp(ln2(.)),
+// with its named parameters, cost descriptor and hand-written backward.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/layers/attention.h"
+#include "runtime/layers/layer_cost.h"
+#include "runtime/layers/linear.h"
+#include "runtime/layers/mlp.h"
+
+namespace nupipe::runtime {
+
+class Block {
+ public:
+  static std::string prefix(int index) { return "blocks." + std::to_string(index); }
+  static void add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg, int index);
+  static LayerCost cost(const ModelConfig& cfg);
+  Block(const ParamStore& store, const ModelConfig& cfg, int index);
+
+  struct Saved {
+    Tensor x;  // the block's input (owned by the previous layer's output)
+    LayerNorm::Saved ln1;
+    CausalSelfAttention::Saved attn;
+    Tensor x2;  // x + attention branch
+    LayerNorm::Saved ln2;
+    Mlp::Saved mlp;
+  };
+  // x [B*T, C] -> block output (activations); `saved` keeps what backward needs.
+  Tensor forward(const Tensor& x, int64_t B, Saved& saved) const;
+  // dout -> dx (workspace); accumulates parameter gradients and releases `saved`.
+  Tensor backward(const Tensor& dout, int64_t B, Saved& saved) const;
+
+ private:
+  LayerNorm ln1_, ln2_;
+  CausalSelfAttention attn_;
+  Mlp mlp_;
+};
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,40 @@
+// embedding.cpp: embedding forward/backward.
+#include "runtime/layers/embedding.h"
+
+namespace nupipe::runtime {
+
+void Embedding::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg) {
+  specs.push_back({kTokenTable, {cfg.vocab_size, cfg.d_model}, Init::normal, cfg.init_std, true});
+  specs.push_back({kPositionTable, {cfg.seq_len, cfg.d_model}, Init::normal, cfg.init_std, true});
+}
+
+LayerCost Embedding::cost(const ModelConfig& cfg) {
+  LayerCost c;
+  c.params = static_cast<int64_t>(cfg.vocab_size + cfg.seq_len) * cfg.d_model;
+  c.activation_bytes_per_token = 4 * cfg.d_model;  // its output, the first block's input
+  c.flops_per_token = 2.0 * cfg.d_model;
+  return c;
+}
+
+Embedding::Embedding(const ParamStore& store, const ModelConfig& cfg)
+    : wte_(store.param(kTokenTable)),
+      wpe_(store.param(kPositionTable)),
+      dwte_(store.grad(kTokenTable)),
+      dwpe_(store.grad(kPositionTable)),
+      T_(cfg.seq_len),
+      C_(cfg.d_model) {}
+
+Tensor Embedding::forward(const Tensor& tokens) const {
+  Backend& be = wte_.backend();
+  const int64_t N = tokens.numel();
+  Tensor x = Tensor::empty(be, {N, C_}, DType::f32, MemTag::activations);
+  be.embedding_forward(x.f32(), tokens.i32(), wte_.f32(), wpe_.f32(), N, T_, C_);
+  return x;
+}
+
+void Embedding::backward(const Tensor& dx, const Tensor& tokens) const {
+  wte_.backend().embedding_backward(dwte_.f32(), dwpe_.f32(), dx.f32(), tokens.i32(),
+                                    tokens.numel(), T_, C_);
+}
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,72 @@
+// linear.cpp: Linear and LayerNorm forward/backward through the Backend.
+#include "runtime/layers/linear.h"
+
+#include "runtime/check.h"
+
+namespace nupipe::runtime {
+
+void Linear::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t in,
+                       int64_t out, float init_std) {
+  specs.push_back({prefix + ".weight", {out, in}, Init::normal, init_std, true});
+  specs.push_back({prefix + ".bias", {out}, Init::zeros, 0.0f, false});
+}
+
+Linear::Linear(const ParamStore& store, const std::string& prefix)
+    : w_(store.param(prefix + ".weight")),
+      b_(store.param(prefix + ".bias")),
+      dw_(store.grad(prefix + ".weight")),
+      db_(store.grad(prefix + ".bias")),
+      in_(w_.dim(1)),
+      out_(w_.dim(0)) {}
+
+void Linear::forward(const Tensor& x, Tensor& y, float beta) const {
+  Backend& be = w_.backend();
+  const int64_t N = x.numel() / in_;
+  NUPIPE_CHECK(y.numel() == N * out_, "Linear output size mismatch");
+  be.gemm(false, true, N, out_, in_, 1.0f, x.f32(), in_, w_.f32(), in_, beta, y.f32(), out_);
+  be.add_bias(y.f32(), b_.f32(), N, out_);
+}
+
+void Linear::backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate) const {
+  Backend& be = w_.backend();
+  const int64_t N = x.numel() / in_;
+  be.gemm(true, false, out_, in_, N, 1.0f, dy.f32(), out_, x.f32(), in_, 1.0f, dw_.f32(), in_);
+  be.bias_backward(db_.f32(), dy.f32(), N, out_);
+  if (dx) {
+    be.gemm(false, false, N, in_, out_, 1.0f, dy.f32(), out_, w_.f32(), in_,
+            accumulate ? 1.0f : 0.0f, dx->f32(), in_);
+  }
+}
+
+void LayerNorm::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t C) {
+  specs.push_back({prefix + ".weight", {C}, Init::ones, 0.0f, false});
+  specs.push_back({prefix + ".bias", {C}, Init::zeros, 0.0f, false});
+}
+
+LayerNorm::LayerNorm(const ParamStore& store, const std::string& prefix, float eps)
+    : w_(store.param(prefix + ".weight")),
+      b_(store.param(prefix + ".bias")),
+      dw_(store.grad(prefix + ".weight")),
+      db_(store.grad(prefix + ".bias")),
+      eps_(eps) {}
+
+LayerNorm::Saved LayerNorm::forward(const Tensor& x, MemTag tag) const {
+  Backend& be = w_.backend();
+  const int64_t C = w_.numel(), N = x.numel() / C;
+  Saved s{Tensor::empty(be, x.shape(), DType::f32, tag), Tensor::empty(be, {N}, DType::f32, tag),
+          Tensor::empty(be, {N}, DType::f32, tag)};
+  be.layernorm_forward(s.out.f32(), s.mean.f32(), s.rstd.f32(), x.f32(), w_.f32(), b_.f32(), N,
+                       C, eps_);
+  return s;
+}
+
+Tensor LayerNorm::backward(const Tensor& dout, const Tensor& x, const Saved& saved) const {
+  Backend& be = w_.backend();
+  const int64_t C = w_.numel(), N = x.numel() / C;
+  Tensor dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
+  be.layernorm_backward(dx.f32(), dw_.f32(), db_.f32(), dout.f32(), x.f32(), w_.f32(),
+                        saved.mean.f32(), saved.rstd.f32(), N, C);
+  return dx;
+}
+
+}  // namespace nupipe::runtime

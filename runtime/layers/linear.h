@@ -1,0 +1,46 @@
+// linear.h: y = x W^T + b with W stored [out, in] (the nn.Linear convention), and the small
+// LayerNorm wrapper; both are parameter views into a ParamStore, used by the larger layers.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "runtime/param_store.h"
+
+namespace nupipe::runtime {
+
+class Linear {
+ public:
+  static void add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t in,
+                        int64_t out, float init_std);
+  Linear(const ParamStore& store, const std::string& prefix);
+
+  int64_t in() const { return in_; }
+  int64_t out() const { return out_; }
+  // y[N,out] = beta * y + x[N,in] W^T + b
+  void forward(const Tensor& x, Tensor& y, float beta = 0.0f) const;
+  // dW += dy^T x, db += colsum(dy); when dx is given, dx = dy W (+ dx if accumulate).
+  void backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate = false) const;
+
+ private:
+  Tensor w_, b_, dw_, db_;
+  int64_t in_, out_;
+};
+
+class LayerNorm {
+ public:
+  static void add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t C);
+  LayerNorm(const ParamStore& store, const std::string& prefix, float eps);
+
+  struct Saved { Tensor out, mean, rstd; };
+  // out/mean/rstd allocated under `tag` (activations when kept for backward).
+  Saved forward(const Tensor& x, MemTag tag = MemTag::activations) const;
+  // Returns dx (workspace); accumulates dw, db.
+  Tensor backward(const Tensor& dout, const Tensor& x, const Saved& saved) const;
+
+ private:
+  Tensor w_, b_, dw_, db_;
+  float eps_;
+};
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,22 @@
+// model_config.h: the GPT model's shape and initialisation options ([model] in the config).
+// Validated by launcher/config; the model trusts it.
+#pragma once
+
+#include <cstdint>
+
+namespace nupipe::runtime {
+
+struct ModelConfig {
+  int n_layer = 4;
+  int d_model = 64;
+  int n_head = 4;
+  int vocab_size = 256;
+  int seq_len = 64;
+  bool tie_embeddings = true;  // LM head shares the token embedding matrix
+  float init_std = 0.02f;      // N(0, init_std); residual projections / sqrt(2 * n_layer)
+  float ln_eps = 1e-5f;
+
+  int head_dim() const { return d_model / n_head; }
+};
+
+}  // namespace nupipe::runtime

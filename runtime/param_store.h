@@ -1,0 +1,58 @@
+// param_store.h: named parameter tensors in one flat buffer, with a matching flat gradient
+// buffer. Specs carry init and weight-decay flags; offsets are what ZeRO shards will cut.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/tensor.h"
+
+namespace nupipe::runtime {
+
+enum class Init { normal, zeros, ones };
+
+struct TensorSpec {
+  std::string name;    // global name, e.g. "blocks.7.attn.qkv.weight"
+  Shape shape;
+  Init init = Init::normal;
+  float init_std = 0.0f;
+  bool decay = false;  // AdamW weight decay applies (matrices yes; biases, LayerNorm no)
+  int64_t offset = 0;  // elements into the flat buffer; set by ParamStore
+  int64_t numel() const { return runtime::numel(shape); }
+};
+
+class ParamStore {
+ public:
+  ParamStore(Backend& backend, std::vector<TensorSpec> specs);
+
+  // Deterministic: each tensor draws from its own stream keyed by (seed, name), so values do
+  // not depend on which other tensors this store (or this stage) holds.
+  void initialize(uint64_t seed);
+  void zero_grads();
+
+  const std::vector<TensorSpec>& specs() const { return specs_; }
+  const TensorSpec& spec(const std::string& name) const;
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  Tensor param(const std::string& name) const;
+  Tensor grad(const std::string& name) const;
+  const Tensor& flat_params() const { return params_; }
+  const Tensor& flat_grads() const { return grads_; }
+  int64_t numel() const { return params_.numel(); }
+  Backend& backend() const { return backend_; }
+
+ private:
+  Backend& backend_;
+  std::vector<TensorSpec> specs_;
+  std::unordered_map<std::string, size_t> index_;
+  Tensor params_;
+  Tensor grads_;
+};
+
+// N(0, std) values from a stream keyed by (seed, key): splitmix64 + Box-Muller, fully
+// specified so results are identical on every platform.
+void fill_normal(std::vector<float>& out, uint64_t seed, const std::string& key, float std);
+
+}  // namespace nupipe::runtime

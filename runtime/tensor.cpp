@@ -1,0 +1,69 @@
+// tensor.cpp: storage lifetime (allocation through the backend, with accounting) and views.
+#include "runtime/tensor.h"
+
+#include <sstream>
+
+#include "runtime/backend.h"
+#include "runtime/check.h"
+
+namespace nupipe::runtime {
+
+size_t dtype_size(DType d) { return d == DType::f32 ? sizeof(float) : sizeof(int32_t); }
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << "]";
+  return o.str();
+}
+
+Storage::Storage(Backend& b, size_t n, MemTag t) : backend(b), ptr(nullptr), bytes(n), tag(t) {
+  ptr = backend.allocate(bytes, tag);
+}
+
+Storage::~Storage() { backend.release(ptr, bytes, tag); }
+
+Tensor Tensor::empty(Backend& backend, Shape shape, DType dtype, MemTag tag) {
+  for (int64_t d : shape) NUPIPE_CHECK(d >= 0, "negative dimension in " + shape_str(shape));
+  Tensor t;
+  t.storage_ = std::make_shared<Storage>(backend, runtime::numel(shape) * dtype_size(dtype), tag);
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  return t;
+}
+
+Tensor Tensor::zeros(Backend& backend, Shape shape, DType dtype, MemTag tag) {
+  Tensor t = empty(backend, std::move(shape), dtype, tag);
+  backend.fill_zero(t.storage_->ptr, t.storage_->bytes);
+  return t;
+}
+
+Tensor Tensor::view(int64_t offset, Shape shape) const {
+  NUPIPE_CHECK(defined(), "view of an undefined tensor");
+  NUPIPE_CHECK(offset >= 0 && offset + runtime::numel(shape) <= numel(),
+               "view " + shape_str(shape) + " at " + std::to_string(offset) +
+                   " out of range of " + shape_str(shape_));
+  Tensor t = *this;
+  t.offset_ = offset_ + offset;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+float* Tensor::f32() const {
+  NUPIPE_CHECK(defined() && dtype_ == DType::f32, "f32() on a tensor that is not f32");
+  return static_cast<float*>(storage_->ptr) + offset_;
+}
+
+int32_t* Tensor::i32() const {
+  NUPIPE_CHECK(defined() && dtype_ == DType::i32, "i32() on a tensor that is not i32");
+  return static_cast<int32_t*>(storage_->ptr) + offset_;
+}
+
+}  // namespace nupipe::runtime

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# cpu_step.sh: nupipe vs PyTorch training-step throughput on this CPU, side by side in one run
+# (same model, batch and threads), and nupipe's GFLOP/s against the OpenBLAS sgemm ceiling.
+#
+#   scripts/bench/cpu_step.sh                      # GPT-2 small width, 2 layers, 4 x 256 tokens
+#   N_LAYER=4 SEQ=512 THREADS=8 scripts/bench/cpu_step.sh
+#
+# Environment: N_LAYER (2), SEQ (256), BATCH (4 sequences per step), STEPS (5; the first is
+# warm-up), THREADS (all cores), CONFIG (configs/gpt2-124m.toml: d_model, n_head, vocab_size,
+# tie_embeddings come from it), BUILD_DIR (build), SKIP_BUILD=1, KEEP_TMP=1, PYTHON.
+# Absolute numbers on shared machines are noise; the ratios are the result (DESIGN.md).
+# Exit: 0 all three measured; 1 some part could not be measured (its row reads n/a).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 1
+PYTHON=${PYTHON:-/usr/bin/python3}
+CONFIG=${CONFIG:-configs/gpt2-124m.toml}
+N_LAYER=${N_LAYER:-2}
+SEQ=${SEQ:-256}
+BATCH=${BATCH:-4}
+STEPS=${STEPS:-5}
+THREADS=${THREADS:-$(nproc)}
+BUILD_DIR=${BUILD_DIR:-build}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nupipe-cpu-step.XXXXXX") || exit 1
+if [ "${KEEP_TMP:-0}" = 1 ]; then
+  echo "cpu_step: keeping $TMP"
+else
+  trap 'rm -rf "$TMP"' EXIT
+fi
+
+note() { echo "cpu_step: $*" >&2; }
+status=0
+
+if [ "$STEPS" -lt 2 ]; then
+  note "STEPS=$STEPS: need at least 2 (the first step is warm-up and not counted)"
+  exit 2
+fi
+if [ ! -f "$CONFIG" ]; then
+  note "config $CONFIG not found"
+  exit 2
+fi
+
+# ---- build --------------------------------------------------------------------------------
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$TMP/configure.log" 2>&1 ||
+      { tail -n 30 "$TMP/configure.log" >&2; note "cmake configure failed (log above)"; }
+  fi
+  # Each target on its own, so that a broken nupipe build still leaves sgemm_peak measurable.
+  for target in nupipe sgemm_peak; do
+    if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
+      cmake --build "$BUILD_DIR" -j --target "$target" >"$TMP/build-$target.log" 2>&1 ||
+        { tail -n 30 "$TMP/build-$target.log" >&2; note "building $target failed (log above)"; }
+    fi
+  done
+fi
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null)
+if [ -n "$build_type" ] && [ "$build_type" != Release ]; then
+  note "WARNING: $BUILD_DIR is a '$build_type' build; nupipe's numbers are not Release numbers"
+fi
+
+# d_model, n_head, vocab_size, tie_embeddings (and the rest of [model]) from a TOML file.
+model_of() {
+  "$PYTHON" - "$1" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    m = tomllib.load(f)["model"]
+print(m["n_layer"], m["d_model"], m["n_head"], m["vocab_size"], m["seq_len"], int(m["tie_embeddings"]))
+EOF
+}
+read -r _ D_MODEL N_HEAD VOCAB _ TIED < <(model_of "$CONFIG") || { note "cannot read [model] of $CONFIG"; exit 2; }
+
+# ---- nupipe -------------------------------------------------------------------------------
+NUPIPE="$BUILD_DIR/bin/nupipe"
+nupipe_tps=n/a nupipe_gflops=n/a
+RUN="$TMP/run"
+if [ ! -x "$NUPIPE" ]; then
+  note "ERROR: $NUPIPE not found: the build did not produce it (see above, or build with"
+  note "       cmake -S . -B $BUILD_DIR -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD_DIR -j)"
+  status=1
+else
+  echo "== nupipe: $NUPIPE train $CONFIG (n_layer=$N_LAYER seq=$SEQ batch=$BATCH threads=$THREADS)"
+  if "$NUPIPE" train "$CONFIG" --set model.n_layer="$N_LAYER" --set model.seq_len="$SEQ" \
+      --set train.micro_batch="$BATCH" --set train.global_batch="$BATCH" \
+      --set train.steps="$STEPS" --set run.log_every=1 --set run.dir="$RUN" \
+      --set runtime.threads="$THREADS" 2>&1 | tee "$TMP/nupipe.log"; then
+    # The effective configuration is the truth about what ran.
+    if [ -f "$RUN/config.toml" ]; then
+      read -r _ D_MODEL N_HEAD VOCAB _ TIED < <(model_of "$RUN/config.toml")
+    fi
+    if read -r nupipe_tps nupipe_gflops < <("$PYTHON" - "$RUN/metrics.jsonl" <<'EOF'
+import json, statistics, sys
+try:
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+except (OSError, ValueError) as e:
+    sys.exit(f"cpu_step: cannot read {sys.argv[1]}: {e}")
+rows = [r for r in rows if "step" in r]
+first = min((r["step"] for r in rows), default=None)
+timed = [r for r in rows if r["step"] != first]  # the first step is warm-up
+if not timed:
+    sys.exit(f"cpu_step: {sys.argv[1]} has no step after the first")
+med = lambda k: statistics.median(r[k] for r in timed) if all(k in r for r in timed) else None
+tps, gf = med("tokens_per_s"), med("gflops")
+if tps is None:
+    sys.exit(f"cpu_step: {sys.argv[1]} lacks tokens_per_s")
+print(f"{tps:.1f}", "n/a" if gf is None else f"{gf:.1f}")
+EOF
+    ); then :; else
+      nupipe_tps=n/a nupipe_gflops=n/a status=1
+    fi
+  else
+    note "ERROR: nupipe train failed (exit ${PIPESTATUS[0]}); output above"
+    status=1
+  fi
+fi
+
+# ---- PyTorch ------------------------------------------------------------------------------
+untied_flag=""
+[ "$TIED" = 0 ] && untied_flag=--untied
+echo "== PyTorch: scripts/bench/torch_step.py (same model, batch and threads)"
+torch_tps=n/a
+if "$PYTHON" scripts/bench/torch_step.py --n-layer "$N_LAYER" --d-model "$D_MODEL" \
+    --n-head "$N_HEAD" --vocab "$VOCAB" --seq "$SEQ" --batch "$BATCH" --threads "$THREADS" \
+    --steps $((STEPS - 1)) --warmup 1 $untied_flag 2>&1 | tee "$TMP/torch.log"; then
+  torch_tps=$(sed -n 's/^torch_tokens_per_s //p' "$TMP/torch.log")
+fi
+[ -n "$torch_tps" ] && [ "$torch_tps" != n/a ] || { torch_tps=n/a; note "ERROR: torch_step.py failed"; status=1; }
+
+# ---- sgemm ceiling ------------------------------------------------------------------------
+SGEMM="$BUILD_DIR/bin/sgemm_peak"
+if [ ! -x "$SGEMM" ]; then
+  note "$SGEMM not built; compiling scripts/bench/sgemm_peak.cpp directly"
+  SGEMM="$TMP/sgemm_peak"
+  c++ -std=c++20 -O3 -march=native scripts/bench/sgemm_peak.cpp \
+    $(pkg-config --cflags --libs openblas) -o "$SGEMM" 2>&1 >&2 || SGEMM=""
+fi
+sgemm=n/a
+echo "== sgemm ceiling: $SGEMM --threads $THREADS --tokens $((BATCH * SEQ)) --d-model $D_MODEL"
+if [ -n "$SGEMM" ] && "$SGEMM" --threads "$THREADS" --tokens $((BATCH * SEQ)) \
+    --d-model "$D_MODEL" | tee "$TMP/sgemm.log"; then
+  sgemm=$(sed -n 's/^sgemm_peak_gflops //p' "$TMP/sgemm.log")
+fi
+[ -n "$sgemm" ] && [ "$sgemm" != n/a ] || { sgemm=n/a; note "ERROR: sgemm_peak failed"; status=1; }
+
+# ---- table --------------------------------------------------------------------------------
+"$PYTHON" - "$nupipe_tps" "$torch_tps" "$nupipe_gflops" "$sgemm" <<EOF
+import sys
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+tps, torch_tps, gf, peak = (num(a) for a in sys.argv[1:5])
+ratio = lambda a, b: f"{a / b:.3f}" if a is not None and b else "n/a"
+fmt = lambda v: "n/a" if v is None else f"{v:.1f}"
+print()
+print("cpu_step: n_layer=$N_LAYER d_model=$D_MODEL n_head=$N_HEAD vocab=$VOCAB seq=$SEQ "
+      "batch=$BATCH tied=$TIED threads=$THREADS; median over steps after the first; build=${build_type:-?}")
+rows = [("nupipe tokens/s", fmt(tps)), ("PyTorch tokens/s", fmt(torch_tps)),
+        ("ratio nupipe/PyTorch", ratio(tps, torch_tps)), ("nupipe GFLOP/s", fmt(gf)),
+        ("sgemm ceiling GFLOP/s", fmt(peak)), ("fraction of ceiling", ratio(gf, peak))]
+for name, value in rows:
+    print(f"{name:<24}{value:>12}")
+EOF
+exit $status

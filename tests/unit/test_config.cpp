@@ -1,0 +1,513 @@
+// test_config.cpp: the TOML config loader: defaults, the shipped configs, every error naming
+// its key with exit code 2, --set overrides, and the to_toml round trip.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "launcher/config.h"
+#include "runtime/error.h"
+
+namespace nupipe::launcher {
+namespace {
+
+std::filesystem::path repo_root() {
+#ifdef NUPIPE_SOURCE_DIR
+  return NUPIPE_SOURCE_DIR;
+#else
+  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+#endif
+}
+
+// The usage error that parsing `text` must raise; its message and hint are checked non-empty.
+Error error_of(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(text, "test.toml", overrides);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::usage) << e.what();
+    EXPECT_FALSE(e.hint().empty()) << e.what();
+    return e;
+  }
+  ADD_FAILURE() << "accepted:\n" << text;
+  return Error(ExitCode::ok, "(no error)");
+}
+
+#define EXPECT_CONTAINS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << "in: " << (haystack)
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+void expect_same(const Config& a, const Config& b) {
+  EXPECT_EQ(a.model.n_layer, b.model.n_layer);
+  EXPECT_EQ(a.model.d_model, b.model.d_model);
+  EXPECT_EQ(a.model.n_head, b.model.n_head);
+  EXPECT_EQ(a.model.vocab_size, b.model.vocab_size);
+  EXPECT_EQ(a.model.seq_len, b.model.seq_len);
+  EXPECT_EQ(a.model.tie_embeddings, b.model.tie_embeddings);
+  EXPECT_TRUE(same_bits(a.model.init_std, b.model.init_std)) << a.model.init_std;
+  EXPECT_TRUE(same_bits(a.model.ln_eps, b.model.ln_eps)) << a.model.ln_eps;
+  EXPECT_EQ(a.data.train, b.data.train);
+  EXPECT_EQ(a.data.val, b.data.val);
+  EXPECT_EQ(a.data.synthetic.order, b.data.synthetic.order);
+  EXPECT_EQ(a.data.synthetic.alphabet, b.data.synthetic.alphabet);
+  EXPECT_EQ(a.data.synthetic.branching, b.data.synthetic.branching);
+  EXPECT_TRUE(same_bits(a.data.synthetic.smoothing, b.data.synthetic.smoothing))
+      << a.data.synthetic.smoothing;
+  EXPECT_EQ(a.data.synthetic.train_tokens, b.data.synthetic.train_tokens);
+  EXPECT_EQ(a.data.synthetic.val_tokens, b.data.synthetic.val_tokens);
+  EXPECT_EQ(a.data.synthetic.seed, b.data.synthetic.seed);
+  EXPECT_EQ(a.parallel.pipeline, b.parallel.pipeline);
+  EXPECT_EQ(a.parallel.data, b.parallel.data);
+  EXPECT_EQ(a.train.steps, b.train.steps);
+  EXPECT_EQ(a.train.seed, b.train.seed);
+  EXPECT_EQ(a.train.global_batch, b.train.global_batch);
+  EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
+  EXPECT_EQ(a.train.val_every, b.train.val_every);
+  EXPECT_EQ(a.train.val_batches, b.train.val_batches);
+  EXPECT_TRUE(same_bits(a.adamw.lr, b.adamw.lr)) << a.adamw.lr;
+  EXPECT_TRUE(same_bits(a.adamw.beta1, b.adamw.beta1)) << a.adamw.beta1;
+  EXPECT_TRUE(same_bits(a.adamw.beta2, b.adamw.beta2)) << a.adamw.beta2;
+  EXPECT_TRUE(same_bits(a.adamw.eps, b.adamw.eps)) << a.adamw.eps;
+  EXPECT_TRUE(same_bits(a.adamw.weight_decay, b.adamw.weight_decay)) << a.adamw.weight_decay;
+  EXPECT_EQ(a.lr.warmup_steps, b.lr.warmup_steps);
+  EXPECT_TRUE(same_bits(a.lr.min_lr_ratio, b.lr.min_lr_ratio)) << a.lr.min_lr_ratio;
+  EXPECT_EQ(a.lr.total_steps, b.lr.total_steps);
+  EXPECT_TRUE(same_bits(a.clip.max_norm, b.clip.max_norm)) << a.clip.max_norm;
+  EXPECT_EQ(a.run.dir, b.run.dir);
+  EXPECT_EQ(a.run.log_every, b.run.log_every);
+  EXPECT_EQ(a.runtime.device, b.runtime.device);
+  EXPECT_EQ(a.runtime.threads, b.runtime.threads);
+}
+
+// Every key set away from its default (so a key read into the wrong field shows).
+const char* kEveryKey = R"(
+[model]
+n_layer = 3
+d_model = 96
+n_head = 6
+vocab_size = 300
+seq_len = 33
+tie_embeddings = false
+init_std = 0.0123456789
+ln_eps = 1e-6
+[data]
+train = "path/with \"quotes\" and \\ back\tslash é"
+val = "synthetic"
+[data.synthetic]
+order = 3
+alphabet = 20
+branching = 5
+smoothing = 0.30000000000000004
+train_tokens = 1000000000000
+val_tokens = 5000
+seed = 9223372036854775807
+[parallel]
+pipeline = 1
+data = 1
+[train]
+steps = 77
+seed = 0
+global_batch = 12
+micro_batch = 3
+val_every = 0
+val_batches = 2
+[optim]
+lr = 3.0000001e-4
+beta1 = 0
+beta2 = 0.999
+eps = 1e-45
+weight_decay = 0
+warmup_steps = 77
+min_lr_ratio = 1
+grad_clip = 0
+[run]
+dir = "runs/x"
+log_every = 7
+[runtime]
+device = "cuda"
+threads = 3
+)";
+
+TEST(Config, DefaultsFromEmptyString) {
+  const Config c = parse_config("", "empty");
+  expect_same(c, [] { Config d; d.lr.total_steps = d.train.steps; return d; }());
+  EXPECT_EQ(c.lr.total_steps, c.train.steps);
+  EXPECT_EQ(c.microbatches(), 2);
+}
+
+TEST(Config, EveryKeyReachesItsField) {
+  const Config c = parse_config(kEveryKey, "every");
+  EXPECT_EQ(c.model.n_layer, 3);
+  EXPECT_EQ(c.model.d_model, 96);
+  EXPECT_EQ(c.model.n_head, 6);
+  EXPECT_EQ(c.model.vocab_size, 300);
+  EXPECT_EQ(c.model.seq_len, 33);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_EQ(c.model.init_std, 0.0123456789f);
+  EXPECT_EQ(c.model.ln_eps, 1e-6f);
+  EXPECT_EQ(c.data.train, "path/with \"quotes\" and \\ back\tslash é");
+  EXPECT_EQ(c.data.val, "synthetic");
+  EXPECT_EQ(c.data.synthetic.order, 3);
+  EXPECT_EQ(c.data.synthetic.alphabet, 20);
+  EXPECT_EQ(c.data.synthetic.branching, 5);
+  EXPECT_EQ(c.data.synthetic.smoothing, 0.1 + 0.2);
+  EXPECT_EQ(c.data.synthetic.train_tokens, 1000000000000);
+  EXPECT_EQ(c.data.synthetic.val_tokens, 5000);
+  EXPECT_EQ(c.data.synthetic.seed, uint64_t{9223372036854775807u});
+  EXPECT_EQ(c.train.steps, 77);
+  EXPECT_EQ(c.train.seed, 0u);
+  EXPECT_EQ(c.train.global_batch, 12);
+  EXPECT_EQ(c.train.micro_batch, 3);
+  EXPECT_EQ(c.microbatches(), 4);
+  EXPECT_EQ(c.train.val_every, 0);
+  EXPECT_EQ(c.train.val_batches, 2);
+  EXPECT_EQ(c.adamw.lr, 3.0000001e-4f);
+  EXPECT_EQ(c.adamw.beta1, 0.0f);
+  EXPECT_EQ(c.adamw.beta2, 0.999f);
+  EXPECT_EQ(c.adamw.eps, 1e-45f);
+  EXPECT_EQ(c.adamw.weight_decay, 0.0f);
+  EXPECT_EQ(c.lr.warmup_steps, 77);
+  EXPECT_EQ(c.lr.min_lr_ratio, 1.0f);
+  EXPECT_EQ(c.lr.total_steps, 77);
+  EXPECT_EQ(c.clip.max_norm, 0.0f);
+  EXPECT_EQ(c.run.dir, "runs/x");
+  EXPECT_EQ(c.run.log_every, 7);
+  EXPECT_EQ(c.runtime.device, "cuda");
+  EXPECT_EQ(c.runtime.threads, 3);
+}
+
+TEST(Config, ShippedConfigsParse) {
+  const auto configs = repo_root() / "configs";
+  ASSERT_TRUE(std::filesystem::exists(configs / "tiny.toml")) << configs;
+  const Config tiny = load_config((configs / "tiny.toml").string());
+  EXPECT_EQ(tiny.model.n_layer, 4);
+  EXPECT_EQ(tiny.data.val, "synthetic");
+  EXPECT_EQ(tiny.lr.total_steps, tiny.train.steps);
+  EXPECT_EQ(tiny.microbatches(), 2);
+  EXPECT_EQ(tiny.run.dir, "runs/tiny");
+
+  const Config gpt2 = load_config((configs / "gpt2-124m.toml").string());
+  EXPECT_EQ(gpt2.model.n_layer, 12);
+  EXPECT_EQ(gpt2.model.d_model, 768);
+  EXPECT_EQ(gpt2.model.n_head, 12);
+  EXPECT_EQ(gpt2.model.vocab_size, 50257);
+  EXPECT_EQ(gpt2.model.seq_len, 1024);
+  EXPECT_TRUE(gpt2.model.tie_embeddings);
+  EXPECT_EQ(gpt2.microbatches(), 8);
+  EXPECT_EQ(gpt2.run.dir, "runs/gpt2-124m");
+}
+
+TEST(Config, UnknownKeyNamedWithSuggestion) {
+  const Error e = error_of("[model]\nn_layer = 2\nn_layers = 4\n");
+  EXPECT_CONTAINS(e.what(), "unknown key 'model.n_layers'");
+  EXPECT_CONTAINS(e.what(), "did you mean 'model.n_layer'?");
+  EXPECT_CONTAINS(e.what(), "test.toml:3:");
+  // The same key name in another section, and an abbreviation, are suggested too.
+  EXPECT_CONTAINS(error_of("[train]\nlr = 0.1\n").what(), "did you mean 'optim.lr'?");
+  EXPECT_CONTAINS(error_of("[optim]\nwarmup = 3\n").what(), "did you mean 'optim.warmup_steps'?");
+  EXPECT_CONTAINS(error_of("n_layer = 3\n").what(), "unknown key 'n_layer'");
+  EXPECT_CONTAINS(error_of("[data.synthetic]\nsmoothin = 0.1\n").what(),
+                  "'data.synthetic.smoothin' (did you mean 'data.synthetic.smoothing'?)");
+}
+
+TEST(Config, UnknownSectionRefused) {
+  const Error e = error_of("[modle]\nn_layer = 4\n");
+  EXPECT_CONTAINS(e.what(), "unknown section 'modle'");
+  EXPECT_CONTAINS(e.what(), "did you mean 'model'?");
+  const Error ck = error_of("[checkpoint]\nevery = 100\n");
+  EXPECT_CONTAINS(ck.what(), "unknown section 'checkpoint'");
+  EXPECT_CONTAINS(ck.hint(), "not available in this version");
+  EXPECT_CONTAINS(error_of("[data.synth]\norder = 2\n").what(), "'data.synth'");
+  EXPECT_CONTAINS(error_of("model = 3\n").what(), "model must be a table, got integer");
+}
+
+TEST(Config, FirstProblemInTheFileIsReported) {
+  const Error e = error_of("[train]\nsteps = \"x\"\n[model]\nbogus = 1\n");
+  EXPECT_CONTAINS(e.what(), "train.steps must be an integer, got string");
+}
+
+TEST(Config, WrongTypeNamed) {
+  const Error e = error_of("[model]\nd_model = \"64\"\n");
+  EXPECT_CONTAINS(e.what(), "model.d_model must be an integer, got string");
+  EXPECT_CONTAINS(e.hint(), "model.d_model = 64");
+  EXPECT_CONTAINS(error_of("[model]\nn_layer = 4.0\n").what(),
+                  "model.n_layer must be an integer, got float");
+  EXPECT_CONTAINS(error_of("[model]\ntie_embeddings = 1\n").what(),
+                  "model.tie_embeddings must be a boolean");
+  EXPECT_CONTAINS(error_of("[optim]\nlr = \"fast\"\n").what(), "optim.lr must be a number, got string");
+  EXPECT_CONTAINS(error_of("[run]\ndir = 5\n").what(), "run.dir must be a string, got integer");
+  EXPECT_CONTAINS(error_of("[model]\nd_model = 3000000000\n").what(), "model.d_model");
+  EXPECT_CONTAINS(error_of("[optim]\nlr = 1e39\n").what(), "optim.lr");   // float overflow
+  EXPECT_CONTAINS(error_of("[optim]\nlr = nan\n").what(), "optim.lr");
+  EXPECT_CONTAINS(error_of("[train]\nseed = -1\n").what(), "train.seed");
+  // Floats accept integers.
+  EXPECT_EQ(parse_config("[optim]\nlr = 1\n", "t").adamw.lr, 1.0f);
+}
+
+TEST(Config, BatchArithmeticShown) {
+  const Error e = error_of("[train]\nglobal_batch = 20\nmicro_batch = 8\n");
+  EXPECT_CONTAINS(e.what(),
+                  "train.global_batch = 20 is not a multiple of train.micro_batch x "
+                  "parallel.data = 8 x 1");
+  EXPECT_CONTAINS(e.hint(), "16 or 24");
+}
+
+TEST(Config, HeadsMustDivideWidth) {
+  const Error e = error_of("[model]\nd_model = 64\nn_head = 5\n");
+  EXPECT_CONTAINS(e.what(), "model.d_model");
+  EXPECT_CONTAINS(e.what(), "model.n_head");
+}
+
+TEST(Config, AlphabetMustFitVocabulary) {
+  const Error e = error_of("[model]\nvocab_size = 8\n");
+  EXPECT_CONTAINS(e.what(), "data.synthetic.alphabet");
+  EXPECT_CONTAINS(e.what(), "model.vocab_size");
+  // The synthetic options are checked only when the synthetic corpus is used.
+  EXPECT_EQ(parse_config("[model]\nvocab_size = 8\n[data]\ntrain = \"tok.bin\"\n", "t")
+                .model.vocab_size,
+            8);
+  EXPECT_CONTAINS(error_of("[model]\nvocab_size = 8\n[data]\ntrain = \"t.bin\"\nval = "
+                           "\"synthetic\"\n")
+                      .what(),
+                  "data.synthetic.alphabet");
+}
+
+TEST(Config, MultiRankRefused) {
+  const Error e = error_of("[parallel]\ndata = 2\n");
+  EXPECT_CONTAINS(e.what(), "parallel.pipeline x parallel.data = 1 x 2");
+  EXPECT_CONTAINS(e.what(), "multi-rank training is not available in this version");
+  EXPECT_CONTAINS(e.hint(), "parallel.pipeline = 1 and parallel.data = 1");
+  EXPECT_CONTAINS(error_of("[parallel]\npipeline = 4\n").what(), "multi-rank");
+}
+
+TEST(Config, EveryRangeCheckNamesItsKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[model]\nn_layer = 0", "model.n_layer"},
+      {"[model]\nd_model = 0", "model.d_model"},
+      {"[model]\nn_head = 0", "model.n_head"},
+      {"[model]\nvocab_size = 1", "model.vocab_size"},
+      {"[model]\nvocab_size = 65537", "model.vocab_size"},
+      {"[model]\nseq_len = 0", "model.seq_len"},
+      {"[model]\ninit_std = 0", "model.init_std"},
+      {"[model]\nln_eps = -1e-5", "model.ln_eps"},
+      {"[data]\ntrain = \"\"", "data.train"},
+      {"[data.synthetic]\norder = 0", "data.synthetic.order"},
+      {"[data.synthetic]\nalphabet = 1\nbranching = 1", "data.synthetic.alphabet"},
+      {"[data.synthetic]\nbranching = 0", "data.synthetic.branching"},
+      {"[data.synthetic]\nbranching = 17", "data.synthetic.branching"},
+      {"[data.synthetic]\norder = 6", "data.synthetic.order"},  // 16^6 > 4194304
+      {"[data.synthetic]\nsmoothing = 1.0", "data.synthetic.smoothing"},
+      {"[data.synthetic]\nsmoothing = -0.1", "data.synthetic.smoothing"},
+      {"[data.synthetic]\nsmoothing = 0", "data.synthetic.smoothing"},
+      {"[data.synthetic]\ntrain_tokens = 65", "data.synthetic.train_tokens"},
+      {"[data.synthetic]\nval_tokens = 10", "data.synthetic.val_tokens"},
+      {"[parallel]\npipeline = 0", "parallel.pipeline"},
+      {"[parallel]\ndata = -1", "parallel.data"},
+      {"[train]\nsteps = 0", "train.steps"},
+      {"[train]\nglobal_batch = 0", "train.global_batch"},
+      {"[train]\nmicro_batch = 0", "train.micro_batch"},
+      {"[train]\nval_every = -1", "train.val_every"},
+      {"[train]\nval_batches = 0", "train.val_batches"},
+      {"[optim]\nlr = 0", "optim.lr"},
+      {"[optim]\nbeta1 = 1.0", "optim.beta1"},
+      {"[optim]\nbeta2 = -0.5", "optim.beta2"},
+      {"[optim]\neps = 0", "optim.eps"},
+      {"[optim]\nweight_decay = -0.1", "optim.weight_decay"},
+      {"[optim]\nwarmup_steps = -1", "optim.warmup_steps"},
+      {"[optim]\nwarmup_steps = 301", "optim.warmup_steps"},
+      {"[optim]\nmin_lr_ratio = 1.5", "optim.min_lr_ratio"},
+      {"[optim]\ngrad_clip = -1", "optim.grad_clip"},
+      {"[run]\ndir = \"\"", "run.dir"},
+      {"[run]\nlog_every = 0", "run.log_every"},
+      {"[runtime]\ndevice = \"gpu\"", "runtime.device"},
+      {"[runtime]\nthreads = -1", "runtime.threads"},
+  };
+  for (const auto& [text, key] : cases) {
+    SCOPED_TRACE(text);
+    const Error e = error_of(text + "\n");
+    EXPECT_CONTAINS(e.what(), key);
+    EXPECT_CONTAINS(e.what(), "test.toml:2:");  // where the offending value was written
+  }
+}
+
+TEST(Config, BoundaryValuesAccepted) {
+  const Config c = parse_config(R"(
+[model]
+vocab_size = 65536
+[data.synthetic]
+order = 22
+alphabet = 2
+branching = 2
+smoothing = 0.999
+[train]
+steps = 5
+val_every = 0
+[optim]
+beta1 = 0
+warmup_steps = 5
+min_lr_ratio = 0
+grad_clip = 0
+weight_decay = 0
+[runtime]
+threads = 0
+)",
+                                "t");
+  EXPECT_EQ(c.data.synthetic.order, 22);  // 2^22 = 4194304 contexts: the limit
+  EXPECT_EQ(c.lr.warmup_steps, 5);
+  EXPECT_EQ(parse_config("[model]\nvocab_size = 16\n[data.synthetic]\nbranching = 16\n", "t")
+                .data.synthetic.branching,
+            16);
+}
+
+TEST(Config, OverridesApplied) {
+  const Config c = parse_config(
+      "[model]\nn_layer = 4\n[optim]\nlr = 0.1\n",
+      "t",
+      {"model.n_layer=2", "data.synthetic.order=3", "optim.lr = 0.5",
+       "model.tie_embeddings=false", "data.val=\"synthetic\"", "train.steps=10",
+       "train.steps=20"});
+  EXPECT_EQ(c.model.n_layer, 2);
+  EXPECT_EQ(c.data.synthetic.order, 3);
+  EXPECT_EQ(c.adamw.lr, 0.5f);
+  EXPECT_FALSE(c.model.tie_embeddings);
+  EXPECT_EQ(c.data.val, "synthetic");
+  EXPECT_EQ(c.train.steps, 20);  // the last one wins
+  EXPECT_EQ(c.lr.total_steps, 20);
+}
+
+TEST(Config, OverrideValueFallsBackToString) {
+  const Config c = parse_config("", "t", {"run.dir=/tmp/x y", "data.train=tokens.bin",
+                                          "data.val=", "runtime.device=cpu"});
+  EXPECT_EQ(c.run.dir, "/tmp/x y");
+  EXPECT_EQ(c.data.train, "tokens.bin");
+  EXPECT_EQ(c.data.val, "");
+  // A string key takes the text even when it reads as another TOML type.
+  EXPECT_EQ(parse_config("", "t", {"run.dir=2024"}).run.dir, "2024");
+  // A non-string key given plain text gets the type error, naming the --set.
+  const Error e = error_of("", {"model.n_layer=abc"});
+  EXPECT_CONTAINS(e.what(), "model.n_layer must be an integer, got string");
+  EXPECT_CONTAINS(e.what(), "--set model.n_layer=abc");
+}
+
+TEST(Config, OverrideOutOfRangeNamesTheSet) {
+  const Error e = error_of("[model]\nn_layer = 4\n", {"model.n_layer=0"});
+  EXPECT_CONTAINS(e.what(), "--set model.n_layer=0");
+  EXPECT_CONTAINS(e.what(), "model.n_layer must be >= 1, got 0");
+}
+
+TEST(Config, OverrideOfUnknownKeyRefused) {
+  const Error e = error_of("", {"model.n_layers=3"});
+  EXPECT_CONTAINS(e.what(), "unknown key 'model.n_layers'");
+  EXPECT_CONTAINS(e.what(), "did you mean 'model.n_layer'?");
+  EXPECT_CONTAINS(error_of("", {"checkpoint.every=3"}).what(), "'checkpoint.every'");
+  EXPECT_CONTAINS(error_of("", {"model=3"}).what(), "'model' is a section");
+  // Descending through a value that is not a table.
+  EXPECT_CONTAINS(error_of("[data]\nsynthetic = 1\n", {"data.synthetic.order=3"}).what(),
+                  "data.synthetic must be a table");
+}
+
+TEST(Config, MalformedOverrideRefused) {
+  for (const std::string bad : {"model.n_layer", "=3", " = 3", "model..n_layer=3", ".x=1"}) {
+    SCOPED_TRACE(bad);
+    const Error e = error_of("", {bad});
+    EXPECT_CONTAINS(e.what(), "malformed override '" + bad + "'");
+  }
+}
+
+TEST(Config, SyntaxErrorShowsLineAndColumn) {
+  const Error e = error_of("[model]\nn_layer = 4\nd_model = = 64\n");
+  EXPECT_CONTAINS(e.what(), "test.toml:3:");
+  EXPECT_CONTAINS(e.what(), "TOML syntax error");
+  EXPECT_CONTAINS(e.hint(), "line 3");
+  EXPECT_CONTAINS(error_of("[model]\nn_layer = 4\nn_layer = 5\n").what(), "test.toml:3:");
+}
+
+TEST(Config, LoadConfigNamesTheFile) {
+  try {
+    load_config("/nonexistent/dir/cfg.toml");
+    ADD_FAILURE() << "missing file accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::usage);
+    EXPECT_CONTAINS(e.what(), "/nonexistent/dir/cfg.toml");
+  }
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("nupipe_test_config_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+  std::filesystem::create_directories(dir);
+  const auto file = dir / "bad.toml";
+  std::ofstream(file) << "[train]\nsteps = 5\nbogus = 1\n";
+  try {
+    load_config(file.string());
+    ADD_FAILURE() << "bad file accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::usage);
+    EXPECT_CONTAINS(e.what(), file.string() + ":3:");
+    EXPECT_CONTAINS(e.what(), "'train.bogus'");
+  }
+  std::ofstream(file) << "[train]\nsteps = 5\n";
+  EXPECT_EQ(load_config(file.string()).train.steps, 5);
+  EXPECT_EQ(load_config(file.string(), {"train.steps=6"}).train.steps, 6);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Config, ToTomlRoundTrips) {
+  for (const char* text : {"", kEveryKey}) {
+    const Config c = parse_config(text, "t");
+    const std::string emitted = to_toml(c);
+    SCOPED_TRACE(emitted);
+    expect_same(parse_config(emitted, "emitted"), c);
+  }
+  const Config tiny = load_config((repo_root() / "configs/tiny.toml").string());
+  expect_same(parse_config(to_toml(tiny), "emitted"), tiny);
+  // Every key is written (one "key = value" line each).
+  const std::string emitted = to_toml(Config{});
+  size_t lines = 0;
+  for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
+  EXPECT_EQ(lines, 37u) << emitted;
+  EXPECT_CONTAINS(emitted, "lr = 0.001\n");  // floats are written short, not 0.0010000000474975
+}
+
+TEST(Config, FloatsRoundTripExactly) {
+  std::mt19937_64 rng(7);
+  auto positive_float = [&] {  // any positive finite float, denormals included
+    for (;;) {
+      const uint32_t bits = static_cast<uint32_t>(rng()) & 0x7fffffffu;
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      if (std::isfinite(f) && f > 0) return f;
+    }
+  };
+  auto unit_float = [&] {  // [0, 1)
+    for (;;)
+      if (const float f = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng); f < 1.0f) return f;
+  };
+  for (int i = 0; i < 500; ++i) {
+    Config c;
+    c.model.init_std = positive_float();
+    c.model.ln_eps = positive_float();
+    c.adamw.lr = positive_float();
+    c.adamw.eps = positive_float();
+    c.adamw.weight_decay = positive_float();
+    c.clip.max_norm = positive_float();
+    c.adamw.beta1 = unit_float();
+    c.adamw.beta2 = unit_float();
+    c.lr.min_lr_ratio = unit_float();
+    do {
+      c.data.synthetic.smoothing = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    } while (c.data.synthetic.smoothing == 0.0);
+    c.lr.total_steps = c.train.steps;
+    const std::string emitted = to_toml(c);
+    SCOPED_TRACE(emitted);
+    expect_same(parse_config(emitted, "emitted"), c);
+    if (HasFailure()) break;
+  }
+}
+
+}  // namespace
+}  // namespace nupipe::launcher
