@@ -8,8 +8,8 @@
 namespace nupipe::runtime {
 
 struct SyntheticOptions {
-  int order = 2;                  // context length k of the order-k Markov chain
-  int alphabet = 16;              // symbols used: token ids 0 .. alphabet-1
+  int order = 1;                  // context length k of the order-k Markov chain
+  int alphabet = 64;              // symbols used: token ids 0 .. alphabet-1
   int branching = 4;              // successors per context (the chain is sparse)
   double smoothing = 0.02;        // probability mass spread uniformly over the alphabet, in
                                   // (0, 1]; keeps the chain irreducible and aperiodic

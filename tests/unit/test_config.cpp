@@ -301,8 +301,8 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[data.synthetic]\norder = 0", "data.synthetic.order"},
       {"[data.synthetic]\nalphabet = 1\nbranching = 1", "data.synthetic.alphabet"},
       {"[data.synthetic]\nbranching = 0", "data.synthetic.branching"},
-      {"[data.synthetic]\nbranching = 17", "data.synthetic.branching"},
-      {"[data.synthetic]\norder = 6", "data.synthetic.order"},  // 16^6 > 4194304
+      {"[data.synthetic]\nbranching = 65", "data.synthetic.branching"},
+      {"[data.synthetic]\norder = 4", "data.synthetic.order"},  // 64^4 > 4194304
       {"[data.synthetic]\nsmoothing = 1.0", "data.synthetic.smoothing"},
       {"[data.synthetic]\nsmoothing = -0.1", "data.synthetic.smoothing"},
       {"[data.synthetic]\nsmoothing = 0", "data.synthetic.smoothing"},
@@ -361,7 +361,7 @@ threads = 0
                                 "t");
   EXPECT_EQ(c.data.synthetic.order, 22);  // 2^22 = 4194304 contexts: the limit
   EXPECT_EQ(c.lr.warmup_steps, 5);
-  EXPECT_EQ(parse_config("[model]\nvocab_size = 16\n[data.synthetic]\nbranching = 16\n", "t")
+  EXPECT_EQ(parse_config("[model]\nvocab_size = 16\n[data.synthetic]\nalphabet = 16\nbranching = 16\n", "t")
                 .data.synthetic.branching,
             16);
 }
