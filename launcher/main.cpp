@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "launcher/config.h"
-#include "launcher/run_dir.h"
 #include "launcher/trainer.h"
 #include "parallel/world.h"
 #include "runtime/data/prepare.h"
@@ -40,7 +39,6 @@ int run_train(const parallel::World& world, const std::string& config_path,
   }
   auto log = make_logger(world);
   log->info("nupipe train {} ({} rank{})", config_path, world.size(), world.size() > 1 ? "s" : "");
-  launcher::prepare_run_dir(cfg, *log);
   const launcher::TrainResult r = launcher::train(cfg, world, log);
   if (r.loss_floor >= 0) {
     const double final_loss = r.final_val_loss >= 0 ? r.final_val_loss : r.final_loss;

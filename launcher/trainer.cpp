@@ -9,6 +9,7 @@
 
 #include "launcher/dataset.h"
 #include "launcher/metrics.h"
+#include "launcher/run_dir.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
@@ -83,7 +84,19 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   const int64_t T = mc.seq_len, tokens_per_micro = static_cast<int64_t>(micro) * T;
   const int64_t tokens_per_step = tokens_per_micro * n_micro;
 
+  // Everything that can refuse the input happens before run.dir is touched.
   Dataset data = load_dataset(cfg);
+  runtime::BatchSampler train_sampler(data.train->data(), data.train->size(), mc.seq_len,
+                                      cfg.train.seed, data.train->name());
+  std::unique_ptr<runtime::BatchSampler> val_sampler;
+  if (data.val) {
+    val_sampler = std::make_unique<runtime::BatchSampler>(data.val->data(), data.val->size(),
+                                                          mc.seq_len, cfg.train.seed,
+                                                          data.val->name());
+  }
+  auto backend = runtime::make_backend(cfg.runtime.device);
+  prepare_run_dir(cfg, *log);
+
   log->info("data: train {} ({} tokens){}", data.train->name(), data.train->size(),
             data.val ? fmt::format(", validation {} ({} tokens)", data.val->name(),
                                    data.val->size())
@@ -95,16 +108,6 @@ TrainResult train(const Config& cfg, const parallel::World& world,
               cfg.data.synthetic.order, cfg.data.synthetic.alphabet,
               cfg.data.synthetic.branching, data.entropy_rate, mc.seq_len, data.loss_floor);
   }
-  runtime::BatchSampler train_sampler(data.train->data(), data.train->size(), mc.seq_len,
-                                      cfg.train.seed, data.train->name());
-  std::unique_ptr<runtime::BatchSampler> val_sampler;
-  if (data.val) {
-    val_sampler = std::make_unique<runtime::BatchSampler>(data.val->data(), data.val->size(),
-                                                          mc.seq_len, cfg.train.seed,
-                                                          data.val->name());
-  }
-
-  auto backend = runtime::make_backend(cfg.runtime.device);
   const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   backend->set_threads(threads);
   runtime::GptModel model(*backend, mc, runtime::StageSlice::whole(mc));

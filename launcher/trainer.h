@@ -18,8 +18,9 @@ struct TrainResult {
   int steps = 0;
 };
 
-// Runs config.train.steps steps; writes run.dir/{metrics.jsonl, config.toml} (run.dir must
-// exist). Throws nupipe::Error on bad data (3) or a non-finite loss (6).
+// Runs config.train.steps steps. Validates the data first, then creates run.dir with
+// config.toml, train.log and metrics.jsonl. Throws nupipe::Error on bad data (3, before
+// anything is written), a run.dir already in use (2) or a non-finite loss (6).
 TrainResult train(const Config& config, const parallel::World& world,
                   const std::shared_ptr<spdlog::logger>& log);
 
