@@ -59,15 +59,13 @@ void CpuBackend::gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                               const float* A, int64_t lda, int64_t sa, const float* B,
                               int64_t ldb, int64_t sb, float beta, float* C, int64_t ldc,
                               int64_t sc, int64_t batch) {
-  // Many small products: one single-threaded sgemm per OpenMP thread beats one threaded
-  // sgemm at a time.
+  // Many small products: one sgemm per OpenMP thread beats one threaded sgemm at a time.
+  // (OpenBLAS is the OpenMP build: inside a parallel region it runs single-threaded.)
   if (batch >= threads_ && threads_ > 1) {
-    openblas_set_num_threads(1);
 #pragma omp parallel for schedule(dynamic)
     for (int64_t i = 0; i < batch; ++i) {
       gemm(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
     }
-    openblas_set_num_threads(threads_);
   } else {
     for (int64_t i = 0; i < batch; ++i) {
       gemm(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
