@@ -14,11 +14,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <variant>
 
+#include "parallel/stage_layout.h"
 #include "runtime/error.h"
 
 namespace nupipe::launcher {
@@ -33,7 +35,8 @@ using FloatRef = float& (*)(Config&);
 using DoubleRef = double& (*)(Config&);
 using BoolRef = bool& (*)(Config&);
 using StrRef = std::string& (*)(Config&);
-using Field = std::variant<IntRef, I64Ref, U64Ref, FloatRef, DoubleRef, BoolRef, StrRef>;
+using LayersRef = parallel::StageLayersSpec& (*)(Config&);  // "uniform", "auto" or [ints]
+using Field = std::variant<IntRef, I64Ref, U64Ref, FloatRef, DoubleRef, BoolRef, StrRef, LayersRef>;
 
 struct Key {
   std::string_view path;  // full dotted name, e.g. "data.synthetic.order"
@@ -57,6 +60,8 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("model.ln_eps", model.ln_eps),
       NUPIPE_KEY("parallel.pipeline", parallel.pipeline),
       NUPIPE_KEY("parallel.data", parallel.data),
+      NUPIPE_KEY("parallel.stage_layers", parallel.stage_layers),
+      NUPIPE_KEY("parallel.schedule", parallel.schedule),
       NUPIPE_KEY("train.steps", train.steps),
       NUPIPE_KEY("train.seed", train.seed),
       NUPIPE_KEY("train.global_batch", train.global_batch),
@@ -82,6 +87,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("data.synthetic.seed", data.synthetic.seed),
       NUPIPE_KEY("run.dir", run.dir),
       NUPIPE_KEY("run.log_every", run.log_every),
+      NUPIPE_KEY("run.trace", run.trace),
       NUPIPE_KEY("runtime.device", runtime.device),
       NUPIPE_KEY("runtime.threads", runtime.threads),
   };
@@ -158,6 +164,8 @@ std::string format_value(const Key& key, Config& c) {
         else if constexpr (std::is_same_v<T, double>) return format_double(v);
         else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
         else if constexpr (std::is_same_v<T, std::string>) return quote(v);
+        else if constexpr (std::is_same_v<T, parallel::StageLayersSpec>)
+          return parallel::format_stage_layers(v);  // a TOML string or array
         else return std::to_string(v);
       },
       key.field);
@@ -181,12 +189,16 @@ std::string_view expected_name(const Key& key) {
     case 0: case 1: case 2: return "an integer";
     case 3: case 4: return "a number";
     case 5: return "a boolean (true or false)";
-    default: return "a string";
+    case 6: return "a string";
+    default: return "an array of integers, \"uniform\" or \"auto\"";
   }
 }
 std::string example(const Key& key) {  // "model.d_model = 64", from the struct default
   Config defaults;
-  return std::string(key.path) + " = " + format_value(key, defaults);
+  std::string text = std::string(key.path) + " = " + format_value(key, defaults);
+  if (std::holds_alternative<LayersRef>(key.field))
+    text += " (or \"auto\", or blocks per stage such as [1, 3])";
+  return text;
 }
 
 // ---- did you mean ----------------------------------------------------------------------
@@ -256,7 +268,31 @@ std::optional<std::string> store(const Key& key, const toml::node& n, Config& c)
       [&](auto ref) -> std::optional<std::string> {
         auto& field = ref(c);
         using T = std::decay_t<decltype(field)>;
-        if constexpr (std::is_same_v<T, bool>) {
+        if constexpr (std::is_same_v<T, parallel::StageLayersSpec>) {
+          using Kind = parallel::StageLayersSpec::Kind;
+          if (const auto* str = n.as_string()) {
+            if (str->get() == "uniform") field = {Kind::uniform, {}};
+            else if (str->get() == "auto") field = {Kind::automatic, {}};
+            else return wrong_type() + " " + quote(str->get());
+          } else if (const auto* arr = n.as_array()) {
+            parallel::StageLayersSpec spec{Kind::explicit_list, {}};
+            for (size_t i = 0; i < arr->size(); ++i) {
+              const toml::node& e = *arr->get(i);
+              if (!e.is_integer())
+                return name + " must be " + std::string(expected_name(key)) +
+                       ", got an array with entry " + std::to_string(i) + " of type " +
+                       std::string(type_name(e));
+              const int64_t v = e.as_integer()->get();
+              if (v < INT_MIN || v > INT_MAX)
+                return name + "[" + std::to_string(i) + "] = " + std::to_string(v) +
+                       " does not fit in a 32-bit integer";
+              spec.layers.push_back(static_cast<int>(v));
+            }
+            field = std::move(spec);
+          } else {
+            return wrong_type();
+          }
+        } else if constexpr (std::is_same_v<T, bool>) {
           if (!n.is_boolean()) return wrong_type();
           field = n.as_boolean()->get();
         } else if constexpr (std::is_same_v<T, std::string>) {
@@ -396,6 +432,12 @@ class Checker {
     const auto it = origins_.find(key);
     throw usage_error((it != origins_.end() ? it->second : source_) + ": " + what, std::move(hint));
   }
+  // The first of `keys` that the file or a --set gave, else the first one.
+  std::string_view first_set(std::initializer_list<std::string_view> keys) const {
+    for (std::string_view k : keys)
+      if (origins_.count(k)) return k;
+    return *keys.begin();
+  }
   template <typename T>
   void at_least(std::string_view key, T v, T lo) const {
     if (v < lo)
@@ -484,11 +526,19 @@ void validate(const Config& c, const Checker& ck) {
   const auto& p = c.parallel;
   ck.at_least("parallel.pipeline", p.pipeline, 1);
   ck.at_least("parallel.data", p.data, 1);
-  if (int64_t{p.pipeline} * p.data != 1)
-    ck.fail("parallel.pipeline",
-            "parallel.pipeline x parallel.data = " + ck.str(p.pipeline) + " x " + ck.str(p.data) +
-                " ranks: multi-rank training is not available in this version",
-            "set parallel.pipeline = 1 and parallel.data = 1");
+  // The split's rules live in parallel/stage_layout (one place); its refusal is reported at
+  // the key that most likely caused it.
+  try {
+    parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
+  } catch (const Error& e) {
+    ck.fail(ck.first_set({"parallel.stage_layers", "parallel.pipeline", "model.n_layer"}), e.what(),
+            e.hint());
+  }
+  if (p.schedule != "1f1b" && p.schedule != "gpipe")
+    ck.fail("parallel.schedule",
+            "parallel.schedule must be \"1f1b\" or \"gpipe\", got " + quote(p.schedule),
+            "set parallel.schedule = \"1f1b\" (one forward, one backward: fewer activations in "
+            "flight) or \"gpipe\" (all forwards, then all backwards)");
 
   const auto& t = c.train;
   ck.at_least("train.steps", t.steps, 1);

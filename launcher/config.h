@@ -26,6 +26,7 @@ struct TrainOptions {
 struct RunOptions {
   std::string dir = "runs/tiny";  // metrics.jsonl, the log and the effective config go here
   int log_every = 10;             // steps between log lines / metrics records (the last step is always logged)
+  bool trace = false;             // write run.dir/trace.json (Chrome trace of every rank's spans)
 };
 
 struct RuntimeOptions {

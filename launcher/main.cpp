@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "launcher/trainer.h"
 #include "parallel/world.h"
 #include "runtime/data/prepare.h"
+#include "runtime/check.h"
 #include "runtime/error.h"
 
 namespace {
@@ -30,12 +32,15 @@ std::shared_ptr<spdlog::logger> make_logger(const parallel::World& world) {
 int run_train(const parallel::World& world, const std::string& config_path,
               const std::vector<std::string>& overrides) {
   launcher::Config cfg = launcher::load_config(config_path, overrides);
-  if (world.size() != 1) {
+  const int grid = cfg.parallel.pipeline * cfg.parallel.data;
+  if (world.size() != grid) {  // every rank sees the same numbers: no collective needed
     throw usage_error(
-        "this version trains on one rank, but the world has " + std::to_string(world.size()) +
-            " ranks (parallel.pipeline x parallel.data = " +
-            std::to_string(cfg.parallel.pipeline * cfg.parallel.data) + ")",
-        "run without mpirun or with mpirun -np 1");
+        "the world has " + std::to_string(world.size()) + " ranks but parallel.pipeline x "
+            "parallel.data = " + std::to_string(cfg.parallel.pipeline) + " x " +
+            std::to_string(cfg.parallel.data) + " = " + std::to_string(grid),
+        "launch with mpirun -np " + std::to_string(grid) +
+            ", or change parallel.pipeline / parallel.data so their product is " +
+            std::to_string(world.size()));
   }
   auto log = make_logger(world);
   log->info("nupipe train {} ({} rank{})", config_path, world.size(), world.size() > 1 ? "s" : "");
@@ -89,24 +94,34 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : static_cast<int>(ExitCode::usage);
   }
 
+  std::unique_ptr<parallel::World> world;
   try {
-    parallel::World world(&argc, &argv);
-    try {
-      if (*train) return run_train(world, config_path, overrides);
-      if (*prepare) return run_prepare(text_path, out_path);
-    } catch (const Error& e) {
-      if (world.is_root() || e.code() != ExitCode::usage) {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        if (!e.hint().empty()) std::fprintf(stderr, "HINT: %s\n", e.hint().c_str());
-      }
-      return static_cast<int>(e.code());
-    }
+    world = std::make_unique<parallel::World>(&argc, &argv);
   } catch (const Error& e) {  // MPI could not start
     std::fprintf(stderr, "error: %s\n", e.what());
     return static_cast<int>(e.code());
+  }
+  try {
+    if (*train) return run_train(*world, config_path, overrides);
+    if (*prepare) return run_prepare(text_path, out_path);
+  } catch (const Error& e) {
+    // Rank 0 speaks for all; other ranks only report failures of their own making
+    // (a peer or internal failure); consensus.cpp prints a rank's own input errors.
+    if (world->is_root() || e.code() == ExitCode::peer || e.code() == ExitCode::internal) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      if (!e.hint().empty()) std::fprintf(stderr, "HINT: %s\n", e.hint().c_str());
+    }
+    // A failure only this rank knows of: the others may be waiting for it in a collective.
+    if (world->size() > 1 && (e.code() == ExitCode::peer || e.code() == ExitCode::internal)) {
+      std::fflush(stderr);
+      world->abort(static_cast<int>(e.code()));
+    }
+    return static_cast<int>(e.code());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "internal error: %s\nHINT: this is a bug in nupipe; please report it "
-                 "with the command line and config\n", e.what());
+    std::fprintf(stderr, "internal error on %s: %s\nHINT: this is a bug in nupipe; please "
+                 "report it with the command line and config\n", where_am_i().c_str(), e.what());
+    std::fflush(stderr);
+    if (world->size() > 1) world->abort(static_cast<int>(ExitCode::internal));
     return static_cast<int>(ExitCode::internal);
   }
   return 0;

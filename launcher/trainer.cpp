@@ -1,4 +1,4 @@
-// trainer.cpp: the single-rank training loop and its reporting.
+// trainer.cpp: the training loop of one rank in the pp x dp grid, and its reporting.
 #include "launcher/trainer.h"
 
 #include <chrono>
@@ -7,12 +7,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include "launcher/consensus.h"
 #include "launcher/dataset.h"
 #include "launcher/metrics.h"
 #include "launcher/run_dir.h"
+#include "launcher/trace_file.h"
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
+#include "parallel/pipeline_executor.h"
+#include "parallel/stage_layout.h"
+#include "parallel/topology.h"
 #include "runtime/backend.h"
 #include "runtime/error.h"
 #include "runtime/gpt_model.h"
@@ -43,25 +48,21 @@ std::string format_rate(double per_s) {
   return buf;
 }
 
-// Host-side batch buffers copied into backend tensors for one microbatch.
-struct MicroBatch {
-  MicroBatch(runtime::Backend& be, int64_t batch, int64_t seq)
-      : tokens(Tensor::empty(be, {batch * seq}, DType::i32, MemTag::workspace)),
-        targets(Tensor::empty(be, {batch * seq}, DType::i32, MemTag::workspace)),
-        host_tokens(batch * seq),
-        host_targets(batch * seq) {}
-  void upload() {
-    runtime::from_host(tokens, host_tokens);
-    runtime::from_host(targets, host_targets);
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    const size_t end = std::min(text.find('\n', start), text.size());
+    if (end > start) lines.push_back(text.substr(start, end - start));
+    start = end + 1;
   }
-  Tensor tokens, targets;
-  std::vector<int32_t> host_tokens, host_targets;
-};
+  return lines;
+}
 
 void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
                       const runtime::Backend& be, int64_t tokens_per_micro) {
   const auto& mem = be.memory();
-  log.info("memory per rank (expected from layer cost descriptors, allocator-accounted):");
+  log.info("memory of rank 0 (stage 0; expected from layer cost descriptors, allocator-accounted):");
   log.info("  {:<12} {:>12}", "params", runtime::format_bytes(mem.current(MemTag::params)));
   log.info("  {:<12} {:>12}", "grads", runtime::format_bytes(mem.current(MemTag::grads)));
   log.info("  {:<12} {:>12}", "optimizer", runtime::format_bytes(mem.current(MemTag::optimizer)));
@@ -77,25 +78,38 @@ void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
 }  // namespace
 
 TrainResult train(const Config& cfg, const parallel::World& world,
-                  const std::shared_ptr<spdlog::logger>& log) {
+                  const std::shared_ptr<spdlog::logger>& log, const TrainHooks& hooks) {
   const runtime::ModelConfig& mc = cfg.model;
   const int steps = cfg.train.steps;
   const int micro = cfg.train.micro_batch, n_micro = cfg.microbatches();
-  const int64_t T = mc.seq_len, tokens_per_micro = static_cast<int64_t>(micro) * T;
-  const int64_t tokens_per_step = tokens_per_micro * n_micro;
+  const int pp = cfg.parallel.pipeline, dp = cfg.parallel.data;
+  const int64_t tokens_per_micro = static_cast<int64_t>(micro) * mc.seq_len;
+  const int64_t tokens_per_step = tokens_per_micro * n_micro * dp;
 
-  // Everything that can refuse the input happens before run.dir is touched.
-  Dataset data = load_dataset(cfg);
-  runtime::BatchSampler train_sampler(data.train->data(), data.train->size(), mc.seq_len,
-                                      cfg.train.seed, data.train->name());
-  std::unique_ptr<runtime::BatchSampler> val_sampler;
-  if (data.val) {
-    val_sampler = std::make_unique<runtime::BatchSampler>(data.val->data(), data.val->size(),
-                                                          mc.seq_len, cfg.train.seed,
-                                                          data.val->name());
-  }
-  auto backend = runtime::make_backend(cfg.runtime.device);
-  prepare_run_dir(cfg, *log);
+  parallel::ProcessGroups groups(pp, dp);
+  const parallel::Topology& topo = groups.topology();
+  parallel::Communicator& world_comm = groups.world();
+  const parallel::StageLayout layout =
+      parallel::make_stage_layout(cfg.parallel.stage_layers, pp, mc.n_layer);
+  const runtime::StageSlice slice = layout.stages.at(topo.stage());
+
+  // Everything that can refuse the input happens, on every rank, before run.dir is touched.
+  Dataset data;
+  std::unique_ptr<runtime::BatchSampler> train_sampler, val_sampler;
+  std::unique_ptr<runtime::Backend> backend;
+  agree(world_comm, [&] {
+    data = load_dataset(cfg);
+    train_sampler = std::make_unique<runtime::BatchSampler>(
+        data.train->data(), data.train->size(), mc.seq_len, cfg.train.seed, data.train->name());
+    if (data.val) {
+      val_sampler = std::make_unique<runtime::BatchSampler>(
+          data.val->data(), data.val->size(), mc.seq_len, cfg.train.seed, data.val->name());
+    }
+    backend = runtime::make_backend(cfg.runtime.device);
+  });
+  agree(world_comm, [&] {
+    if (world.is_root()) prepare_run_dir(cfg, *log);
+  });
 
   log->info("data: train {} ({} tokens){}", data.train->name(), data.train->size(),
             data.val ? fmt::format(", validation {} ({} tokens)", data.val->name(),
@@ -110,98 +124,156 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   }
   const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   backend->set_threads(threads);
-  runtime::GptModel model(*backend, mc, runtime::StageSlice::whole(mc));
+  runtime::GptModel model(*backend, mc, slice);
   model.params().initialize(cfg.train.seed);
   optim::AdamW adamw(model.params(), cfg.adamw);
   optim::LrScheduleOptions lr_opt = cfg.lr;
   lr_opt.total_steps = steps;
 
-  runtime::LayerCost cost;
-  for (const auto& [name, layer] : runtime::gpt_costs(mc, model.slice())) cost += layer;
-  const double flops_per_token = cost.flops_per_token;
+  // FLOPs of the whole model (every stage's layers), for the achieved-throughput figure.
+  runtime::LayerCost model_cost, stage_cost;
+  for (const auto& [name, layer] : runtime::gpt_costs(mc, runtime::StageSlice::whole(mc))) {
+    model_cost += layer;
+  }
+  for (const auto& [name, layer] : runtime::gpt_costs(mc, slice)) stage_cost += layer;
+  int64_t model_params = 0;
+  for (const runtime::TensorSpec& s : runtime::gpt_specs(mc, runtime::StageSlice::whole(mc))) {
+    model_params += s.numel();
+  }
   log->info("model: GPT-2, {} layers, d_model {}, {} heads, vocab {}, seq_len {}, {} "
             "embeddings; {:.3f}M parameters, {:.1f} MFLOP/token (forward+backward)",
             mc.n_layer, mc.d_model, mc.n_head, mc.vocab_size, mc.seq_len,
-            mc.tie_embeddings ? "tied" : "untied", model.params().numel() / 1e6,
-            flops_per_token / 1e6);
-  log->info("batch: {} sequences/step = {} micro-batches of {}; {} tokens/step; {} threads on "
-            "backend {}",
-            cfg.train.global_batch, n_micro, micro, tokens_per_step, threads, backend->name());
-  log_memory_table(*log, cost, *backend, tokens_per_micro);
+            mc.tie_embeddings ? "tied" : "untied", model_params / 1e6,
+            model_cost.flops_per_token / 1e6);
+  log->info("parallel: {} ranks = pipeline {} x data {}, schedule {}; {} sequences/step = {} "
+            "micro-batches of {} x {} replicas; {} tokens/step; {} threads per rank on backend "
+            "{}",
+            world.size(), pp, dp, cfg.parallel.schedule, cfg.train.global_batch, n_micro, micro,
+            dp, tokens_per_step, threads, backend->name());
+  for (const std::string& line : split_lines(parallel::layout_table(layout, mc, dp))) {
+    log->info("{}", line);
+  }
+  log_memory_table(*log, stage_cost, *backend, tokens_per_micro);
 
-  MetricsLog metrics(cfg.run.dir + "/metrics.jsonl");
-  MicroBatch mb(*backend, micro, T);
+  std::unique_ptr<MetricsLog> metrics;
+  if (world.is_root()) metrics = std::make_unique<MetricsLog>(cfg.run.dir + "/metrics.jsonl");
+  world_comm.barrier();  // a common time origin for every rank's trace
+  parallel::Trace trace(cfg.run.trace);
+  parallel::PipelineExecutor executor(model, groups.pipeline(),
+                                      parallel::parse_schedule_kind(cfg.parallel.schedule),
+                                      n_micro, micro, trace);
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
+  // With a tied head on a pipeline, the token table lives on the first and the last stage.
+  const bool tied_copy =
+      pp > 1 && mc.tie_embeddings && (topo.first_stage() || topo.last_stage());
+  const int replica = topo.replica();
 
+  auto train_batch = [&](int step) {
+    return [&, step](int mb, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+      const int64_t first = (static_cast<int64_t>(replica) * n_micro + mb) * micro;
+      train_sampler->fill(step, first, micro, tok.data(), tgt.data());
+    };
+  };
   auto validate = [&]() {
-    double sum = 0.0;
-    for (int i = 0; i < cfg.train.val_batches; ++i) {
-      val_sampler->fill_sequential(static_cast<int64_t>(i) * micro, micro, mb.host_tokens.data(),
-                                   mb.host_targets.data());
-      mb.upload();
-      sum += model.loss_sum(mb.tokens, mb.targets, micro);
-    }
-    return sum / (static_cast<double>(cfg.train.val_batches) * tokens_per_micro);
+    const int n_val = cfg.train.val_batches;
+    double sum = executor.eval(
+        [&](int mb, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+          val_sampler->fill_sequential((static_cast<int64_t>(replica) * n_val + mb) * micro,
+                                       micro, tok.data(), tgt.data());
+        },
+        n_val);
+    world_comm.all_reduce_sum(&sum, 1);
+    return sum / (static_cast<double>(n_val) * tokens_per_micro * dp);
   };
 
   TrainResult result;
   result.loss_floor = data.loss_floor;
   const auto t_start = Clock::now();
   for (int step = 0; step < steps; ++step) {
+    trace.begin_step(step);
     const auto t0 = Clock::now();
     model.params().zero_grads();
-    double loss_sum = 0.0;
-    for (int m = 0; m < n_micro; ++m) {
-      train_sampler.fill(step, static_cast<int64_t>(m) * micro, micro, mb.host_tokens.data(),
-                         mb.host_targets.data());
-      mb.upload();
-      loss_sum += model.forward_backward(mb.tokens, mb.targets, micro, dloss);
+    const double pipe_start = trace.now_us();
+    double loss = executor.train_step(train_batch(step), dloss);
+    const double pipe_end = trace.now_us();
+    double sq = 0.0;
+    {
+      parallel::Trace::Scope span(trace, "all-reduce", "comm");
+      world_comm.all_reduce_sum(&loss, 1);
+      loss /= static_cast<double>(tokens_per_step);
+      const runtime::Tensor& g = model.params().flat_grads();
+      groups.data().all_reduce_sum(g.f32(), g.numel());
+      runtime::Tensor wte;
+      if (tied_copy) wte = model.params().grad(runtime::Embedding::kTokenTable);
+      if (tied_copy) groups.embedding()->all_reduce_sum(wte.f32(), wte.numel());
+      // Global norm: every stage's share once (the tied table only on the first stage).
+      sq = optim::grad_sum_squares(model.params());
+      if (tied_copy && topo.last_stage()) sq -= backend->sum_squares(wte.f32(), wte.numel());
+      groups.pipeline().all_reduce_sum(&sq, 1);
     }
-    const double loss = loss_sum / tokens_per_step;
     if (!std::isfinite(loss)) {
-      throw Error(ExitCode::non_finite,
-                  fmt::format("loss is {} at step {}", loss, step),
+      throw Error(ExitCode::non_finite, fmt::format("loss is {} at step {}", loss, step),
                   "lower optim.lr, raise optim.warmup_steps or set optim.grad_clip > 0");
     }
-    const double grad_norm = std::sqrt(optim::grad_sum_squares(model.params()));
-    optim::clip_to_norm(model.params(), grad_norm, cfg.clip);
+    const double grad_norm = std::sqrt(sq);
     const float lr = optim::learning_rate(lr_opt, cfg.adamw.lr, step);
-    adamw.step(lr);
+    {
+      parallel::Trace::Scope span(trace, "optimizer", "compute");
+      optim::clip_to_norm(model.params(), grad_norm, cfg.clip);
+      adamw.step(lr);
+    }
+    double bubble = trace.idle_fraction(pipe_start, pipe_end);
+    world_comm.all_reduce_sum(&bubble, 1);
+    bubble /= world.size();
     const double step_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    result.losses.push_back(loss);
 
     if (step == 0) {
-      log->info("activations: measured peak {}, expected {} from the layer cost descriptors",
+      log->info("activations (rank 0): measured peak {}, expected {} from the layer cost "
+                "descriptors for {} microbatch(es) in flight",
                 runtime::format_bytes(backend->memory().peak(MemTag::activations)),
-                runtime::format_bytes(static_cast<double>(cost.activation_bytes_per_token) *
-                                      tokens_per_micro));
+                runtime::format_bytes(static_cast<double>(stage_cost.activation_bytes_per_token) *
+                                      tokens_per_micro *
+                                      parallel::max_in_flight(parallel::make_schedule(
+                                          parallel::parse_schedule_kind(cfg.parallel.schedule),
+                                          pp, topo.stage(), n_micro))),
+                std::min(pp, n_micro));
     }
 
     double val_loss = -1.0;
     const bool last = step + 1 == steps;
-    if (val_sampler && (last || (cfg.train.val_every > 0 && (step + 1) % cfg.train.val_every == 0))) {
+    if (val_sampler &&
+        (last || (cfg.train.val_every > 0 && (step + 1) % cfg.train.val_every == 0))) {
       val_loss = validate();
     }
     if (last || step % cfg.run.log_every == 0 || val_loss >= 0) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
       const double eta = elapsed / (step + 1) * (steps - step - 1);
       const double tok_s = tokens_per_step / step_s;
-      nlohmann::json rec = {{"step", step},          {"loss", loss},
-                            {"lr", lr},              {"grad_norm", grad_norm},
-                            {"tokens_per_s", tok_s}, {"step_ms", step_s * 1e3},
-                            {"gflops", flops_per_token * tokens_per_step / step_s / 1e9}};
+      nlohmann::json rec = {{"step", step},
+                            {"loss", loss},
+                            {"lr", lr},
+                            {"grad_norm", grad_norm},
+                            {"tokens_per_s", tok_s},
+                            {"step_ms", step_s * 1e3},
+                            {"bubble_fraction", bubble},
+                            {"gflops", model_cost.flops_per_token * tokens_per_step / step_s / 1e9}};
       if (val_loss >= 0) rec["val_loss"] = val_loss;
-      metrics.write(rec);
+      if (metrics) metrics->write(rec);
       log->info("step {:>{}}/{} | loss {:.4f}{} | lr {:.2e} | gnorm {:.3f} | {} tok/s | "
-                "{:.0f} ms/step | elapsed {} | ETA {}",
+                "{:.0f} ms/step{} | elapsed {} | ETA {}",
                 step + 1, std::to_string(steps).size(), steps, loss,
                 val_loss >= 0 ? fmt::format(" | val {:.4f}", val_loss) : std::string(), lr,
-                grad_norm, format_rate(tok_s), step_s * 1e3, format_duration(elapsed),
-                format_duration(eta));
+                grad_norm, format_rate(tok_s), step_s * 1e3,
+                pp > 1 ? fmt::format(" | bubble {:.0f}%", 100.0 * bubble) : std::string(),
+                format_duration(elapsed), format_duration(eta));
     }
     result.final_loss = loss;
     if (val_loss >= 0) result.final_val_loss = val_loss;
     result.steps = step + 1;
   }
+  if (cfg.run.trace) write_chrome_trace(trace, topo, world_comm, cfg.run.dir + "/trace.json");
+  if (hooks.on_finish) hooks.on_finish(model, groups);
   return result;
 }
 

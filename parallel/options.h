@@ -1,12 +1,28 @@
-// options.h: parallel layout options ([parallel] in the config). This version trains on a
-// single rank; pipeline and data degrees other than 1 are refused by the config validation.
+// options.h: parallel layout options ([parallel] in the config): the pp x dp degrees, how the
+// transformer blocks are split over the pipeline stages, and the pipeline schedule.
 #pragma once
+
+#include <string>
+#include <vector>
 
 namespace nupipe::parallel {
 
+// parallel.stage_layers as written: "uniform", an explicit list of blocks per stage, or "auto"
+// (the planner). Turned into a StageLayout, and validated, only by make_stage_layout
+// (parallel/stage_layout.h).
+struct StageLayersSpec {
+  enum class Kind { uniform, explicit_list, automatic };
+  Kind kind = Kind::uniform;
+  std::vector<int> layers;  // explicit_list only: blocks on each stage, first to last
+
+  bool operator==(const StageLayersSpec&) const = default;
+};
+
 struct Options {
-  int pipeline = 1;  // pipeline stages
-  int data = 1;      // data-parallel replicas per stage
+  int pipeline = 1;                // pipeline stages
+  int data = 1;                    // data-parallel replicas per stage
+  StageLayersSpec stage_layers;    // blocks per stage
+  std::string schedule = "1f1b";   // "1f1b" or "gpipe" (parallel/schedule.h)
 };
 
 }  // namespace nupipe::parallel

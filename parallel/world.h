@@ -21,6 +21,10 @@ class World {
   const std::string& host() const { return host_; }
   bool is_root() const { return rank_ == 0; }
 
+  // Ends every rank of the job now with `code` (for failures the other ranks cannot know
+  // about, so none is left waiting in a collective).
+  [[noreturn]] void abort(int code) const;
+
   // Hardware threads of this host shared evenly among the ranks on it (at least 1).
   int default_threads() const;
 

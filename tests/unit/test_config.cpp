@@ -65,6 +65,9 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.data.synthetic.seed, b.data.synthetic.seed);
   EXPECT_EQ(a.parallel.pipeline, b.parallel.pipeline);
   EXPECT_EQ(a.parallel.data, b.parallel.data);
+  EXPECT_EQ(a.parallel.stage_layers.kind, b.parallel.stage_layers.kind);
+  EXPECT_EQ(a.parallel.stage_layers.layers, b.parallel.stage_layers.layers);
+  EXPECT_EQ(a.parallel.schedule, b.parallel.schedule);
   EXPECT_EQ(a.train.steps, b.train.steps);
   EXPECT_EQ(a.train.seed, b.train.seed);
   EXPECT_EQ(a.train.global_batch, b.train.global_batch);
@@ -109,8 +112,10 @@ train_tokens = 1000000000000
 val_tokens = 5000
 seed = 9223372036854775807
 [parallel]
-pipeline = 1
-data = 1
+pipeline = 3
+data = 2
+stage_layers = [0, 2, 1]
+schedule = "gpipe"
 [train]
 steps = 77
 seed = 0
@@ -161,11 +166,16 @@ TEST(Config, EveryKeyReachesItsField) {
   EXPECT_EQ(c.data.synthetic.train_tokens, 1000000000000);
   EXPECT_EQ(c.data.synthetic.val_tokens, 5000);
   EXPECT_EQ(c.data.synthetic.seed, uint64_t{9223372036854775807u});
+  EXPECT_EQ(c.parallel.pipeline, 3);
+  EXPECT_EQ(c.parallel.data, 2);
+  EXPECT_EQ(c.parallel.stage_layers.kind, parallel::StageLayersSpec::Kind::explicit_list);
+  EXPECT_EQ(c.parallel.stage_layers.layers, (std::vector<int>{0, 2, 1}));
+  EXPECT_EQ(c.parallel.schedule, "gpipe");
   EXPECT_EQ(c.train.steps, 77);
   EXPECT_EQ(c.train.seed, 0u);
   EXPECT_EQ(c.train.global_batch, 12);
   EXPECT_EQ(c.train.micro_batch, 3);
-  EXPECT_EQ(c.microbatches(), 4);
+  EXPECT_EQ(c.microbatches(), 2);  // 12 / (3 x 2 replicas)
   EXPECT_EQ(c.train.val_every, 0);
   EXPECT_EQ(c.train.val_batches, 2);
   EXPECT_EQ(c.adamw.lr, 3.0000001e-4f);
@@ -192,6 +202,8 @@ TEST(Config, ShippedConfigsParse) {
   EXPECT_EQ(tiny.lr.total_steps, tiny.train.steps);
   EXPECT_EQ(tiny.microbatches(), 2);
   EXPECT_EQ(tiny.run.dir, "runs/tiny");
+  EXPECT_EQ(tiny.parallel.stage_layers.kind, parallel::StageLayersSpec::Kind::uniform);
+  EXPECT_EQ(tiny.parallel.schedule, "1f1b");
 
   const Config gpt2 = load_config((configs / "gpt2-124m.toml").string());
   EXPECT_EQ(gpt2.model.n_layer, 12);
@@ -279,12 +291,123 @@ TEST(Config, AlphabetMustFitVocabulary) {
                   "data.synthetic.alphabet");
 }
 
-TEST(Config, MultiRankRefused) {
-  const Error e = error_of("[parallel]\ndata = 2\n");
-  EXPECT_CONTAINS(e.what(), "parallel.pipeline x parallel.data = 1 x 2");
-  EXPECT_CONTAINS(e.what(), "multi-rank training is not available in this version");
-  EXPECT_CONTAINS(e.hint(), "parallel.pipeline = 1 and parallel.data = 1");
-  EXPECT_CONTAINS(error_of("[parallel]\npipeline = 4\n").what(), "multi-rank");
+TEST(Config, MultiRankAccepted) {
+  const Config dp = parse_config("[parallel]\ndata = 2\n", "t");
+  EXPECT_EQ(dp.parallel.data, 2);
+  EXPECT_EQ(dp.microbatches(), 1);  // 16 / (8 x 2)
+  const Config pp = parse_config("[parallel]\npipeline = 4\n", "t");  // 4 blocks, 4 stages
+  EXPECT_EQ(pp.parallel.pipeline, 4);
+  EXPECT_EQ(pp.parallel.stage_layers.kind, parallel::StageLayersSpec::Kind::uniform);
+  const Config both = parse_config(
+      "[model]\nn_layer = 10\n[parallel]\npipeline = 4\ndata = 2\n[train]\nglobal_batch = 64\n",
+      "t");
+  EXPECT_EQ(both.parallel.pipeline * both.parallel.data, 8);
+  EXPECT_EQ(both.microbatches(), 4);
+  // The batch arithmetic counts the replicas.
+  EXPECT_CONTAINS(error_of("[parallel]\ndata = 3\n").what(),
+                  "train.micro_batch x parallel.data = 8 x 3");
+}
+
+TEST(Config, StageLayersForms) {
+  using Kind = parallel::StageLayersSpec::Kind;
+  const Config list = parse_config("[parallel]\npipeline = 2\nstage_layers = [1, 3]\n", "t");
+  EXPECT_EQ(list.parallel.stage_layers.kind, Kind::explicit_list);
+  EXPECT_EQ(list.parallel.stage_layers.layers, (std::vector<int>{1, 3}));
+  EXPECT_EQ(parse_config("[parallel]\nstage_layers = \"uniform\"\n", "t").parallel.stage_layers.kind,
+            Kind::uniform);
+  EXPECT_EQ(parse_config("", "t").parallel.stage_layers.kind, Kind::uniform);  // the default
+  // Empty first and last stages are allowed.
+  EXPECT_EQ(parse_config("[parallel]\npipeline = 3\nstage_layers = [0, 4, 0]\n", "t")
+                .parallel.stage_layers.layers,
+            (std::vector<int>{0, 4, 0}));
+
+  // --set takes the TOML array, and the words with or without quotes.
+  const Config set = parse_config("", "t", {"parallel.pipeline=2", "parallel.stage_layers=[1,3]"});
+  EXPECT_EQ(set.parallel.stage_layers.layers, (std::vector<int>{1, 3}));
+  EXPECT_EQ(parse_config("[parallel]\nstage_layers = [4]\n", "t", {"parallel.stage_layers=uniform"})
+                .parallel.stage_layers.kind,
+            Kind::uniform);
+  EXPECT_EQ(parse_config("[parallel]\nstage_layers = [4]\n", "t",
+                         {"parallel.stage_layers=\"uniform\""})
+                .parallel.stage_layers.kind,
+            Kind::uniform);
+  const Error bad_set = error_of("", {"parallel.pipeline=2", "parallel.stage_layers=[1,2]"});
+  EXPECT_CONTAINS(bad_set.what(), "--set parallel.stage_layers=[1,2]: ");
+  EXPECT_CONTAINS(bad_set.what(), "sums to 3");
+}
+
+TEST(Config, StageLayersWrongTypeNamed) {
+  const std::string expected =
+      "parallel.stage_layers must be an array of integers, \"uniform\" or \"auto\"";
+  const Error e = error_of("[parallel]\nstage_layers = 4\n");
+  EXPECT_CONTAINS(e.what(), "test.toml:2:");
+  EXPECT_CONTAINS(e.what(), expected + ", got integer");
+  EXPECT_CONTAINS(e.hint(), "parallel.stage_layers = \"uniform\"");
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = \"even\"\n").what(),
+                  expected + ", got string \"even\"");
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = \"Uniform\"\n").what(), expected);
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = true\n").what(), expected + ", got boolean");
+  EXPECT_CONTAINS(error_of("[parallel]\npipeline = 2\nstage_layers = [1, 2.5]\n").what(),
+                  expected + ", got an array with entry 1 of type float");
+  EXPECT_CONTAINS(error_of("[parallel]\npipeline = 2\nstage_layers = [\"2\", 2]\n").what(),
+                  "entry 0 of type string");
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = [[4]]\n").what(), "entry 0 of type array");
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = [3000000000]\n").what(),
+                  "parallel.stage_layers[0] = 3000000000 does not fit in a 32-bit integer");
+  const Error set = error_of("", {"parallel.stage_layers=even"});
+  EXPECT_CONTAINS(set.what(), "--set parallel.stage_layers=even");
+  EXPECT_CONTAINS(set.what(), expected);
+}
+
+// Every refusal of a split comes from parallel::make_stage_layout, reported at the key.
+TEST(Config, StageLayersRefusalsNamed) {
+  const Error len = error_of("[parallel]\npipeline = 4\nstage_layers = [1, 3]\n");
+  EXPECT_CONTAINS(len.what(), "test.toml:3:");
+  EXPECT_CONTAINS(len.what(), "parallel.stage_layers = [1, 3] has 2 entries but parallel.pipeline = 4");
+  EXPECT_CONTAINS(len.hint(), "parallel.stage_layers = [1, 1, 1, 1]");
+
+  const Error sum = error_of("[parallel]\npipeline = 2\nstage_layers = [1, 2]\n");
+  EXPECT_CONTAINS(sum.what(), "parallel.stage_layers = [1, 2] sums to 3 blocks but model.n_layer = 4");
+  EXPECT_CONTAINS(sum.hint(), "[2, 2]");
+  // A single stage holds every block.
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = [3]\n").what(), "sums to 3");
+
+  const Error neg = error_of("[parallel]\npipeline = 3\nstage_layers = [3, -1, 2]\n");
+  EXPECT_CONTAINS(neg.what(), "parallel.stage_layers = [3, -1, 2] has a negative entry");
+
+  const Error mid = error_of("[parallel]\npipeline = 3\nstage_layers = [2, 0, 2]\n");
+  EXPECT_CONTAINS(mid.what(), "parallel.stage_layers = [2, 0, 2] gives middle stage 1");
+
+  // "uniform" that would leave a middle stage empty: reported where parallel.pipeline was set.
+  const Error uni = error_of("[model]\nn_layer = 4\n[parallel]\npipeline = 6\n");
+  EXPECT_CONTAINS(uni.what(), "test.toml:4:");
+  EXPECT_CONTAINS(uni.what(), "parallel.stage_layers = \"uniform\" with parallel.pipeline = 6");
+  EXPECT_CONTAINS(uni.what(), "middle stage 1");
+  EXPECT_CONTAINS(uni.hint(), "[0, 1, 1, 1, 1, 0]");
+  // A written list is blamed even when another key changed under it.
+  const Error few = error_of("[parallel]\nstage_layers = [1, 1, 1, 1]\npipeline = 4\n",
+                             {"model.n_layer=3"});
+  EXPECT_CONTAINS(few.what(), "test.toml:2:");  // the list was written there
+  EXPECT_CONTAINS(few.what(), "sums to 4 blocks but model.n_layer = 3");
+
+  const Error aut = error_of("[parallel]\nstage_layers = \"auto\"\n");
+  EXPECT_CONTAINS(aut.what(), "test.toml:2:");
+  EXPECT_CONTAINS(aut.what(),
+                  "parallel.stage_layers = \"auto\" needs the planner, which is not in this version");
+}
+
+TEST(Config, ScheduleKey) {
+  EXPECT_EQ(parse_config("", "t").parallel.schedule, "1f1b");
+  EXPECT_EQ(parse_config("[parallel]\nschedule = \"gpipe\"\n", "t").parallel.schedule, "gpipe");
+  EXPECT_EQ(parse_config("", "t", {"parallel.schedule=gpipe"}).parallel.schedule, "gpipe");
+  const Error e = error_of("[parallel]\nschedule = \"interleaved\"\n");
+  EXPECT_CONTAINS(e.what(), "test.toml:2:");
+  EXPECT_CONTAINS(e.what(), "parallel.schedule must be \"1f1b\" or \"gpipe\", got \"interleaved\"");
+  EXPECT_CONTAINS(e.hint(), "parallel.schedule = \"1f1b\"");
+  EXPECT_CONTAINS(error_of("[parallel]\nschedule = \"GPipe\"\n").what(), "parallel.schedule");
+  EXPECT_CONTAINS(error_of("[parallel]\nschedule = 1\n").what(),
+                  "parallel.schedule must be a string, got integer");
+  EXPECT_CONTAINS(error_of("", {"parallel.schedule=zb"}).what(), "--set parallel.schedule=zb");
 }
 
 TEST(Config, EveryRangeCheckNamesItsKey) {
@@ -310,6 +433,11 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[data.synthetic]\nval_tokens = 10", "data.synthetic.val_tokens"},
       {"[parallel]\npipeline = 0", "parallel.pipeline"},
       {"[parallel]\ndata = -1", "parallel.data"},
+      {"[parallel]\nstage_layers = [1, 3]", "parallel.stage_layers"},
+      {"[parallel]\nstage_layers = [-1, 5]\npipeline = 2", "parallel.stage_layers"},
+      {"[parallel]\nstage_layers = \"auto\"", "parallel.stage_layers"},
+      {"[parallel]\npipeline = 7", "parallel.stage_layers"},  // 4 blocks cannot fill 7 stages
+      {"[parallel]\nschedule = \"\"", "parallel.schedule"},
       {"[train]\nsteps = 0", "train.steps"},
       {"[train]\nglobal_batch = 0", "train.global_batch"},
       {"[train]\nmicro_batch = 0", "train.micro_batch"},
@@ -469,7 +597,10 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 37u) << emitted;
+  EXPECT_EQ(lines, 40u) << emitted;
+  EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
+                           "schedule = \"1f1b\"\n");
+  EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");
   EXPECT_CONTAINS(emitted, "lr = 0.001\n");  // floats are written short, not 0.0010000000474975
 }
 

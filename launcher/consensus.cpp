@@ -1,0 +1,37 @@
+// consensus.cpp: exchange of per-rank outcomes and the common verdict.
+#include "launcher/consensus.h"
+
+#include <cstdio>
+#include <optional>
+#include <vector>
+
+#include "runtime/error.h"
+
+namespace nupipe::launcher {
+
+void agree(parallel::Communicator& world, const std::function<void()>& step) {
+  std::optional<Error> mine;
+  try {
+    step();
+  } catch (const Error& e) {
+    mine = e;
+  }
+  std::vector<double> codes(world.size(), 0.0);
+  codes[world.rank()] = mine ? static_cast<double>(mine->code()) : 0.0;
+  world.all_reduce_sum(codes.data(), static_cast<int64_t>(codes.size()));
+  int first = -1;
+  for (int r = 0; r < world.size() && first < 0; ++r) first = codes[r] != 0.0 ? r : -1;
+  if (first < 0) return;
+  if (mine) {
+    if (world.rank() != 0 && codes[0] == 0.0) {
+      std::fprintf(stderr, "error on rank %d: %s\n", world.rank(), mine->what());
+      if (!mine->hint().empty()) std::fprintf(stderr, "HINT: %s\n", mine->hint().c_str());
+    }
+    throw *mine;
+  }
+  throw Error(static_cast<ExitCode>(static_cast<int>(codes[first])),
+              "rank " + std::to_string(first) + " failed (its message is printed above)",
+              "fix the problem that rank reports; every rank stops with the same exit code");
+}
+
+}  // namespace nupipe::launcher

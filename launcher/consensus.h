@@ -1,0 +1,17 @@
+// consensus.h: run a fallible step on every rank and make them agree on the verdict, so one
+// rank's bad file or full disk stops every rank with the same exit code instead of a hang.
+#pragma once
+
+#include <functional>
+
+#include "parallel/communicator.h"
+
+namespace nupipe::launcher {
+
+// Runs `step`; then all ranks exchange their outcome (a collective on `world`). If any rank
+// threw a nupipe::Error, every rank throws: a failing rank its own error, the others an error
+// with the same exit code naming the lowest failing rank. A failing non-root rank prints its
+// own message to stderr (rank 0 prints for everyone else).
+void agree(parallel::Communicator& world, const std::function<void()>& step);
+
+}  // namespace nupipe::launcher

@@ -1,0 +1,121 @@
+// schedule.cpp: GPipe and 1F1B schedules built as action lists, the in-flight count, and
+// the parsing and names of schedule kinds and actions.
+#include "parallel/schedule.h"
+
+#include <algorithm>
+#include <ostream>
+
+#include "runtime/check.h"
+#include "runtime/error.h"
+
+namespace nupipe::parallel {
+
+ScheduleKind parse_schedule_kind(const std::string& name) {
+  if (name == "1f1b") return ScheduleKind::one_f_one_b;
+  if (name == "gpipe") return ScheduleKind::gpipe;
+  throw usage_error("parallel.schedule: unknown schedule '" + name +
+                        "'; accepted values are \"1f1b\" and \"gpipe\"",
+                    "set parallel.schedule = \"1f1b\" (least activation memory) or "
+                    "\"gpipe\"");
+}
+
+const char* schedule_name(ScheduleKind kind) {
+  switch (kind) {
+    case ScheduleKind::gpipe: return "gpipe";
+    case ScheduleKind::one_f_one_b: return "1f1b";
+  }
+  NUPIPE_CHECK(false, "unknown ScheduleKind " + std::to_string(static_cast<int>(kind)));
+}
+
+const char* action_name(ActionType type) {
+  switch (type) {
+    case ActionType::recv_activation: return "recv_activation";
+    case ActionType::forward: return "forward";
+    case ActionType::send_activation: return "send_activation";
+    case ActionType::recv_gradient: return "recv_gradient";
+    case ActionType::backward: return "backward";
+    case ActionType::send_gradient: return "send_gradient";
+  }
+  NUPIPE_CHECK(false, "unknown ActionType " + std::to_string(static_cast<int>(type)));
+}
+
+namespace {
+
+// Appends forward(mb) or backward(mb) with the communication that wraps it on this stage.
+class Builder {
+ public:
+  Builder(int stages, int stage) : first_(stage == 0), last_(stage == stages - 1) {}
+
+  void forward(int mb) {
+    if (!first_) out_.push_back({ActionType::recv_activation, mb});
+    out_.push_back({ActionType::forward, mb});
+    if (!last_) out_.push_back({ActionType::send_activation, mb});
+  }
+  void backward(int mb) {
+    if (!last_) out_.push_back({ActionType::recv_gradient, mb});
+    out_.push_back({ActionType::backward, mb});
+    if (!first_) out_.push_back({ActionType::send_gradient, mb});
+  }
+  std::vector<Action> take() { return std::move(out_); }
+
+ private:
+  bool first_, last_;
+  std::vector<Action> out_;
+};
+
+}  // namespace
+
+std::vector<Action> make_schedule(ScheduleKind kind, int stages, int stage, int microbatches) {
+  NUPIPE_CHECK(stages >= 1, "make_schedule: stages must be >= 1, got " + std::to_string(stages));
+  NUPIPE_CHECK(stage >= 0 && stage < stages, "make_schedule: stage " + std::to_string(stage) +
+                                                 " outside [0, " + std::to_string(stages) + ")");
+  NUPIPE_CHECK(microbatches >= 1,
+               "make_schedule: microbatches must be >= 1, got " + std::to_string(microbatches));
+  const int m = microbatches;
+  Builder b(stages, stage);
+  switch (kind) {
+    case ScheduleKind::gpipe:
+      for (int mb = 0; mb < m; ++mb) b.forward(mb);
+      for (int mb = 0; mb < m; ++mb) b.backward(mb);
+      return b.take();
+    case ScheduleKind::one_f_one_b: {
+      const int warmup = std::min(stages - stage - 1, m);
+      for (int mb = 0; mb < warmup; ++mb) b.forward(mb);
+      for (int i = 0; i < m - warmup; ++i) {  // steady: one forward, one backward
+        b.forward(warmup + i);
+        b.backward(i);
+      }
+      for (int mb = m - warmup; mb < m; ++mb) b.backward(mb);  // cool-down
+      return b.take();
+    }
+  }
+  NUPIPE_CHECK(false, "unknown ScheduleKind " + std::to_string(static_cast<int>(kind)));
+}
+
+int max_in_flight(const std::vector<Action>& actions) {
+  int now = 0, most = 0;
+  for (const Action& a : actions) {
+    if (a.type == ActionType::forward) most = std::max(most, ++now);
+    if (a.type == ActionType::backward) --now;
+  }
+  return most;
+}
+
+std::string to_string(const Action& action) {
+  return std::string(action_name(action.type)) + "(" + std::to_string(action.microbatch) + ")";
+}
+
+std::string to_string(const std::vector<Action>& actions) {
+  std::string out;
+  for (const Action& a : actions) {
+    if (!out.empty()) out += ' ';
+    out += to_string(a);
+  }
+  return out;
+}
+
+std::ostream& operator<<(std::ostream& os, const Action& action) {
+  return os << to_string(action);
+}
+
+}  // namespace nupipe::parallel

@@ -1,0 +1,44 @@
+// topology.cpp: stage/replica arithmetic of the pp x dp grid and the MPI splits that build
+// the pipeline, data and embedding groups.
+#include "parallel/topology.h"
+
+#include <string>
+
+#include "runtime/check.h"
+
+namespace nupipe::parallel {
+
+int Topology::stage() const { return rank / data; }
+int Topology::replica() const { return rank % data; }
+
+int Topology::rank_of(int stage, int replica) const {
+  NUPIPE_CHECK(stage >= 0 && stage < pipeline && replica >= 0 && replica < data,
+               "(stage " + std::to_string(stage) + ", replica " + std::to_string(replica) +
+                   ") outside a " + std::to_string(pipeline) + " x " + std::to_string(data) +
+                   " grid");
+  return stage * data + replica;
+}
+
+bool Topology::first_stage() const { return stage() == 0; }
+bool Topology::last_stage() const { return stage() == pipeline - 1; }
+
+ProcessGroups::ProcessGroups(int pipeline, int data) {
+  world_ = std::make_unique<MpiCommunicator>();
+  NUPIPE_CHECK(pipeline >= 1 && data >= 1 && pipeline * data == world_->size(),
+               "parallel.pipeline (" + std::to_string(pipeline) + ") x parallel.data (" +
+                   std::to_string(data) + ") must equal the world size (" +
+                   std::to_string(world_->size()) + ")");
+  topology_ = Topology{pipeline, data, world_->rank()};
+  const int stage = topology_.stage(), replica = topology_.replica();
+  // Every rank takes part in every split (MPI_Comm_split is collective over the world).
+  pipeline_ = MpiCommunicator::split(*world_, replica, stage);
+  data_ = MpiCommunicator::split(*world_, stage, replica);
+  const bool ends = topology_.first_stage() || topology_.last_stage();
+  embedding_ = MpiCommunicator::split(*world_, ends ? replica : MPI_UNDEFINED, stage);
+  NUPIPE_CHECK(pipeline_->rank() == stage && pipeline_->size() == pipeline &&
+                   data_->rank() == replica && data_->size() == data,
+               "process groups do not match the " + std::to_string(pipeline) + " x " +
+                   std::to_string(data) + " grid");
+}
+
+}  // namespace nupipe::parallel

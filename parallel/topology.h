@@ -1,0 +1,53 @@
+// topology.h: the pp x dp grid of ranks (which stage and replica a rank is) and the process
+// groups built on it: world, pipeline, data and embedding communicators.
+#pragma once
+
+#include <memory>
+
+#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
+
+namespace nupipe::parallel {
+
+// rank = stage * data + replica: the data-parallel ranks of one stage are adjacent. They are
+// the heaviest communicators (gradient all-reduce, or ZeRO's reduce-scatter + all-gather of a
+// whole stage's parameters every step, against one activation tensor per microbatch between
+// stages), and launchers map adjacent ranks to the same host (mpirun --map-by core/slot,
+// srun's block distribution), so that traffic stays inside a host or a node's NVLink domain
+// while the lighter pipeline sends cross hosts.
+struct Topology {
+  int pipeline = 1;  // stages
+  int data = 1;      // replicas per stage
+  int rank = 0;      // world rank
+
+  int stage() const;
+  int replica() const;
+  int rank_of(int stage, int replica) const;  // the world rank at (stage, replica)
+  bool first_stage() const;
+  bool last_stage() const;
+};
+
+// The communicators a rank of the pp x dp grid needs. Built from MPI_COMM_WORLD, collectively:
+// every rank of the world must construct it with the same degrees.
+class ProcessGroups {
+ public:
+  // pipeline * data must equal the world size (the launcher refuses other layouts earlier,
+  // with a message for the user; here it is an internal check).
+  ProcessGroups(int pipeline, int data);
+
+  const Topology& topology() const { return topology_; }
+  Communicator& world() { return *world_; }
+  // This replica's stages; its rank is the stage.
+  Communicator& pipeline() { return *pipeline_; }
+  // This stage's replicas; its rank is the replica.
+  Communicator& data() { return *data_; }
+  // First and last stage of this replica (rank 0 = first stage), for the tied embedding's
+  // gradient; nullptr on middle stages. With pipeline == 1 a group of one.
+  Communicator* embedding() { return embedding_.get(); }
+
+ private:
+  Topology topology_;
+  std::unique_ptr<MpiCommunicator> world_, pipeline_, data_, embedding_;
+};
+
+}  // namespace nupipe::parallel
