@@ -52,7 +52,17 @@ Tensor PipelineExecutor::recv_hidden(int mb, int kind) {
 void PipelineExecutor::send_hidden(const Tensor& t, int mb, int kind) {
   const int peer = kind == kActivation ? stage_ + 1 : stage_ - 1;
   Trace::Scope span(trace_, "send", "comm", mb);
-  pending_.push_back({comm_.isend(t.f32(), t.numel(), peer, tag_of(mb, kind)), t});
+  pending_.push_back({mb, kind, comm_.isend(t.f32(), t.numel(), peer, tag_of(mb, kind)), t});
+}
+
+void PipelineExecutor::finish_send(int mb, int kind) {
+  for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+    if (it->microbatch == mb && it->kind == kind) {
+      it->request.wait();
+      pending_.erase(it);
+      return;
+    }
+  }
 }
 
 void PipelineExecutor::finish_sends() {
@@ -91,6 +101,9 @@ double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
         grads[mb] = recv_hidden(mb, kGradient);
         break;
       case ActionType::backward: {
+        // The gradient for mb came back, so the next stage has long received activation mb:
+        // its send is complete; release the buffer now rather than at the end of the step.
+        finish_send(mb, kActivation);
         Trace::Scope span(trace_, "backward", "compute", mb);
         grads[mb] = model_.backward(passes[mb], grads[mb]);  // now d(input), or undefined
         break;

@@ -37,6 +37,7 @@ class PipelineExecutor {
   runtime::Tensor upload(const std::vector<int32_t>& host) const;
   runtime::Tensor recv_hidden(int mb, int tag_kind);
   void send_hidden(const runtime::Tensor& t, int mb, int tag_kind);
+  void finish_send(int mb, int tag_kind);
   void finish_sends();
 
   runtime::GptModel& model_;
@@ -45,6 +46,7 @@ class PipelineExecutor {
   int stage_, stages_, microbatches_, micro_batch_;
   std::vector<Action> schedule_;
   struct PendingSend {
+    int microbatch, kind;
     Request request;
     runtime::Tensor buffer;  // kept alive until the send completes
   };

@@ -143,7 +143,13 @@ inline ProcessResult run_nupipe(const std::vector<std::string>& args, const std:
 // `nupipe train CONFIG --set S1 --set S2 ...`.
 inline ProcessResult run_train(const std::string& config, const std::vector<std::string>& sets,
                                const std::string& cwd, double timeout_s = 90.0) {
+  // configs/tiny.toml is the 4-rank default; these tests run one process, so they ask for a
+  // single stage first (a test's own sets come after and win).
   std::vector<std::string> args{"train", config};
+  for (const char* s : {"parallel.pipeline=1", "parallel.data=1", "parallel.stage_layers=uniform"}) {
+    args.push_back("--set");
+    args.push_back(s);
+  }
   for (const auto& s : sets) {
     args.push_back("--set");
     args.push_back(s);
