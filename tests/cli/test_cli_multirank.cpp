@@ -34,6 +34,17 @@ std::vector<std::string> train_args(const std::vector<std::string>& sets) {
   return args;
 }
 
+// The layout keys (and `more`), all set explicitly: the tests do not depend on tiny.toml's.
+std::vector<std::string> layout(int pipeline, int data, const std::string& stage_layers,
+                                std::vector<std::string> more = {}) {
+  std::vector<std::string> sets{"parallel.pipeline=" + std::to_string(pipeline),
+                                "parallel.data=" + std::to_string(data),
+                                "parallel.stage_layers=" + stage_layers,
+                                "parallel.schedule=1f1b"};
+  sets.insert(sets.end(), more.begin(), more.end());
+  return sets;
+}
+
 // `mpirun -np NP nupipe train tiny.toml --set ...`, as a user runs it (mpirun stops the job
 // at the first rank that exits non-zero and returns that rank's exit code).
 ProcessResult mpirun_train(int np, const std::vector<std::string>& sets, const std::string& cwd,
@@ -127,26 +138,26 @@ void expect_refused_by_every_rank(int np, const std::vector<std::string>& sets, 
 // 1. Refusals before anything is written (exit 2: config; exit 3: data)
 
 TEST(CliMultiRank2, WorldSizeNotPipelineTimesDataIsRefused) {
-  expect_refused_by_every_rank(2, {"parallel.pipeline=2", "parallel.data=2"}, 2,
+  expect_refused_by_every_rank(2, layout(2, 2, "[1,3]"), 2,
                                "2 x 2 = 4", {"2 ranks", "parallel.pipeline", "parallel.data"});
 }
 
 TEST(CliMultiRank2, StageLayersWithWrongLengthIsRefused) {
-  expect_refused_by_every_rank(2, {"parallel.pipeline=2", "parallel.stage_layers=[1,1,2]"}, 2,
+  expect_refused_by_every_rank(2, layout(2, 1, "[1,1,2]"), 2,
                                "parallel.stage_layers = [1, 1, 2] has 3 entries",
                                {"parallel.pipeline = 2"});
 }
 
 TEST(CliMultiRank2, StageLayersWithWrongSumIsRefused) {
   expect_refused_by_every_rank(
-      2, {"parallel.pipeline=2", "parallel.stage_layers=[1,2]", "model.n_layer=4"}, 2,
+      2, layout(2, 1, "[1,2]", {"model.n_layer=4"}), 2,
       "parallel.stage_layers = [1, 2] sums to 3", {"model.n_layer = 4"});
 }
 
 TEST(CliMultiRank2, GlobalBatchNotDivisibleOverReplicasIsRefused) {
   expect_refused_by_every_rank(2,
-                               {"parallel.pipeline=1", "parallel.data=2",
-                                "train.global_batch=10", "train.micro_batch=4"},
+                               layout(1, 2, "uniform",
+                                      {"train.global_batch=10", "train.micro_batch=4"}),
                                2, "train.global_batch = 10 is not a multiple",
                                {"parallel.data", "4 x 2"});
 }
@@ -159,10 +170,8 @@ TEST(CliMultiRank2, TruncatedTokenFileStopsEveryRankWithExit3) {
   runtime::write_token_file(f, tokens.data(), static_cast<int64_t>(tokens.size()));
   fs::resize_file(f, fs::file_size(f) - 10);  // the last 5 tokens are gone
   expect_refused_by_every_rank(
-      4,
-      {"parallel.pipeline=2", "parallel.data=2", "parallel.stage_layers=[1,3]",
-       "data.train=" + f, "data.val="},
-      3, "truncated", {f, "1000 tokens"});
+      4, layout(2, 2, "[1,3]", {"data.train=" + f, "data.val="}), 3,
+      "header says 1000 tokens", {f, "truncated"});
 }
 
 // ---------------------------------------------------------------------------------------
@@ -177,9 +186,11 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
   const std::string run_dir = tmp.file("run");
   const ProcessResult r = mpirun_train(
       4,
-      {"parallel.pipeline=2", "parallel.data=2", "parallel.stage_layers=[1,3]",
-       "train.micro_batch=2", "train.global_batch=8", "train.steps=" + std::to_string(kSteps),
-       "optim.warmup_steps=1", "run.trace=true", "run.log_every=1", "run.dir=" + run_dir},
+      layout(2, 2, "[1,3]",
+             {"train.micro_batch=2", "train.global_batch=8",
+              "train.steps=" + std::to_string(kSteps), "train.val_batches=2",
+              "optim.warmup_steps=1", "run.trace=true", "run.log_every=1",
+              "run.dir=" + run_dir}),
       tmp.path(), /*timeout_s=*/90.0);
   ASSERT_FALSE(r.timed_out) << r;
   ASSERT_EQ(r.exit_code, 0) << r;

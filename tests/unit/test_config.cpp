@@ -200,9 +200,12 @@ TEST(Config, ShippedConfigsParse) {
   EXPECT_EQ(tiny.model.n_layer, 4);
   EXPECT_EQ(tiny.data.val, "synthetic");
   EXPECT_EQ(tiny.lr.total_steps, tiny.train.steps);
-  EXPECT_EQ(tiny.microbatches(), 2);
+  EXPECT_EQ(tiny.microbatches(), 4);  // 16 = 2 per micro-batch x 4 x 2 replicas
   EXPECT_EQ(tiny.run.dir, "runs/tiny");
-  EXPECT_EQ(tiny.parallel.stage_layers.kind, parallel::StageLayersSpec::Kind::uniform);
+  EXPECT_EQ(tiny.parallel.pipeline, 2);
+  EXPECT_EQ(tiny.parallel.data, 2);
+  EXPECT_EQ(tiny.parallel.stage_layers.kind, parallel::StageLayersSpec::Kind::explicit_list);
+  EXPECT_EQ(tiny.parallel.stage_layers.layers, (std::vector<int>{1, 3}));
   EXPECT_EQ(tiny.parallel.schedule, "1f1b");
 
   const Config gpt2 = load_config((configs / "gpt2-124m.toml").string());

@@ -1,0 +1,124 @@
+// config_checks.cpp: the range and consistency rules of every config key, in one place
+// (the stage split's rules are delegated to parallel::make_stage_layout).
+#include "launcher/config_checks.h"
+
+#include <cmath>
+#include <string>
+
+#include "parallel/stage_layout.h"
+
+namespace nupipe::launcher {
+
+void validate(const Config& c, const Checker& ck) {
+  using S = std::string;
+  const auto& m = c.model;
+  ck.at_least("model.n_layer", m.n_layer, 1);
+  ck.at_least("model.d_model", m.d_model, 1);
+  ck.at_least("model.n_head", m.n_head, 1);
+  if (m.d_model % m.n_head != 0)
+    ck.fail("model.d_model", "model.d_model = " + S(ck.str(m.d_model)) +
+                                 " is not divisible by model.n_head = " + ck.str(m.n_head),
+            "choose model.n_head dividing model.d_model (head size = d_model / n_head)");
+  ck.within("model.vocab_size", m.vocab_size, 2, 65536, true,
+            "tokens are stored as uint16: model.vocab_size can be at most 65536");
+  ck.at_least("model.seq_len", m.seq_len, 1);
+  ck.positive("model.init_std", m.init_std);
+  ck.positive("model.ln_eps", m.ln_eps);
+
+  const auto& d = c.data;
+  if (d.train.empty())
+    ck.fail("data.train", "data.train is empty",
+            "set data.train to \"synthetic\" or the path of a token file");
+  if (d.train == "synthetic" || d.val == "synthetic") {  // checked only when the corpus is used
+    const auto& s = d.synthetic;
+    ck.at_least("data.synthetic.order", s.order, 1);
+    if (s.alphabet < 2 || s.alphabet > m.vocab_size)
+      ck.fail("data.synthetic.alphabet",
+              "data.synthetic.alphabet = " + ck.str(s.alphabet) + " must be in [2, model.vocab_size = " +
+                  ck.str(m.vocab_size) + "]",
+              "the synthetic tokens are ids 0 .. alphabet-1 and must fit the vocabulary: lower "
+              "data.synthetic.alphabet or raise model.vocab_size");
+    ck.within("data.synthetic.branching", s.branching, 1, s.alphabet, true,
+              "each context has between 1 and data.synthetic.alphabet successors");
+    constexpr int64_t kMaxContexts = 4194304;
+    int64_t contexts = 1;
+    for (int i = 0; i < s.order && contexts <= kMaxContexts; ++i) contexts *= s.alphabet;
+    if (contexts > kMaxContexts)
+      ck.fail("data.synthetic.order",
+              "data.synthetic.alphabet ^ data.synthetic.order = " + ck.str(s.alphabet) + "^" +
+                  ck.str(s.order) + " is more than " + ck.str(kMaxContexts) + " contexts",
+              "lower data.synthetic.order or data.synthetic.alphabet (the chain has one row per "
+              "context)");
+    if (!(s.smoothing > 0 && s.smoothing < 1))
+      ck.fail("data.synthetic.smoothing",
+              "data.synthetic.smoothing must be in (0, 1), got " + ck.str(s.smoothing),
+              "it is the probability spread uniformly over the alphabet; a small positive value "
+              "such as 0.02 keeps every token reachable");
+    for (const auto& [key, n] : {std::pair<const char*, int64_t>{"data.synthetic.train_tokens", s.train_tokens},
+                                 {"data.synthetic.val_tokens", s.val_tokens}})
+      if (n <= int64_t{m.seq_len} + 1)
+        ck.fail(key, S(key) + " = " + ck.str(n) + " must be > model.seq_len + 1 = " +
+                         ck.str(m.seq_len + 1),
+                "a stream must hold at least one sequence plus its next-token targets");
+  }
+
+  const auto& p = c.parallel;
+  ck.at_least("parallel.pipeline", p.pipeline, 1);
+  ck.at_least("parallel.data", p.data, 1);
+  // The split's rules live in parallel/stage_layout (one place); its refusal is reported at
+  // the key that most likely caused it.
+  try {
+    parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
+  } catch (const Error& e) {
+    ck.fail(ck.first_set({"parallel.stage_layers", "parallel.pipeline", "model.n_layer"}), e.what(),
+            e.hint());
+  }
+  if (p.schedule != "1f1b" && p.schedule != "gpipe")
+    ck.fail("parallel.schedule",
+            "parallel.schedule must be \"1f1b\" or \"gpipe\", got " + quote(p.schedule),
+            "set parallel.schedule = \"1f1b\" (one forward, one backward: fewer activations in "
+            "flight) or \"gpipe\" (all forwards, then all backwards)");
+
+  const auto& t = c.train;
+  ck.at_least("train.steps", t.steps, 1);
+  ck.at_least("train.global_batch", t.global_batch, 1);
+  ck.at_least("train.micro_batch", t.micro_batch, 1);
+  const int64_t per_step = int64_t{t.micro_batch} * p.data;
+  if (t.global_batch % per_step != 0) {
+    const int64_t below = t.global_batch / per_step * per_step;
+    ck.fail("train.global_batch",
+            "train.global_batch = " + ck.str(t.global_batch) +
+                " is not a multiple of train.micro_batch x parallel.data = " +
+                ck.str(t.micro_batch) + " x " + ck.str(p.data),
+            "set train.global_batch to a multiple of " + ck.str(per_step) + " (e.g. " +
+                (below > 0 ? ck.str(below) + " or " : S()) + ck.str(below + per_step) +
+                "), or change train.micro_batch");
+  }
+  ck.at_least("train.val_every", t.val_every, 0);
+  ck.at_least("train.val_batches", t.val_batches, 1);
+
+  const auto& a = c.adamw;
+  ck.positive("optim.lr", a.lr);
+  ck.within("optim.beta1", a.beta1, 0.0f, 1.0f, false);
+  ck.within("optim.beta2", a.beta2, 0.0f, 1.0f, false);
+  ck.positive("optim.eps", a.eps);
+  ck.at_least("optim.weight_decay", a.weight_decay, 0.0f);
+  ck.at_least("optim.warmup_steps", c.lr.warmup_steps, 0);
+  if (c.lr.warmup_steps > t.steps)
+    ck.fail("optim.warmup_steps", "optim.warmup_steps = " + ck.str(c.lr.warmup_steps) +
+                                      " is more than train.steps = " + ck.str(t.steps),
+            "set optim.warmup_steps to at most train.steps");
+  ck.within("optim.min_lr_ratio", c.lr.min_lr_ratio, 0.0f, 1.0f, true);
+  ck.at_least("optim.grad_clip", c.clip.max_norm, 0.0f);
+
+  if (c.run.dir.empty())
+    ck.fail("run.dir", "run.dir is empty", "set run.dir to the directory for this run's outputs");
+  ck.at_least("run.log_every", c.run.log_every, 1);
+  if (c.runtime.device != "cpu" && c.runtime.device != "cuda")
+    ck.fail("runtime.device",
+            "runtime.device must be \"cpu\" or \"cuda\", got " + quote(c.runtime.device),
+            "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
+  ck.at_least("runtime.threads", c.runtime.threads, 0);
+}
+
+}  // namespace nupipe::launcher
