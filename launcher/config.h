@@ -21,6 +21,7 @@ struct TrainOptions {
   int micro_batch = 8;       // sequences per forward/backward
   int val_every = 100;       // steps between validation passes (0: only at the end)
   int val_batches = 4;       // micro-batches per validation pass
+  int loss_chunk = 0;        // tokens per LM-head/cross-entropy chunk; 0: all at once
 };
 
 struct RunOptions {

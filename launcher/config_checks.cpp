@@ -73,6 +73,9 @@ void validate(const Config& c, const Checker& ck) {
     ck.fail(ck.first_set({"parallel.stage_layers", "parallel.pipeline", "model.n_layer"}), e.what(),
             e.hint());
   }
+  ck.within("parallel.zero", p.zero, 0, 1, true,
+            "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "
+            "data-parallel ranks of each stage)");
   if (p.schedule != "1f1b" && p.schedule != "gpipe")
     ck.fail("parallel.schedule",
             "parallel.schedule must be \"1f1b\" or \"gpipe\", got " + quote(p.schedule),
@@ -96,6 +99,7 @@ void validate(const Config& c, const Checker& ck) {
   }
   ck.at_least("train.val_every", t.val_every, 0);
   ck.at_least("train.val_batches", t.val_batches, 1);
+  ck.at_least("train.loss_chunk", t.loss_chunk, 0);
 
   const auto& a = c.adamw;
   ck.positive("optim.lr", a.lr);

@@ -23,6 +23,7 @@ struct Options {
   int data = 1;                    // data-parallel replicas per stage
   StageLayersSpec stage_layers;    // blocks per stage
   std::string schedule = "1f1b";   // "1f1b" or "gpipe" (parallel/schedule.h)
+  int zero = 0;                    // 1: shard optimizer state over the data-parallel ranks (ZeRO-1)
 };
 
 }  // namespace nupipe::parallel
