@@ -196,7 +196,9 @@ TEST_F(LayerGrad, AttentionIsCausal) {
   for (int t = 0; t < 5; ++t) {
     for (int c = 0; c < 8; ++c) {
       const size_t i = t * 8 + c;
-      if (t < 3) EXPECT_EQ(before[i], after[i]) << "position " << t << " saw the future";
+      if (t < 3) {
+        EXPECT_EQ(before[i], after[i]) << "position " << t << " saw the future";
+      }
     }
   }
   bool changed = false;
