@@ -12,9 +12,8 @@
 #include "launcher/metrics.h"
 #include "launcher/run_dir.h"
 #include "launcher/trace_file.h"
-#include "optim/adamw.h"
-#include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
+#include "optim/zero.h"
 #include "parallel/pipeline_executor.h"
 #include "parallel/stage_layout.h"
 #include "parallel/topology.h"
@@ -60,12 +59,22 @@ std::vector<std::string> split_lines(const std::string& text) {
 }
 
 void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
-                      const runtime::Backend& be, int64_t tokens_per_micro) {
+                      const runtime::Backend& be, int64_t tokens_per_micro,
+                      const optim::ZeroOptimizer& optimizer) {
   const auto& mem = be.memory();
+  const optim::Shard& shard = optimizer.shard();
   log.info("memory of rank 0 (stage 0; expected from layer cost descriptors, allocator-accounted):");
   log.info("  {:<12} {:>12}", "params", runtime::format_bytes(mem.current(MemTag::params)));
-  log.info("  {:<12} {:>12}", "grads", runtime::format_bytes(mem.current(MemTag::grads)));
-  log.info("  {:<12} {:>12}", "optimizer", runtime::format_bytes(mem.current(MemTag::optimizer)));
+  log.info("  {:<12} {:>12}{}", "grads", runtime::format_bytes(mem.current(MemTag::grads)),
+           optimizer.sharded() && shard.numel() < optimizer.grad_buffer_bytes() / 4
+               ? fmt::format("  (flat buffer + ZeRO-1's reduce-scattered shard, {} elements)",
+                             shard.numel())
+               : std::string());
+  log.info("  {:<12} {:>12}  {}", "optimizer", runtime::format_bytes(mem.current(MemTag::optimizer)),
+           optimizer.sharded()
+               ? fmt::format("(ZeRO-1: AdamW state for flat elements [{}, {}) of {} padded)",
+                             shard.begin, shard.end, optimizer.grad_buffer_bytes() / 4)
+               : std::string("(AdamW state replicated on every data-parallel rank)"));
   log.info("  {:<12} {:>12}  ({} B/token x {} tokens per microbatch)", "activations",
            runtime::format_bytes(static_cast<double>(total.activation_bytes_per_token) *
                                  tokens_per_micro),
@@ -124,9 +133,13 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   }
   const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   backend->set_threads(threads);
-  runtime::GptModel model(*backend, mc, slice);
+  // ZeRO-1 cuts the flat buffers into data-degree equal shards: pad them for it.
+  runtime::GptModel model(*backend, mc, slice, cfg.parallel.zero ? dp : 1);
   model.params().initialize(cfg.train.seed);
-  optim::AdamW adamw(model.params(), cfg.adamw);
+  // Replicated AdamW, or ZeRO-1 (state for this rank's shard only): built before the memory
+  // table so that its optimizer row is what this rank holds.
+  optim::ZeroOptimizer optimizer(model.params(), groups, mc.tie_embeddings, cfg.parallel.zero,
+                                 cfg.adamw);
   optim::LrScheduleOptions lr_opt = cfg.lr;
   lr_opt.total_steps = steps;
 
@@ -153,7 +166,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   for (const std::string& line : split_lines(parallel::layout_table(layout, mc, dp))) {
     log->info("{}", line);
   }
-  log_memory_table(*log, stage_cost, *backend, tokens_per_micro);
+  log_memory_table(*log, stage_cost, *backend, tokens_per_micro, optimizer);
 
   std::unique_ptr<MetricsLog> metrics;
   if (world.is_root()) metrics = std::make_unique<MetricsLog>(cfg.run.dir + "/metrics.jsonl");
@@ -163,9 +176,6 @@ TrainResult train(const Config& cfg, const parallel::World& world,
                                       parallel::parse_schedule_kind(cfg.parallel.schedule),
                                       n_micro, micro, trace);
   const float dloss = 1.0f / static_cast<float>(tokens_per_step);
-  // With a tied head on a pipeline, the token table lives on the first and the last stage.
-  const bool tied_copy =
-      pp > 1 && mc.tie_embeddings && (topo.first_stage() || topo.last_stage());
   const int replica = topo.replica();
 
   auto train_batch = [&](int step) {
@@ -197,19 +207,15 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     double loss = executor.train_step(train_batch(step), dloss);
     const double pipe_end = trace.now_us();
     double sq = 0.0;
+    const int64_t data_bytes_before = groups.data().bytes_sent();
     {
-      parallel::Trace::Scope span(trace, "all-reduce", "comm");
+      parallel::Trace::Scope span(trace, optimizer.sharded() ? "reduce-scatter" : "all-reduce",
+                                  "comm");
       world_comm.all_reduce_sum(&loss, 1);
       loss /= static_cast<double>(tokens_per_step);
-      const runtime::Tensor& g = model.params().flat_grads();
-      groups.data().all_reduce_sum(g.f32(), g.numel());
-      runtime::Tensor wte;
-      if (tied_copy) wte = model.params().grad(runtime::Embedding::kTokenTable);
-      if (tied_copy) groups.embedding()->all_reduce_sum(wte.f32(), wte.numel());
-      // Global norm: every stage's share once (the tied table only on the first stage).
-      sq = optim::grad_sum_squares(model.params());
-      if (tied_copy && topo.last_stage()) sq -= backend->sum_squares(wte.f32(), wte.numel());
-      groups.pipeline().all_reduce_sum(&sq, 1);
+      // Over the replicas (all-reduce, or ZeRO-1's reduce-scatter), the tied table between
+      // first and last stage; the squared norm of every parameter of the model once.
+      sq = optimizer.reduce_gradients();
     }
     if (!std::isfinite(loss)) {
       throw Error(ExitCode::non_finite, fmt::format("loss is {} at step {}", loss, step),
@@ -219,9 +225,13 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     const float lr = optim::learning_rate(lr_opt, cfg.adamw.lr, step);
     {
       parallel::Trace::Scope span(trace, "optimizer", "compute");
-      optim::clip_to_norm(model.params(), grad_norm, cfg.clip);
-      adamw.step(lr);
+      optimizer.update(lr, grad_norm, cfg.clip);
     }
+    if (optimizer.sharded()) {
+      parallel::Trace::Scope span(trace, "all-gather", "comm");
+      optimizer.gather_params();
+    }
+    const int64_t data_bytes = groups.data().bytes_sent() - data_bytes_before;
     double bubble = trace.idle_fraction(pipe_start, pipe_end);
     world_comm.all_reduce_sum(&bubble, 1);
     bubble /= world.size();
@@ -238,6 +248,12 @@ TrainResult train(const Config& cfg, const parallel::World& world,
                                           parallel::parse_schedule_kind(cfg.parallel.schedule),
                                           pp, topo.stage(), n_micro))),
                 std::min(pp, n_micro));
+      log->info("data-parallel traffic (rank 0): {} bytes sent per step on the data group "
+                "({}); ZeRO formula 2 Psi (dp-1)/dp = {:.1f} with Psi = {} bytes (the stage's "
+                "{}gradient buffer)",
+                data_bytes, optimizer.sharded() ? "reduce-scatter + all-gather" : "all-reduce",
+                optimizer.formula_bytes_per_step(), optimizer.grad_buffer_bytes(),
+                optimizer.sharded() ? "padded " : "");
     }
 
     double val_loss = -1.0;

@@ -1,5 +1,6 @@
-// adamw.h: AdamW with decoupled weight decay over a ParamStore's flat buffers. Decay is
-// applied per tensor by its spec's `decay` flag (matrices and embeddings yes; biases, LayerNorm no).
+// adamw.h: AdamW with decoupled weight decay over a ParamStore's flat buffers, or over one
+// range of them (a ZeRO-1 shard). Decay is applied per tensor by its spec's `decay` flag
+// (matrices and embeddings yes; biases, LayerNorm no), on whatever piece of it the range holds.
 #pragma once
 
 #include <cstdint>
@@ -11,18 +12,30 @@ namespace nupipe::optim {
 
 class AdamW {
  public:
+  // State for every parameter of the store (replicated data parallelism).
   AdamW(runtime::ParamStore& store, const AdamWOptions& options);
+  // State for the flat range [begin, end) of the store's (padded) buffers only: a ZeRO-1
+  // shard. Elements of the range that are padding have state but are never updated.
+  AdamW(runtime::ParamStore& store, const AdamWOptions& options, int64_t begin, int64_t end);
 
-  // One update with learning rate `lr` from the store's gradients; increments step().
+  // One update with learning rate `lr` of the range's parameters from the store's
+  // gradients; increments step().
   void step(float lr);
+  // The same from `grads`, where grads[i] is the gradient of flat element begin() + i (the
+  // reduce-scattered shard).
+  void step(float lr, const float* grads);
+
   int64_t steps_taken() const { return t_; }
-  const runtime::Tensor& exp_avg() const { return m_; }
+  int64_t begin() const { return begin_; }
+  int64_t end() const { return end_; }
+  const runtime::Tensor& exp_avg() const { return m_; }     // m[i]: flat element begin() + i
   const runtime::Tensor& exp_avg_sq() const { return v_; }
 
  private:
   runtime::ParamStore& store_;
   AdamWOptions opt_;
-  runtime::Tensor m_, v_;  // flat, aligned with the store's parameter buffer
+  int64_t begin_ = 0, end_ = 0;
+  runtime::Tensor m_, v_;
   int64_t t_ = 0;
 };
 

@@ -29,8 +29,8 @@ std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
   return costs;
 }
 
-GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice)
-    : cfg_(cfg), slice_(slice), store_(backend, gpt_specs(cfg, slice)) {
+GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to)
+    : cfg_(cfg), slice_(slice), store_(backend, gpt_specs(cfg, slice), pad_to) {
   NUPIPE_CHECK(slice.layer_begin >= 0 && slice.layer_begin <= slice.layer_end &&
                    slice.layer_end <= cfg.n_layer,
                "bad stage slice");

@@ -30,7 +30,8 @@ std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
 
 class GptModel {
  public:
-  GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice);
+  // pad_to: the flat parameter/gradient buffers are padded to a multiple of it (ZeRO-1 shards).
+  GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to = 1);
   GptModel(const GptModel&) = delete;
   GptModel& operator=(const GptModel&) = delete;
 

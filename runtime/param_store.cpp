@@ -1,6 +1,7 @@
 // param_store.cpp: flat parameter/gradient buffers, named views and deterministic init.
 #include "runtime/param_store.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/check.h"
@@ -34,16 +35,28 @@ void fill_normal(std::vector<float>& out, uint64_t seed, const std::string& key,
   }
 }
 
-ParamStore::ParamStore(Backend& backend, std::vector<TensorSpec> specs)
+ParamStore::ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t pad_to)
     : backend_(backend), specs_(std::move(specs)) {
+  NUPIPE_CHECK(pad_to >= 1, "ParamStore pad_to = " + std::to_string(pad_to));
   int64_t offset = 0;
   for (size_t i = 0; i < specs_.size(); ++i) {
     NUPIPE_CHECK(index_.emplace(specs_[i].name, i).second, "duplicate tensor " + specs_[i].name);
     specs_[i].offset = offset;
     offset += specs_[i].numel();
   }
-  params_ = Tensor::zeros(backend_, {offset}, DType::f32, MemTag::params);
-  grads_ = Tensor::zeros(backend_, {offset}, DType::f32, MemTag::grads);
+  numel_ = offset;
+  const int64_t padded = (numel_ + pad_to - 1) / pad_to * pad_to;
+  params_ = Tensor::zeros(backend_, {padded}, DType::f32, MemTag::params);
+  grads_ = Tensor::zeros(backend_, {padded}, DType::f32, MemTag::grads);
+}
+
+std::vector<SpecPiece> ParamStore::pieces(int64_t begin, int64_t end) const {
+  std::vector<SpecPiece> out;
+  for (const TensorSpec& s : specs_) {
+    const int64_t lo = std::max(begin, s.offset), hi = std::min(end, s.offset + s.numel());
+    if (lo < hi) out.push_back({&s, lo, hi});
+  }
+  return out;
 }
 
 const TensorSpec& ParamStore::spec(const std::string& name) const {

@@ -1,5 +1,5 @@
 // param_store.h: named parameter tensors in one flat buffer, with a matching flat gradient
-// buffer. Specs carry init and weight-decay flags; offsets are what ZeRO shards will cut.
+// buffer. Specs carry init and weight-decay flags; offsets are what ZeRO shards cut.
 #pragma once
 
 #include <cstdint>
@@ -24,9 +24,21 @@ struct TensorSpec {
   int64_t numel() const { return runtime::numel(shape); }
 };
 
+// The part of one tensor that falls into a range of the flat buffer (a ZeRO shard):
+// elements [begin, end) of the flat buffer, begin - spec->offset elements into the tensor.
+struct SpecPiece {
+  const TensorSpec* spec = nullptr;
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t numel() const { return end - begin; }
+};
+
 class ParamStore {
  public:
-  ParamStore(Backend& backend, std::vector<TensorSpec> specs);
+  // The flat buffers hold the tensors and then zeros up to the smallest multiple of `pad_to`
+  // (ZeRO-1 pads to the data degree so equal shards cut it). The padding is in no tensor: it
+  // is never updated and its gradient stays zero.
+  ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t pad_to = 1);
 
   // Deterministic: each tensor draws from its own stream keyed by (seed, name), so values do
   // not depend on which other tensors this store (or this stage) holds.
@@ -38,16 +50,23 @@ class ParamStore {
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
+  // The flat buffers, padded_numel() elements each: the tensors, then zeros.
   const Tensor& flat_params() const { return params_; }
   const Tensor& flat_grads() const { return grads_; }
-  int64_t numel() const { return params_.numel(); }
+  int64_t numel() const { return numel_; }  // parameters (the specs' elements)
+  int64_t padded_numel() const { return params_.numel(); }
+
+  // The pieces of tensors inside the flat range [begin, end), in offset order (the padding is
+  // in none of them).
+  std::vector<SpecPiece> pieces(int64_t begin, int64_t end) const;
   Backend& backend() const { return backend_; }
 
  private:
   Backend& backend_;
   std::vector<TensorSpec> specs_;
   std::unordered_map<std::string, size_t> index_;
-  Tensor params_;
+  int64_t numel_ = 0;
+  Tensor params_;  // padded_numel() elements
   Tensor grads_;
 };
 

@@ -1,6 +1,7 @@
 // train_and_dump.cpp: trains a config on whatever layout mpirun gives it, then writes the
 // per-step losses (rank 0) and every parameter of replica 0 of each stage to OUT_DIR, so
-// compare_runs.py can check that layouts and schedules give the same numbers.
+// compare_runs.py can check that layouts and schedules give the same numbers; every rank also
+// writes stage.rankR.txt (flat buffer sizes, optimizer bytes, data-group bytes sent).
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +35,16 @@ int main(int argc, char** argv) {
                                                 std::make_shared<spdlog::sinks::null_sink_mt>());
     launcher::TrainHooks hooks;
     hooks.on_finish = [&](const runtime::GptModel& model, parallel::ProcessGroups& groups) {
+      // Every rank: its stage's flat buffer sizes, optimizer bytes and data-group traffic
+      // (zero_equivalence.sh checks them against ZeRO's arithmetic).
+      {
+        std::ofstream f(out_dir + "/stage.rank" + std::to_string(world.rank()) + ".txt");
+        f << "stage " << groups.topology().stage() << "\nreplica "
+          << groups.topology().replica() << "\ndata " << groups.topology().data << "\nnumel "
+          << model.params().numel() << "\npadded_numel " << model.params().padded_numel()
+          << "\noptimizer_bytes " << model.backend().memory().current(runtime::MemTag::optimizer)
+          << "\ndata_bytes_sent " << groups.data().bytes_sent() << "\n";
+      }
       if (groups.topology().replica() != 0) return;
       checkpoint::H5TensorWriter w(out_dir + "/weights.rank" + std::to_string(world.rank()) +
                                    ".h5");
