@@ -21,6 +21,8 @@ COLORS = {
     "recv": "#DD8452",
     "send-wait": "#C44E52",
     "all-reduce": "#8172B3",
+    "reduce-scatter": "#8172B3",
+    "all-gather": "#DA8BC3",
     "optimizer": "#937860",
 }
 
