@@ -80,15 +80,15 @@ void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
                                  tokens_per_micro),
            total.activation_bytes_per_token, tokens_per_micro);
   log.info("  {:<12} {:>12}  (largest transient layer buffer)", "workspace",
-           runtime::format_bytes(static_cast<double>(total.workspace_bytes_per_token) *
-                                 tokens_per_micro));
+           runtime::format_bytes(static_cast<double>(total.workspace_bytes(tokens_per_micro))));
 }
 
 }  // namespace
 
 TrainResult train(const Config& cfg, const parallel::World& world,
                   const std::shared_ptr<spdlog::logger>& log, const TrainHooks& hooks) {
-  const runtime::ModelConfig& mc = cfg.model;
+  runtime::ModelConfig mc = cfg.model;
+  mc.loss_chunk = cfg.train.loss_chunk;  // the head computes its loss this many tokens at a time
   const int steps = cfg.train.steps;
   const int micro = cfg.train.micro_batch, n_micro = cfg.microbatches();
   const int pp = cfg.parallel.pipeline, dp = cfg.parallel.data;

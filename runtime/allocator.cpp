@@ -14,6 +14,7 @@ const char* tag_name(MemTag tag) {
     case MemTag::activations: return "activations";
     case MemTag::workspace: return "workspace";
     case MemTag::comm: return "comm";
+    case MemTag::loss_workspace: return "loss_workspace";
     case MemTag::count: break;
   }
   return "?";

@@ -1,5 +1,5 @@
-// allocator.h: tagged device-memory accounting. Every allocation names what it is for
-// (params, grads, optimizer, activations, workspace, comm), and current/peak bytes per tag are kept.
+// allocator.h: tagged device-memory accounting. Every allocation names what it is for (params,
+// grads, optimizer, activations, workspace, comm, loss chunk); current/peak bytes per tag kept.
 #pragma once
 
 #include <array>
@@ -9,7 +9,18 @@
 
 namespace nupipe::runtime {
 
-enum class MemTag : int { params, grads, optimizer, activations, workspace, comm, count };
+// loss_workspace: the LM head's per-chunk buffers (final-LayerNorm output, logits) that
+// train.loss_chunk bounds; kept apart from `workspace` so the chunking is measurable.
+enum class MemTag : int {
+  params,
+  grads,
+  optimizer,
+  activations,
+  workspace,
+  comm,
+  loss_workspace,
+  count
+};
 inline constexpr int kNumTags = static_cast<int>(MemTag::count);
 
 const char* tag_name(MemTag tag);

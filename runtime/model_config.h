@@ -15,6 +15,9 @@ struct ModelConfig {
   bool tie_embeddings = true;  // LM head shares the token embedding matrix
   float init_std = 0.02f;      // N(0, init_std); residual projections / sqrt(2 * n_layer)
   float ln_eps = 1e-5f;
+  // Tokens per LM-head/cross-entropy chunk (train.loss_chunk): the [tokens x vocab] logits
+  // exist only loss_chunk rows at a time. 0: all tokens in one piece.
+  int loss_chunk = 0;
 
   int head_dim() const { return d_model / n_head; }
 };

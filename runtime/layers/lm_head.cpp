@@ -1,52 +1,107 @@
-// lm_head.cpp: final LayerNorm + logits + cross-entropy, forward and backward.
+// lm_head.cpp: final LayerNorm + logits + cross-entropy, forward and backward, a chunk of
+// tokens at a time through reused buffers.
 #include "runtime/layers/lm_head.h"
 
+#include <algorithm>
+
+#include "runtime/check.h"
 #include "runtime/layers/embedding.h"
 
 namespace nupipe::runtime {
 
+namespace {
+constexpr const char* kLnPrefix = "head.ln_f";
+
+// Rows one chunk holds for a call over `tokens` tokens.
+int64_t chunk_rows(int64_t chunk, int64_t tokens) {
+  return chunk > 0 ? std::min(chunk, tokens) : tokens;
+}
+}  // namespace
+
 void LmHead::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg) {
-  LayerNorm::add_specs(specs, "head.ln_f", cfg.d_model);
+  LayerNorm::add_specs(specs, kLnPrefix, cfg.d_model);
   if (!cfg.tie_embeddings) {
     specs.push_back(
         {kUntiedWeight, {cfg.vocab_size, cfg.d_model}, Init::normal, cfg.init_std, true});
   }
 }
 
+// Per chunk row: logits (V), the LayerNorm output (C; reused for d(LayerNorm output) once dW
+// has consumed it), mean and rstd (2).
+int64_t LmHead::loss_workspace_bytes(const ModelConfig& cfg, int64_t tokens) {
+  const int64_t rows = chunk_rows(cfg.loss_chunk, tokens);
+  return 4 * rows * (static_cast<int64_t>(cfg.vocab_size) + cfg.d_model + 2);
+}
+
 LayerCost LmHead::cost(const ModelConfig& cfg) {
   const int64_t C = cfg.d_model, V = cfg.vocab_size;
   LayerCost c;
   c.params = 2 * C + (cfg.tie_embeddings ? 0 : V * C);
-  // forward and backward run back to back: nothing is kept, the logits are transient
-  c.workspace_bytes_per_token = 4 * (V + 2 * C + 2 + C);
+  // Forward and backward run back to back: nothing is kept. Transient: dx [tokens, C]
+  // (workspace) and the chunk buffers (loss_workspace): for every token when unchunked, for
+  // at most loss_chunk tokens when chunked.
+  const int64_t chunk_row = 4 * (V + C + 2);
+  if (cfg.loss_chunk > 0) {
+    c.workspace_bytes_per_token = 4 * C;
+    c.chunk_tokens = cfg.loss_chunk;
+    c.chunk_bytes_per_token = chunk_row;
+    c.chunk_base_bytes_per_token = 4 * C;
+  } else {
+    c.workspace_bytes_per_token = 4 * C + chunk_row;
+  }
   c.flops_per_token = 3.0 * 2.0 * V * C;
   return c;
 }
 
 LmHead::LmHead(const ParamStore& store, const ModelConfig& cfg)
-    : ln_f_(store, "head.ln_f", cfg.ln_eps),
+    : ln_w_(store.param(std::string(kLnPrefix) + ".weight")),
+      ln_b_(store.param(std::string(kLnPrefix) + ".bias")),
+      ln_dw_(store.grad(std::string(kLnPrefix) + ".weight")),
+      ln_db_(store.grad(std::string(kLnPrefix) + ".bias")),
       w_(store.param(cfg.tie_embeddings ? Embedding::kTokenTable : kUntiedWeight)),
       dw_(store.grad(cfg.tie_embeddings ? Embedding::kTokenTable : kUntiedWeight)),
       V_(cfg.vocab_size),
-      C_(cfg.d_model) {}
+      C_(cfg.d_model),
+      chunk_(cfg.loss_chunk),
+      eps_(cfg.ln_eps) {
+  NUPIPE_CHECK(chunk_ >= 0, "loss_chunk must be >= 0");
+}
 
 double LmHead::forward_backward(const Tensor& x, const Tensor& targets, float dloss,
                                 Tensor* dx) const {
   Backend& be = x.backend();
   const int64_t N = x.numel() / C_;
-  LayerNorm::Saved ln = ln_f_.forward(x, MemTag::workspace);
-  Tensor logits = Tensor::empty(be, {N, V_}, DType::f32, MemTag::workspace);
-  be.gemm(false, true, N, V_, C_, 1.0f, ln.out.f32(), C_, w_.f32(), C_, 0.0f, logits.f32(), V_);
-  if (!dx) return be.cross_entropy_forward(logits.f32(), targets.i32(), N, V_);
+  NUPIPE_CHECK(targets.numel() == N, "LmHead: targets and hidden states differ in tokens");
+  const int64_t K = chunk_rows(chunk_, N);
+  if (dx) *dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
+  if (N == 0) return 0.0;
 
-  const double loss = be.cross_entropy_forward_backward(logits.f32(), logits.f32(),
-                                                        targets.i32(), N, V_, dloss);
-  // logits now hold d(logits): dW += dlogits^T ln_out ; d_ln = dlogits W
-  be.gemm(true, false, V_, C_, N, 1.0f, logits.f32(), V_, ln.out.f32(), C_, 1.0f, dw_.f32(), C_);
-  Tensor d_ln = Tensor::empty(be, {N, C_}, DType::f32, MemTag::workspace);
-  be.gemm(false, false, N, C_, V_, 1.0f, logits.f32(), V_, w_.f32(), C_, 0.0f, d_ln.f32(), C_);
-  logits = {};
-  *dx = ln_f_.backward(d_ln, x, ln);
+  // The chunk buffers, reused by every chunk. `ln` holds the LayerNorm output, then (after
+  // the dW product has read it) the gradient with respect to it.
+  Tensor ln = Tensor::empty(be, {K, C_}, DType::f32, MemTag::loss_workspace);
+  Tensor mean = Tensor::empty(be, {K}, DType::f32, MemTag::loss_workspace);
+  Tensor rstd = Tensor::empty(be, {K}, DType::f32, MemTag::loss_workspace);
+  Tensor logits = Tensor::empty(be, {K, V_}, DType::f32, MemTag::loss_workspace);
+
+  double loss = 0.0;
+  for (int64_t s = 0; s < N; s += K) {
+    const int64_t k = std::min(K, N - s);
+    const float* xs = x.f32() + s * C_;
+    const int32_t* ts = targets.i32() + s;
+    be.layernorm_forward(ln.f32(), mean.f32(), rstd.f32(), xs, ln_w_.f32(), ln_b_.f32(), k, C_,
+                         eps_);
+    be.gemm(false, true, k, V_, C_, 1.0f, ln.f32(), C_, w_.f32(), C_, 0.0f, logits.f32(), V_);
+    if (!dx) {
+      loss += be.cross_entropy_forward(logits.f32(), ts, k, V_);
+      continue;
+    }
+    loss += be.cross_entropy_forward_backward(logits.f32(), logits.f32(), ts, k, V_, dloss);
+    // logits now hold d(logits): dW += dlogits^T ln ; then ln := dlogits W ; dx = LN backward
+    be.gemm(true, false, V_, C_, k, 1.0f, logits.f32(), V_, ln.f32(), C_, 1.0f, dw_.f32(), C_);
+    be.gemm(false, false, k, C_, V_, 1.0f, logits.f32(), V_, w_.f32(), C_, 0.0f, ln.f32(), C_);
+    be.layernorm_backward(dx->f32() + s * C_, ln_dw_.f32(), ln_db_.f32(), ln.f32(), xs,
+                          ln_w_.f32(), mean.f32(), rstd.f32(), k, C_);
+  }
   return loss;
 }
 

@@ -1,5 +1,5 @@
 // lm_head.h: final LayerNorm, LM head (tied to the token embedding or its own matrix) and
-// softmax cross-entropy, forward and backward fused: the logits live only inside the call.
+// softmax cross-entropy, forward and backward fused and run `loss_chunk` tokens at a time.
 #pragma once
 
 #include <vector>
@@ -10,11 +10,16 @@
 
 namespace nupipe::runtime {
 
+// The [tokens x vocab] logits never exist at once: each chunk of K = cfg.loss_chunk tokens
+// (all tokens when 0) goes LayerNorm -> logits [K, V] -> loss -> d(logits) -> its share of
+// dW and of dx, through one set of buffers (MemTag::loss_workspace) reused by every chunk.
 class LmHead {
  public:
   static constexpr const char* kUntiedWeight = "head.lm.weight";
   static void add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg);
   static LayerCost cost(const ModelConfig& cfg);
+  // Bytes of the chunk buffers (MemTag::loss_workspace) for `tokens` tokens in one call.
+  static int64_t loss_workspace_bytes(const ModelConfig& cfg, int64_t tokens);
   LmHead(const ParamStore& store, const ModelConfig& cfg);
 
   // Sum of per-token cross-entropies of x [N, C] against targets i32 [N]. With dx given,
@@ -24,9 +29,11 @@ class LmHead {
   double forward(const Tensor& x, const Tensor& targets) const;
 
  private:
-  LayerNorm ln_f_;
-  Tensor w_, dw_;  // [V, C]
+  Tensor ln_w_, ln_b_, ln_dw_, ln_db_;  // final LayerNorm [C]
+  Tensor w_, dw_;                       // [V, C]
   int64_t V_, C_;
+  int64_t chunk_;  // 0: all tokens at once
+  float eps_;
 };
 
 }  // namespace nupipe::runtime
