@@ -9,6 +9,7 @@
 
 #include "launcher/consensus.h"
 #include "launcher/dataset.h"
+#include "launcher/memory_plan.h"
 #include "launcher/metrics.h"
 #include "launcher/run_dir.h"
 #include "launcher/trace_file.h"
@@ -165,6 +166,12 @@ TrainResult train(const Config& cfg, const parallel::World& world,
             dp, tokens_per_step, threads, backend->name());
   for (const std::string& line : split_lines(parallel::layout_table(layout, mc, dp))) {
     log->info("{}", line);
+  }
+  const std::vector<StageMemory> planned = plan_stage_memory(cfg, mc, layout);
+  log->info("expected memory per rank of each stage (layer cost descriptors, schedule, ZeRO-{}):",
+            cfg.parallel.zero);
+  for (const std::string& line : split_lines(stage_memory_table(planned))) {
+    log->info("  {}", line);
   }
   log_memory_table(*log, stage_cost, *backend, tokens_per_micro, optimizer);
 
