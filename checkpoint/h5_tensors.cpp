@@ -12,10 +12,6 @@ namespace nupipe::checkpoint {
 
 namespace {
 
-Error checkpoint_error(const std::string& what, std::string hint = {}) {
-  return Error(ExitCode::checkpoint, what, std::move(hint));
-}
-
 std::string q(const std::string& s) { return "'" + s + "'"; }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -73,6 +69,62 @@ size_t element_count(const std::vector<int64_t>& shape) {
   return n;
 }
 
+// Selects elements [begin, begin + n) of the row-major flattening of a dataspace of `dims`
+// as a union of hyperslab blocks (HDF5 visits the selection in row-major order, which is the
+// flat order). Recursive: a partial first row, whole rows, a partial last row.
+void select_flat(hid_t space, const std::vector<hsize_t>& dims, size_t axis,
+                 std::vector<hsize_t>& start, std::vector<hsize_t>& count, hsize_t begin,
+                 hsize_t n, bool& first) {
+  if (n == 0) return;
+  hsize_t row = 1;  // elements per index of this axis
+  for (size_t d = axis + 1; d < dims.size(); ++d) row *= dims[d];
+  auto add = [&](hsize_t idx, hsize_t rows) {  // whole rows idx .. idx + rows of this axis
+    start[axis] = idx;
+    count[axis] = rows;
+    for (size_t d = axis + 1; d < dims.size(); ++d) start[d] = 0, count[d] = dims[d];
+    NUPIPE_H5(H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, start.data(),
+                                  nullptr, count.data(), nullptr));
+    first = false;
+  };
+  hsize_t idx = begin / row, off = begin % row;
+  if (off != 0) {  // the tail of one row
+    const hsize_t take = std::min(n, row - off);
+    start[axis] = idx, count[axis] = 1;
+    select_flat(space, dims, axis + 1, start, count, off, take, first);
+    begin += take, n -= take, ++idx;
+  }
+  if (n >= row) {
+    add(idx, n / row);
+    idx += n / row;
+    n %= row;
+  }
+  if (n > 0) {  // the head of one row
+    start[axis] = idx, count[axis] = 1;
+    select_flat(space, dims, axis + 1, start, count, 0, n, first);
+  }
+}
+
+// The file dataspace of `dataset` with [begin, begin + n) of its flattening selected.
+H5Handle flat_selection(hid_t dataset, int64_t begin, int64_t n, const std::string& ctx) {
+  H5Handle space(NUPIPE_H5_MSG(H5Dget_space(dataset), ctx), H5Sclose);
+  const int rank = NUPIPE_H5_MSG(H5Sget_simple_extent_ndims(space.get()), ctx);
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  if (rank > 0) NUPIPE_H5_MSG(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), ctx);
+  hsize_t total = 1;
+  for (hsize_t d : dims) total *= d;
+  if (begin < 0 || n < 0 || static_cast<hsize_t>(begin + n) > total) {
+    throw checkpoint_error(ctx + ": elements [" + std::to_string(begin) + ", " +
+                           std::to_string(begin + n) + ") outside a dataset of " +
+                           std::to_string(total));
+  }
+  if (rank == 0) return space;  // a scalar: the whole (one-element) space
+  std::vector<hsize_t> start(dims.size(), 0), count(dims.size(), 0);
+  bool first = true;
+  select_flat(space.get(), dims, 0, start, count, static_cast<hsize_t>(begin),
+              static_cast<hsize_t>(n), first);
+  return space;
+}
+
 }  // namespace
 
 // ---- H5Handle ----------------------------------------------------------------------------
@@ -107,6 +159,66 @@ H5TensorWriter::H5TensorWriter(const std::string& path) : path_(path) {
   file_ = H5Handle(file, H5Fclose);
   root_ = H5Handle(
       NUPIPE_H5_MSG(H5Gopen2(file, "/", H5P_DEFAULT), "opening the root of " + q(path)), H5Gclose);
+}
+
+H5TensorWriter::H5TensorWriter(const std::string& path, MPI_Comm comm)
+    : path_(path), parallel_(true) {
+  h5_silence_errors();
+  H5Handle fapl(NUPIPE_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
+  NUPIPE_H5(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
+  // Metadata writes at flush as collectives (reads stay independent: write_range is).
+  NUPIPE_H5(H5Pset_coll_metadata_write(fapl.get(), true));
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
+  if (file < 0) {
+    NUPIPE_FAIL(ExitCode::checkpoint, "H5Fcreate(path, H5F_ACC_TRUNC, ..., mpio)",
+                h5_failure_detail("creating HDF5 file " + q(path)),
+                "check that the directory exists, is writable and the disk is not full");
+  }
+  file_ = H5Handle(file, H5Fclose);
+  root_ = H5Handle(
+      NUPIPE_H5_MSG(H5Gopen2(file, "/", H5P_DEFAULT), "opening the root of " + q(path)), H5Gclose);
+}
+
+int64_t H5TensorWriter::create(const std::string& name, const std::vector<int64_t>& shape) {
+  const std::string ctx = "creating dataset " + q(name) + " in " + q(path_);
+  if (file_.get() < 0) throw checkpoint_error(ctx + ": the file was already closed");
+  std::vector<hsize_t> dims(shape.begin(), shape.end());
+  H5Handle space(NUPIPE_H5_MSG(H5Screate_simple(static_cast<int>(dims.size()), dims.data(),
+                                                nullptr),
+                               ctx),
+                 H5Sclose);
+  H5Handle lcpl(NUPIPE_H5_MSG(H5Pcreate(H5P_LINK_CREATE), ctx), H5Pclose);
+  NUPIPE_H5_MSG(H5Pset_create_intermediate_group(lcpl.get(), 1), ctx);
+  H5Handle dcpl(NUPIPE_H5_MSG(H5Pcreate(H5P_DATASET_CREATE), ctx), H5Pclose);
+  NUPIPE_H5_MSG(H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS), ctx);
+  NUPIPE_H5_MSG(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY), ctx);
+  NUPIPE_H5_MSG(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), ctx);
+  H5Handle dset(NUPIPE_H5_MSG(H5Dcreate2(file_.get(), name.c_str(), H5T_IEEE_F32LE, space.get(),
+                                         lcpl.get(), dcpl.get(), H5P_DEFAULT),
+                              ctx),
+                H5Dclose);
+  const haddr_t offset = H5Dget_offset(dset.get());
+  if (offset == HADDR_UNDEF) throw checkpoint_error(ctx + ": HDF5 gave it no file offset");
+  // Kept open until close(): in parallel mode opening and closing are collective, while
+  // write_range is not.
+  open_.emplace(name, std::move(dset));
+  return static_cast<int64_t>(offset);
+}
+
+void H5TensorWriter::write_range(const std::string& name, int64_t begin, const float* data,
+                                 int64_t n) {
+  const std::string ctx = "writing elements [" + std::to_string(begin) + ", " +
+                          std::to_string(begin + n) + ") of " + q(name) + " to " + q(path_);
+  if (file_.get() < 0) throw checkpoint_error(ctx + ": the file was already closed");
+  if (n == 0) return;
+  const auto it = open_.find(name);
+  if (it == open_.end()) throw checkpoint_error(ctx + ": it was not create()d by this writer");
+  H5Handle file_space = flat_selection(it->second.get(), begin, n, ctx);
+  const hsize_t count = static_cast<hsize_t>(n);
+  H5Handle mem_space(NUPIPE_H5_MSG(H5Screate_simple(1, &count, nullptr), ctx), H5Sclose);
+  NUPIPE_H5_MSG(H5Dwrite(it->second.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
+                         H5P_DEFAULT, data),
+                ctx);
 }
 
 void H5TensorWriter::write(const std::string& name, const float* data,
@@ -184,8 +296,12 @@ void H5TensorWriter::attr(const std::string& key, const std::string& v) {
 }
 
 void H5TensorWriter::close() {
+  open_.clear();
   root_.reset();
   if (file_.get() >= 0) {
+    if (parallel_) {  // every rank's MPI_File_sync: the data is on disk, not in caches
+      NUPIPE_H5_MSG(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), "flushing " + q(path_));
+    }
     const hid_t file = file_.release();
     NUPIPE_H5_MSG(H5Fclose(file), "closing (flushing) " + q(path_));
   }
@@ -322,6 +438,20 @@ void H5TensorReader::read_into(const std::string& name, int32_t* out,
   Typed t = open_typed(name, false);
   check_shape(name, t.shape, expect);
   read_typed(t, name, out);
+}
+
+void H5TensorReader::read_range(const std::string& name, int64_t begin, float* out,
+                                int64_t n) const {
+  const std::string ctx = "reading elements [" + std::to_string(begin) + ", " +
+                          std::to_string(begin + n) + ") of " + q(name) + " from " + q(path_);
+  Typed t = open_typed(name, true);
+  H5Handle file_space = flat_selection(t.dataset.get(), begin, n, ctx);
+  if (n == 0) return;
+  const hsize_t count = static_cast<hsize_t>(n);
+  H5Handle mem_space(NUPIPE_H5_MSG(H5Screate_simple(1, &count, nullptr), ctx), H5Sclose);
+  NUPIPE_H5_MSG(H5Dread(t.dataset.get(), H5T_NATIVE_FLOAT, mem_space.get(), file_space.get(),
+                        H5P_DEFAULT, out),
+                ctx);
 }
 
 bool H5TensorReader::has(const std::string& name) const {

@@ -1,11 +1,14 @@
 // h5_tensors.h: named tensors and scalar attributes in one HDF5 file. H5TensorWriter creates
 // a file of float32/int32 datasets ("model/blocks.0.attn.qkv.weight" makes the groups on its
-// way); H5TensorReader reads them back with their shapes checked.
+// way), alone or with every rank of an MPI communicator writing its own ranges of them;
+// H5TensorReader reads them back, whole or by flat range, with their shapes checked.
 #pragma once
 
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -44,6 +47,16 @@ class H5Handle {
 class H5TensorWriter {
  public:
   explicit H5TensorWriter(const std::string& path);
+  // Parallel HDF5: every rank of `comm` opens the same file through MPI-IO. create() and
+  // attr() are then collective (every rank, same calls, same order, same values);
+  // write_range() is independent (a rank writes only what it holds).
+  H5TensorWriter(const std::string& path, MPI_Comm comm);
+
+  // A float32 dataset of `shape`, contiguous, its storage allocated now and never filled
+  // (every element is then written by some write_range). Returns its byte offset in the file.
+  int64_t create(const std::string& name, const std::vector<int64_t>& shape);
+  // Elements [begin, begin + n) of the row-major flattening of dataset `name`.
+  void write_range(const std::string& name, int64_t begin, const float* data, int64_t n);
 
   void write(const std::string& name, const float* data, const std::vector<int64_t>& shape);
   void write(const std::string& name, const int32_t* data, const std::vector<int64_t>& shape);
@@ -53,7 +66,8 @@ class H5TensorWriter {
   void attr(const std::string& key, const std::string& v);
   void attr(const std::string& key, const char* v) { attr(key, std::string(v)); }
 
-  // Flushes and closes the file now (the destructor does it otherwise, without throwing).
+  // Flushes (MPI_File_sync on every rank in parallel mode) and closes the file now (the
+  // destructor closes it otherwise, without throwing).
   void close();
   const std::string& path() const { return path_; }
 
@@ -64,8 +78,10 @@ class H5TensorWriter {
                   const void* value);
 
   std::string path_;
+  bool parallel_ = false;
   H5Handle file_;
   H5Handle root_;
+  std::map<std::string, H5Handle> open_;  // datasets made by create(), open until close()
 };
 
 // Reads a file written by H5TensorWriter (or by h5py: any float32/int32 datasets and numeric or
@@ -84,6 +100,8 @@ class H5TensorReader {
   // Into a caller's buffer of prod(expect) elements, refusing any other shape.
   void read_into(const std::string& name, float* out, const std::vector<int64_t>& expect) const;
   void read_into(const std::string& name, int32_t* out, const std::vector<int64_t>& expect) const;
+  // Elements [begin, begin + n) of the row-major flattening of float32 dataset `name`.
+  void read_range(const std::string& name, int64_t begin, float* out, int64_t n) const;
 
   // True when a dataset (not a group) of that name exists.
   bool has(const std::string& name) const;

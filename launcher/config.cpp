@@ -44,9 +44,10 @@ struct Key {
   Field field;
 };
 
-// Tables, in the order to_toml writes them. [checkpoint] is reserved for a later version.
+// Tables, in the order to_toml writes them.
 constexpr std::string_view kSections[] = {"model", "data",  "data.synthetic", "parallel",
-                                          "train", "optim", "run",            "runtime"};
+                                          "train", "optim", "checkpoint",     "run",
+                                          "runtime"};
 
 #define NUPIPE_KEY(path, member) Key{path, +[](Config& c) -> auto& { return c.member; }}
 const std::vector<Key>& schema() {
@@ -88,11 +89,19 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("data.synthetic.train_tokens", data.synthetic.train_tokens),
       NUPIPE_KEY("data.synthetic.val_tokens", data.synthetic.val_tokens),
       NUPIPE_KEY("data.synthetic.seed", data.synthetic.seed),
+      NUPIPE_KEY("checkpoint.every", checkpoint.every),
+      NUPIPE_KEY("checkpoint.keep", checkpoint.keep),
+      NUPIPE_KEY("checkpoint.dir", checkpoint.dir),
+      NUPIPE_KEY("checkpoint.resume", checkpoint.resume),
+      NUPIPE_KEY("checkpoint.strict", checkpoint.strict),
+      NUPIPE_KEY("checkpoint.on_signal", checkpoint.on_signal),
+      NUPIPE_KEY("checkpoint.on_write_error", checkpoint.on_write_error),
       NUPIPE_KEY("run.dir", run.dir),
       NUPIPE_KEY("run.log_every", run.log_every),
       NUPIPE_KEY("run.trace", run.trace),
       NUPIPE_KEY("runtime.device", runtime.device),
       NUPIPE_KEY("runtime.threads", runtime.threads),
+      NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
   };
   return keys;
 }
@@ -331,8 +340,6 @@ void read_table(const toml::table& table, const std::string& prefix, std::string
     } else {
       const bool table = node.is_table();
       std::string hint = "remove it or correct its name; docs/config.md lists every key";
-      if (path == "checkpoint")
-        hint = "checkpointing is not available in this version; remove the [checkpoint] section";
       problems.push_back({at, usage_error(where + ": unknown " + (table ? "section" : "key") +
                                               " '" + path + "'" + did_you_mean(path),
                                           hint)});
@@ -424,7 +431,7 @@ Config parse_config(std::string_view toml_text, std::string_view source,
                            [](const Problem& x, const Problem& y) { return x.at < y.at; })
         ->error;
   config.lr.total_steps = config.train.steps;
-  validate(config, Checker(source, origins));
+  config.warnings = validate(config, Checker(source, origins));
   return config;
 }
 
@@ -454,6 +461,13 @@ std::string to_toml(const Config& config) {
       if (parent_of(key.path) == section)
         out += std::string(leaf_of(key.path)) + " = " + format_value(key, c) + "\n";
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> key_values(const Config& config) {
+  Config c = config;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Key& key : schema()) out.emplace_back(std::string(key.path), format_value(key, c));
   return out;
 }
 

@@ -33,6 +33,19 @@ struct RunOptions {
 struct RuntimeOptions {
   std::string device = "cpu";
   int threads = 0;  // 0: the host's cores divided by the ranks on the host
+  // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
+  // names the peer that stopped answering and exits with code 5.
+  double peer_timeout_s = 60.0;
+};
+
+struct CheckpointOptions {
+  int every = 100;                       // steps between saves, and one after the last; 0: none
+  int keep = 2;                          // committed checkpoints kept (never fewer than the newest)
+  std::string dir;                       // "": run.dir/checkpoints
+  std::string resume = "auto";           // "auto", "never", or a checkpoint directory
+  bool strict = false;                   // a damaged newest checkpoint stops the run (exit 4)
+  std::string on_signal = "save";        // SIGTERM/SIGINT: "save" then exit 0, or "exit" at once
+  std::string on_write_error = "stop";   // a failed save: "stop" (exit 4) or "continue"
 };
 
 struct Config {
@@ -43,11 +56,18 @@ struct Config {
   optim::AdamWOptions adamw;     // [optim] lr, beta1, beta2, eps, weight_decay
   optim::LrScheduleOptions lr;   // [optim] warmup_steps, min_lr_ratio (total_steps = train.steps)
   optim::ClipOptions clip;       // [optim] grad_clip
+  CheckpointOptions checkpoint;
   RunOptions run;
   RuntimeOptions runtime;
+  // Settings accepted with a warning (e.g. a warm-up longer than the run), for the log.
+  std::vector<std::string> warnings;
 
   // global_batch = micro_batch x microbatches x data
   int microbatches() const { return train.global_batch / (train.micro_batch * parallel.data); }
+  // checkpoint.dir, or run.dir/checkpoints when it is empty.
+  std::string checkpoint_dir() const {
+    return checkpoint.dir.empty() ? run.dir + "/checkpoints" : checkpoint.dir;
+  }
 };
 
 // Reads a TOML file, applies `--set section.key=value` overrides (value parsed as a TOML
@@ -60,5 +80,7 @@ Config parse_config(std::string_view toml_text, std::string_view source,
                     const std::vector<std::string>& overrides = {});
 // The effective configuration as TOML (written to run.dir/config.toml), round-trips.
 std::string to_toml(const Config& config);
+// Every key with its value as to_toml writes it: {"model.n_layer", "4"}, in schema order.
+std::vector<std::pair<std::string, std::string>> key_values(const Config& config);
 
 }  // namespace nupipe::launcher

@@ -9,8 +9,9 @@
 
 namespace nupipe::launcher {
 
-void validate(const Config& c, const Checker& ck) {
+std::vector<std::string> validate(const Config& c, const Checker& ck) {
   using S = std::string;
+  std::vector<std::string> warnings;
   const auto& m = c.model;
   ck.at_least("model.n_layer", m.n_layer, 1);
   ck.at_least("model.d_model", m.d_model, 1);
@@ -109,9 +110,11 @@ void validate(const Config& c, const Checker& ck) {
   ck.at_least("optim.weight_decay", a.weight_decay, 0.0f);
   ck.at_least("optim.warmup_steps", c.lr.warmup_steps, 0);
   if (c.lr.warmup_steps > t.steps)
-    ck.fail("optim.warmup_steps", "optim.warmup_steps = " + ck.str(c.lr.warmup_steps) +
-                                      " is more than train.steps = " + ck.str(t.steps),
-            "set optim.warmup_steps to at most train.steps");
+    warnings.push_back("optim.warmup_steps = " + ck.str(c.lr.warmup_steps) +
+                       " is more than train.steps = " + ck.str(t.steps) +
+                       ": the learning rate never finishes warming up (it reaches " +
+                       ck.str(static_cast<double>(t.steps) / c.lr.warmup_steps) +
+                       " of optim.lr at the last step)");
   ck.within("optim.min_lr_ratio", c.lr.min_lr_ratio, 0.0f, 1.0f, true);
   ck.at_least("optim.grad_clip", c.clip.max_norm, 0.0f);
 
@@ -123,6 +126,31 @@ void validate(const Config& c, const Checker& ck) {
             "runtime.device must be \"cpu\" or \"cuda\", got " + quote(c.runtime.device),
             "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
   ck.at_least("runtime.threads", c.runtime.threads, 0);
+  if (!(c.runtime.peer_timeout_s >= 1.0))
+    ck.fail("runtime.peer_timeout_s",
+            "runtime.peer_timeout_s must be >= 1, got " + ck.str(c.runtime.peer_timeout_s),
+            "it is how long a rank waits for a silent peer before exiting with code 5; the "
+            "default is 60");
+
+  const auto& k = c.checkpoint;
+  ck.at_least("checkpoint.every", k.every, 0);
+  ck.at_least("checkpoint.keep", k.keep, 1);
+  if (k.resume.empty())
+    ck.fail("checkpoint.resume", "checkpoint.resume is empty",
+            "set checkpoint.resume = \"auto\" (continue from the newest checkpoint), \"never\" "
+            "or the path of a checkpoint directory");
+  if (k.on_signal != "save" && k.on_signal != "exit")
+    ck.fail("checkpoint.on_signal",
+            "checkpoint.on_signal must be \"save\" or \"exit\", got " + quote(k.on_signal),
+            "\"save\": SIGTERM/SIGINT finish the step, save a checkpoint and exit 0; \"exit\": "
+            "finish the step and exit 0 without saving");
+  if (k.on_write_error != "stop" && k.on_write_error != "continue")
+    ck.fail("checkpoint.on_write_error",
+            "checkpoint.on_write_error must be \"stop\" or \"continue\", got " +
+                quote(k.on_write_error),
+            "\"stop\": a failed save ends the run with exit code 4; \"continue\": keep training "
+            "and try again at the next interval");
+  return warnings;
 }
 
 }  // namespace nupipe::launcher

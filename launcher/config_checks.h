@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "launcher/config.h"
 #include "runtime/error.h"
@@ -89,7 +90,8 @@ inline std::string quote(std::string_view s) {  // a TOML basic string
   return out + "\"";
 }
 
-// Throws nupipe::Error (usage) for the first value out of range or inconsistent.
-void validate(const Config& c, const Checker& ck);
+// Throws nupipe::Error (usage) for the first value out of range or inconsistent. Returns
+// the warnings for settings that are unusual but accepted (other trainers accept them too).
+std::vector<std::string> validate(const Config& c, const Checker& ck);
 
 }  // namespace nupipe::launcher

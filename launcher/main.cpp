@@ -1,5 +1,5 @@
-// main.cpp: the `nupipe` executable: CLI verbs (train, data prepare), MPI session, logging
-// and the mapping of errors to exit codes (docs/sre-runbook.md).
+// main.cpp: the `nupipe` executable: CLI verbs (train, data prepare, ckpt inspect|verify), MPI
+// session, logging and the mapping of errors to exit codes (docs/sre-runbook.md).
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "launcher/checkpointing.h"
+#include "launcher/ckpt_tool.h"
 #include "launcher/config.h"
 #include "launcher/trainer.h"
 #include "parallel/world.h"
@@ -45,7 +47,13 @@ int run_train(const parallel::World& world, const std::string& config_path,
   auto log = make_logger(world);
   log->info("nupipe train {} ({} rank{})", config_path, world.size(), world.size() > 1 ? "s" : "");
   const launcher::TrainResult r = launcher::train(cfg, world, log);
-  if (r.loss_floor >= 0) {
+  if (r.stopped) {
+    log->info("stopped: after step {} of {} on a stop signal; relaunch the same command to "
+              "continue", r.steps, cfg.train.steps);
+  } else if (r.first_step >= cfg.train.steps) {
+    log->info("done: the checkpoint is already at step {} = train.steps; nothing to train "
+              "(raise train.steps to continue)", r.first_step);
+  } else if (r.loss_floor >= 0) {
     const double final_loss = r.final_val_loss >= 0 ? r.final_val_loss : r.final_loss;
     log->info("done: {} steps; final {} loss {:.4f}, floor {:.4f} ({:+.1f}% above)", r.steps,
               r.final_val_loss >= 0 ? "validation" : "training", final_loss, r.loss_floor,
@@ -69,6 +77,9 @@ int run_prepare(const std::string& text, const std::string& out) {
 int main(int argc, char** argv) {
   CLI::App app{"nupipe: train GPT-style models with non-uniform pipeline parallelism"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("nupipe ") + launcher::nupipe_version() +
+                                        " (backends: cpu; collectives: mpi; checkpoints: "
+                                        "parallel HDF5)");
 
   std::string config_path;
   std::vector<std::string> overrides;
@@ -87,6 +98,21 @@ int main(int argc, char** argv) {
   prepare->add_option("--text", text_path, "input text file")->required()->check(CLI::ExistingFile);
   prepare->add_option("--out", out_path, "output token file (.bin)")->required();
 
+  CLI::App* ckpt = app.add_subcommand("ckpt", "checkpoint tools");
+  ckpt->require_subcommand(1);
+  std::string ckpt_dir;
+  bool inspect_json = false;
+  CLI::App* inspect = ckpt->add_subcommand(
+      "inspect", "verify a checkpoint, then print its step, the layout that wrote it, every "
+                 "tensor with its shape and its config");
+  inspect->add_option("dir", ckpt_dir, "checkpoint directory (run.dir/checkpoints/step_N)")
+      ->required();
+  inspect->add_flag("--json", inspect_json, "the same as one JSON object");
+  CLI::App* verify = ckpt->add_subcommand(
+      "verify", "check every byte of a checkpoint against its manifest (exit 0, or 4 naming "
+                "each damaged file and dataset)");
+  verify->add_option("dir", ckpt_dir, "checkpoint directory")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -104,6 +130,8 @@ int main(int argc, char** argv) {
   try {
     if (*train) return run_train(*world, config_path, overrides);
     if (*prepare) return run_prepare(text_path, out_path);
+    if (*inspect) return launcher::ckpt_inspect(ckpt_dir, inspect_json);
+    if (*verify) return launcher::ckpt_verify(ckpt_dir);
   } catch (const Error& e) {
     // Rank 0 speaks for all; other ranks only report failures of their own making
     // (a peer or internal failure); consensus.cpp prints a rank's own input errors.

@@ -1,7 +1,8 @@
-// run_dir.h: preparing run.dir once the run is known to be valid: the directory, the
-// log file sink and the effective config. A run never overwrites another run's metrics.
+// run_dir.h: preparing run.dir once the run is known to be valid: the directory, the log
+// file sink and the effective config, and metrics.jsonl made to end where training resumes.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 #include <spdlog/logger.h>
@@ -10,8 +11,12 @@
 
 namespace nupipe::launcher {
 
-// Creates run.dir (and parents), refuses one that already holds metrics.jsonl, adds
-// run.dir/train.log to the logger and writes run.dir/config.toml.
-void prepare_run_dir(const Config& config, spdlog::logger& log);
+// Creates run.dir (and parents), adds run.dir/train.log to the logger (appending) and writes
+// run.dir/config.toml. metrics.jsonl keeps exactly the records of steps before `first_step`
+// (the resumed run appends from there: no step is missing or twice). A run.dir that already
+// holds metrics is refused (exit 2) only when nothing may continue it: `may_continue` false
+// (checkpoint.resume = "never").
+void prepare_run_dir(const Config& config, spdlog::logger& log, int64_t first_step,
+                     bool may_continue);
 
 }  // namespace nupipe::launcher

@@ -20,8 +20,10 @@ struct TrainResult {
   double final_loss = 0.0;     // mean training loss of the last step
   double final_val_loss = -1.0;
   double loss_floor = -1.0;
-  int steps = 0;
-  std::vector<double> losses;  // every step's mean training loss (identical on every rank)
+  int steps = 0;               // the step count reached (train.steps unless stopped)
+  int first_step = 0;          // where this run started (a checkpoint's step, or 0)
+  bool stopped = false;        // a stop signal ended it early (after saving, by default)
+  std::vector<double> losses;  // every step's mean training loss run here (identical on every rank)
 };
 
 struct TrainHooks {
@@ -29,9 +31,12 @@ struct TrainHooks {
   std::function<void(const runtime::GptModel&, parallel::ProcessGroups&)> on_finish;
 };
 
-// Runs config.train.steps steps. Validates the data first, then creates run.dir with
-// config.toml, train.log and metrics.jsonl. Throws nupipe::Error on bad data (3, before
-// anything is written), a run.dir already in use (2) or a non-finite loss (6).
+// Runs training up to config.train.steps, from the newest checkpoint when there is one
+// (checkpoint.resume). Validates the data and the checkpoint first, then prepares run.dir
+// (config.toml, train.log, metrics.jsonl cut to the resumed step). Saves checkpoints on
+// checkpoint.every and on a stop signal. Throws nupipe::Error on bad data (3, before anything
+// is written), a run.dir that may not be continued (2), a damaged or incompatible checkpoint
+// or a failed save (4), a failed peer (5) or a non-finite loss (6).
 TrainResult train(const Config& config, const parallel::World& world,
                   const std::shared_ptr<spdlog::logger>& log, const TrainHooks& hooks = {});
 

@@ -30,6 +30,10 @@ class AdamW {
   int64_t end() const { return end_; }
   const runtime::Tensor& exp_avg() const { return m_; }     // m[i]: flat element begin() + i
   const runtime::Tensor& exp_avg_sq() const { return v_; }
+  // For a checkpoint's restore: the state tensors and the update count.
+  runtime::Tensor& exp_avg() { return m_; }
+  runtime::Tensor& exp_avg_sq() { return v_; }
+  void set_steps_taken(int64_t t) { t_ = t; }
 
  private:
   runtime::ParamStore& store_;

@@ -61,6 +61,7 @@ class ZeroOptimizer {
   // This rank's flat range of the optimizer state: [0, numel) with zero = 0.
   const Shard& shard() const { return shard_; }
   const AdamW& adamw() const { return adamw_; }
+  AdamW& adamw() { return adamw_; }
   // zero = 1: the gradient of shard() summed over the replicas (valid after
   // reduce_gradients; scaled by update's clipping). Undefined with zero = 0.
   const runtime::Tensor& grad_shard() const { return grad_shard_; }

@@ -41,7 +41,10 @@ void for_each_chunk(int64_t n, int64_t chunk, Fn&& fn) {
 // The MPI requests of one isend/irecv (one per chunk).
 class MpiRequest final : public Request::Impl {
  public:
-  MpiRequest(bool receive, int peer, int tag) : receive_(receive), peer_(peer), tag_(tag) {}
+  MpiRequest(bool receive, int peer, int tag, Watchdog* watchdog, const std::string* group,
+             int peer_world)
+      : receive_(receive), peer_(peer), tag_(tag), watchdog_(watchdog), group_(group),
+        peer_world_(peer_world) {}
 
   void add(MPI_Request r, int count) {
     requests_.push_back(r);
@@ -49,6 +52,8 @@ class MpiRequest final : public Request::Impl {
   }
 
   void wait() override {
+    Watchdog::Scope scope(watchdog_, receive_ ? "receive" : "send", group_, nullptr,
+                          peer_world_);
     std::vector<MPI_Status> status(requests_.size());
     NUPIPE_MPI(MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), status.data()));
     if (!receive_) return;
@@ -77,6 +82,9 @@ class MpiRequest final : public Request::Impl {
  private:
   bool receive_;
   int peer_, tag_;
+  Watchdog* watchdog_;
+  const std::string* group_;
+  int peer_world_;
   std::vector<MPI_Request> requests_;
   std::vector<int> counts_;
 };
@@ -103,6 +111,15 @@ void MpiCommunicator::init_from_comm() {
     int found = 0;
     NUPIPE_MPI(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &found));
     if (found && tag_ub != nullptr) tag_ub_ = *tag_ub;
+    MPI_Group mine, world;
+    NUPIPE_MPI(MPI_Comm_group(comm_, &mine));
+    NUPIPE_MPI(MPI_Comm_group(MPI_COMM_WORLD, &world));
+    std::vector<int> ranks(static_cast<size_t>(size_));
+    for (int r = 0; r < size_; ++r) ranks[r] = r;
+    world_ranks_.resize(static_cast<size_t>(size_));
+    NUPIPE_MPI(MPI_Group_translate_ranks(mine, size_, ranks.data(), world, world_ranks_.data()));
+    MPI_Group_free(&mine);
+    MPI_Group_free(&world);
   } catch (...) {
     if (comm_ != MPI_COMM_WORLD) MPI_Comm_free(&comm_);  // the destructor will not run
     throw;
@@ -125,7 +142,13 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(const MpiCommunicator& p
   if (out == MPI_COMM_NULL) return nullptr;
   std::unique_ptr<MpiCommunicator> child(new MpiCommunicator(out));
   child->chunk_ = parent.chunk_;
+  child->watchdog_ = parent.watchdog_;
   return child;
+}
+
+void MpiCommunicator::set_watchdog(Watchdog* watchdog, std::string name) {
+  watchdog_ = watchdog;
+  name_ = std::move(name);
 }
 
 void MpiCommunicator::set_chunk_elements(int64_t elements) {
@@ -139,6 +162,7 @@ void MpiCommunicator::all_reduce_impl(T* data, int64_t n) {
   NUPIPE_CHECK(n >= 0, "all_reduce_sum of " + std::to_string(n) + " elements");
   if (size_ == 1 || n == 0) return;
   NUPIPE_CHECK(data != nullptr, "all_reduce_sum on a null buffer");
+  Watchdog::Scope scope(watchdog_, "all-reduce", &name_, &world_ranks_);
   for_each_chunk(n, chunk_, [&](int64_t off, int len) {
     NUPIPE_MPI(MPI_Allreduce(MPI_IN_PLACE, data + off, len, mpi_type<T>(), MPI_SUM, comm_));
   });
@@ -160,6 +184,7 @@ void MpiCommunicator::reduce_scatter_sum(const float* send, float* recv, int64_t
     std::memcpy(recv, send, count * sizeof(float));
     return;
   }
+  Watchdog::Scope scope(watchdog_, "reduce-scatter", &name_, &world_ranks_);
   if (total <= chunk_) {
     NUPIPE_MPI(MPI_Reduce_scatter_block(send, recv, static_cast<int>(count), MPI_FLOAT, MPI_SUM,
                                         comm_));
@@ -190,6 +215,7 @@ void MpiCommunicator::all_gather(const float* send, float* recv, int64_t count_p
     if (!in_place) std::memcpy(recv, send, count * sizeof(float));
     return;
   }
+  Watchdog::Scope scope(watchdog_, "all-gather", &name_, &world_ranks_);
   if (total <= chunk_) {
     const int c = static_cast<int>(count);
     NUPIPE_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : send, c, MPI_FLOAT, recv, c, MPI_FLOAT,
@@ -211,6 +237,7 @@ void MpiCommunicator::broadcast(float* data, int64_t n, int root) {
                                               " outside a group of " + std::to_string(size_));
   if (size_ == 1 || n == 0) return;
   NUPIPE_CHECK(data != nullptr, "broadcast of a null buffer");
+  Watchdog::Scope scope(watchdog_, "broadcast", &name_, &world_ranks_);
   for_each_chunk(n, chunk_, [&](int64_t off, int len) {
     NUPIPE_MPI(MPI_Bcast(data + off, len, MPI_FLOAT, root, comm_));
   });
@@ -229,7 +256,8 @@ void MpiCommunicator::check_p2p(int64_t n, int peer, int tag, const char* what) 
 // messages between a pair with one tag in order, so the receiver's chunks line up.
 Request MpiCommunicator::isend(const float* data, int64_t n, int peer, int tag) {
   check_p2p(n, peer, tag, "isend");
-  auto impl = std::make_unique<MpiRequest>(false, peer, tag);
+  auto impl = std::make_unique<MpiRequest>(false, peer, tag, watchdog_, &name_,
+                                           world_ranks_[static_cast<size_t>(peer)]);
   MpiRequest* posted = impl.get();
   Request request(std::move(impl));  // waits (or cancels) what was posted if a post fails
   for_each_chunk(std::max<int64_t>(n, 1), chunk_, [&](int64_t off, int len) {
@@ -244,7 +272,8 @@ Request MpiCommunicator::isend(const float* data, int64_t n, int peer, int tag) 
 
 Request MpiCommunicator::irecv(float* data, int64_t n, int peer, int tag) {
   check_p2p(n, peer, tag, "irecv");
-  auto impl = std::make_unique<MpiRequest>(true, peer, tag);
+  auto impl = std::make_unique<MpiRequest>(true, peer, tag, watchdog_, &name_,
+                                           world_ranks_[static_cast<size_t>(peer)]);
   MpiRequest* posted = impl.get();
   Request request(std::move(impl));
   for_each_chunk(std::max<int64_t>(n, 1), chunk_, [&](int64_t off, int len) {
@@ -258,7 +287,43 @@ Request MpiCommunicator::irecv(float* data, int64_t n, int peer, int tag) {
 
 void MpiCommunicator::barrier() {
   if (size_ == 1) return;
+  Watchdog::Scope scope(watchdog_, "barrier", &name_, &world_ranks_);
   NUPIPE_MPI(MPI_Barrier(comm_));
+}
+
+std::vector<std::string> MpiCommunicator::gather_text(const std::string& mine, int root) {
+  NUPIPE_CHECK(root >= 0 && root < size_, "gather_text root " + std::to_string(root));
+  NUPIPE_CHECK(mine.size() <= static_cast<size_t>(INT_MAX), "gather_text of over 2 GiB");
+  if (size_ == 1) return {mine};
+  Watchdog::Scope scope(watchdog_, "gather", &name_, &world_ranks_);
+  const int len = static_cast<int>(mine.size());
+  std::vector<int> lens(rank_ == root ? size_ : 0), displs;
+  NUPIPE_MPI(MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, root, comm_));
+  std::string all;
+  if (rank_ == root) {
+    int64_t total = 0;
+    for (int l : lens) displs.push_back(static_cast<int>(total)), total += l;
+    NUPIPE_CHECK(total <= INT_MAX, "gather_text of over 2 GiB in all");
+    all.resize(static_cast<size_t>(total));
+  }
+  NUPIPE_MPI(MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), displs.data(),
+                         MPI_CHAR, root, comm_));
+  std::vector<std::string> out;
+  for (size_t r = 0; r < lens.size(); ++r) out.push_back(all.substr(displs[r], lens[r]));
+  return out;
+}
+
+std::string MpiCommunicator::broadcast_text(const std::string& text, int root) {
+  NUPIPE_CHECK(root >= 0 && root < size_, "broadcast_text root " + std::to_string(root));
+  if (size_ == 1) return text;
+  Watchdog::Scope scope(watchdog_, "broadcast", &name_, &world_ranks_);
+  long long len = rank_ == root ? static_cast<long long>(text.size()) : 0;
+  NUPIPE_MPI(MPI_Bcast(&len, 1, MPI_LONG_LONG, root, comm_));
+  std::string out = rank_ == root ? text : std::string(static_cast<size_t>(len), '\0');
+  for_each_chunk(len, chunk_, [&](int64_t off, int n) {
+    NUPIPE_MPI(MPI_Bcast(out.data() + off, n, MPI_CHAR, root, comm_));
+  });
+  return out;
 }
 
 }  // namespace nupipe::parallel

@@ -7,8 +7,11 @@
 #include <climits>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/watchdog.h"
 
 namespace nupipe::parallel {
 
@@ -30,6 +33,15 @@ class MpiCommunicator : public Communicator {
   // The MPI communicator (e.g. for parallel HDF5); it stays owned by this object.
   MPI_Comm handle() const { return comm_; }
 
+  // Every blocking call (collectives, barrier, waiting for a send or receive) is then a
+  // watchdog Scope naming `name` ("data group") and the peers: a peer that dies or freezes
+  // ends this rank with exit code 5 within the watchdog's timeout. Inherited by split().
+  void set_watchdog(Watchdog* watchdog, std::string name);
+  Watchdog* watchdog() const { return watchdog_; }
+  const std::string& name() const { return name_; }
+  // The world ranks of this group's members, by group rank.
+  const std::vector<int>& world_ranks() const { return world_ranks_; }
+
   void all_reduce_sum(float* data, int64_t n) override;
   void all_reduce_sum(double* data, int64_t n) override;
   void reduce_scatter_sum(const float* send, float* recv, int64_t count_per_rank) override;
@@ -38,6 +50,12 @@ class MpiCommunicator : public Communicator {
   Request isend(const float* data, int64_t n, int peer, int tag) override;
   Request irecv(float* data, int64_t n, int peer, int tag) override;
   void barrier() override;
+
+  // Host control plane: every rank's `mine` arrives at `root`, in rank order (elsewhere the
+  // result is empty). Collective.
+  std::vector<std::string> gather_text(const std::string& mine, int root = 0);
+  // root's `text` on every rank. Collective.
+  std::string broadcast_text(const std::string& text, int root = 0);
 
   // Largest element count handed to one MPI call (default INT_MAX); larger buffers go in
   // chunks. Tests lower it to exercise the chunked paths on small buffers. Every rank of the
@@ -56,6 +74,9 @@ class MpiCommunicator : public Communicator {
   int rank_ = 0, size_ = 1;
   int tag_ub_ = 32767;  // the largest tag this communicator accepts (MPI_TAG_UB)
   int64_t chunk_ = INT_MAX;
+  Watchdog* watchdog_ = nullptr;
+  std::string name_ = "world";
+  std::vector<int> world_ranks_;
 };
 
 }  // namespace nupipe::parallel

@@ -22,8 +22,9 @@ int Topology::rank_of(int stage, int replica) const {
 bool Topology::first_stage() const { return stage() == 0; }
 bool Topology::last_stage() const { return stage() == pipeline - 1; }
 
-ProcessGroups::ProcessGroups(int pipeline, int data) {
+ProcessGroups::ProcessGroups(int pipeline, int data, Watchdog* watchdog) {
   world_ = std::make_unique<MpiCommunicator>();
+  world_->set_watchdog(watchdog, "world");
   NUPIPE_CHECK(pipeline >= 1 && data >= 1 && pipeline * data == world_->size(),
                "parallel.pipeline (" + std::to_string(pipeline) + ") x parallel.data (" +
                    std::to_string(data) + ") must equal the world size (" +
@@ -35,6 +36,9 @@ ProcessGroups::ProcessGroups(int pipeline, int data) {
   data_ = MpiCommunicator::split(*world_, stage, replica);
   const bool ends = topology_.first_stage() || topology_.last_stage();
   embedding_ = MpiCommunicator::split(*world_, ends ? replica : MPI_UNDEFINED, stage);
+  pipeline_->set_watchdog(watchdog, "pipeline group of replica " + std::to_string(replica));
+  data_->set_watchdog(watchdog, "data group of stage " + std::to_string(stage));
+  if (embedding_) embedding_->set_watchdog(watchdog, "embedding group");
   NUPIPE_CHECK(pipeline_->rank() == stage && pipeline_->size() == pipeline &&
                    data_->rank() == replica && data_->size() == data,
                "process groups do not match the " + std::to_string(pipeline) + " x " +

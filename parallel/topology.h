@@ -33,10 +33,13 @@ class ProcessGroups {
  public:
   // pipeline * data must equal the world size (the launcher refuses other layouts earlier,
   // with a message for the user; here it is an internal check).
-  ProcessGroups(int pipeline, int data);
+  // With a watchdog, every group's blocking calls are watched (MpiCommunicator::set_watchdog).
+  ProcessGroups(int pipeline, int data, Watchdog* watchdog = nullptr);
 
   const Topology& topology() const { return topology_; }
   Communicator& world() { return *world_; }
+  // The world as an MPI communicator (parallel HDF5 opens its shared files on it).
+  MpiCommunicator& world_mpi() { return *world_; }
   // This replica's stages; its rank is the stage.
   Communicator& pipeline() { return *pipeline_; }
   // This stage's replicas; its rank is the replica.

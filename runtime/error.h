@@ -36,5 +36,11 @@ inline Error usage_error(const std::string& what, std::string hint = {}) {
 inline Error data_error(const std::string& what, std::string hint = {}) {
   return Error(ExitCode::data, what, std::move(hint));
 }
+inline Error checkpoint_error(const std::string& what, std::string hint = {}) {
+  return Error(ExitCode::checkpoint, what, std::move(hint));
+}
+inline Error peer_error(const std::string& what, std::string hint = {}) {
+  return Error(ExitCode::peer, what, std::move(hint));
+}
 
 }  // namespace nupipe

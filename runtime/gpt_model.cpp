@@ -11,7 +11,10 @@ std::vector<TensorSpec> gpt_specs(const ModelConfig& cfg, const StageSlice& slic
   // A tied head on a slice without the embedding still needs the token table.
   if (slice.embedding || (slice.head && cfg.tie_embeddings)) {
     Embedding::add_specs(specs, cfg);
-    if (!slice.embedding) specs.pop_back();  // the head needs wte only, not wpe
+    if (!slice.embedding) {
+      specs.pop_back();  // the head needs wte only, not wpe
+      specs.back().tied_copy = true;
+    }
   }
   for (int i = slice.layer_begin; i < slice.layer_end; ++i) Block::add_specs(specs, cfg, i);
   if (slice.head) LmHead::add_specs(specs, cfg);

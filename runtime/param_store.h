@@ -20,6 +20,9 @@ struct TensorSpec {
   Init init = Init::normal;
   float init_std = 0.0f;
   bool decay = false;  // AdamW weight decay applies (matrices yes; biases, LayerNorm no)
+  // A copy of a tensor another stage owns (a tied token table on the last stage of a
+  // pipeline): kept equal to the owner's by the optimizer, saved and counted by the owner.
+  bool tied_copy = false;
   int64_t offset = 0;  // elements into the flat buffer; set by ParamStore
   int64_t numel() const { return runtime::numel(shape); }
 };

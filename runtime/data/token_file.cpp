@@ -16,6 +16,7 @@
 
 #include "runtime/check.h"
 #include "runtime/error.h"
+#include "runtime/posix_file.h"
 
 namespace nupipe::runtime {
 
@@ -29,55 +30,10 @@ std::string regenerate_hint(const std::string& path) {
   return "regenerate it with `nupipe data prepare --text FILE --out " + path + "`";
 }
 
-std::string errno_text(int err) { return std::strerror(err); }
-
-// Owns a POSIX file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports the error (close can report a deferred write error).
-  int close() {
-    int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
-
 int32_t read_le_i32(const unsigned char* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof(v));  // little endian host (static_assert above)
   return v;
-}
-
-// write(2) until everything is written; false with errno set on failure.
-bool write_all(int fd, const void* data, size_t bytes) {
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    ssize_t w = ::write(fd, p, bytes);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    bytes -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-std::string parent_dir(const std::string& path) {
-  size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
 }
 
 }  // namespace
@@ -249,8 +205,7 @@ void write_token_file(const std::string& path, const uint16_t* tokens, int64_t n
   if (::rename(tmp.c_str(), path.c_str()) != 0) throw fail("renaming into place", errno);
 
   // Make the rename itself durable; a failure here leaves a complete file, so it is not fatal.
-  Fd dir(::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() >= 0) ::fsync(dir.get());
+  fsync_path(parent_dir(path), /*directory=*/true);
 }
 
 }  // namespace nupipe::runtime

@@ -6,7 +6,7 @@
 
 #include "parallel/communicator.h"
 
-namespace nupipe::launcher {
+namespace nupipe::parallel {
 
 // Runs `step`; then all ranks exchange their outcome (a collective on `world`). If any rank
 // threw a nupipe::Error, every rank throws: a failing rank its own error, the others an error
@@ -14,4 +14,4 @@ namespace nupipe::launcher {
 // own message to stderr (rank 0 prints for everyone else).
 void agree(parallel::Communicator& world, const std::function<void()>& step);
 
-}  // namespace nupipe::launcher
+}  // namespace nupipe::parallel

@@ -1,5 +1,5 @@
 // consensus.cpp: exchange of per-rank outcomes and the common verdict.
-#include "launcher/consensus.h"
+#include "parallel/consensus.h"
 
 #include <cstdio>
 #include <optional>
@@ -7,7 +7,7 @@
 
 #include "runtime/error.h"
 
-namespace nupipe::launcher {
+namespace nupipe::parallel {
 
 void agree(parallel::Communicator& world, const std::function<void()>& step) {
   std::optional<Error> mine;
@@ -34,4 +34,4 @@ void agree(parallel::Communicator& world, const std::function<void()>& step) {
               "fix the problem that rank reports; every rank stops with the same exit code");
 }
 
-}  // namespace nupipe::launcher
+}  // namespace nupipe::parallel

@@ -1,0 +1,221 @@
+// checkpointing.cpp: resume resolution, config differences, and the periodic save.
+#include "launcher/checkpointing.h"
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "checkpoint/catalog.h"
+#include "checkpoint/reader.h"
+#include "checkpoint/writer.h"
+#include "parallel/consensus.h"
+#include "runtime/error.h"
+
+#ifndef NUPIPE_VERSION
+#define NUPIPE_VERSION "unknown"
+#endif
+
+namespace nupipe::launcher {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+const char* nupipe_version() { return NUPIPE_VERSION; }
+
+namespace {
+
+std::vector<std::string> split_nl(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    if (nl > start) out.push_back(text.substr(start, nl - start));
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& lines, const std::string& sep) {
+  std::string out;
+  for (const std::string& l : lines) out += (out.empty() ? "" : sep) + l;
+  return out;
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& world) {
+  ResumePoint rp;
+  const std::string root = cfg.checkpoint_dir();
+  // Rank 0 reads the directory (shared by every rank) and tells the others.
+  std::string listing;
+  if (world.rank() == 0) {
+    for (const std::string& tmp : checkpoint::remove_uncommitted(root)) {
+      rp.warnings.push_back("removed " + tmp + ": a save that never committed (it is never "
+                            "loaded)");
+    }
+    for (const checkpoint::CheckpointEntry& e : checkpoint::list_checkpoints(root).committed) {
+      listing += e.path + "\n";
+    }
+  }
+  std::vector<std::string> candidates = split_nl(world.broadcast_text(listing));
+  rp.checkpoints_exist = !candidates.empty();
+  const std::string& mode = cfg.checkpoint.resume;
+  if (mode == "never") {
+    if (rp.checkpoints_exist) {
+      throw usage_error("checkpoint.resume = \"never\" but " + root + " holds " +
+                            std::to_string(candidates.size()) + " checkpoint(s), newest " +
+                            candidates.front(),
+                        "resume from them with checkpoint.resume = \"auto\", or start a fresh "
+                        "run in a new run.dir (--set run.dir=DIR)");
+    }
+    rp.notes.push_back("checkpoint.resume = \"never\": starting from step 0");
+    return rp;
+  }
+  const bool explicit_path = mode != "auto";
+  if (explicit_path) candidates = {mode};
+  if (candidates.empty()) {
+    rp.notes.push_back("no checkpoint in " + root + ": starting from step 0");
+    return rp;
+  }
+  std::vector<std::string> damaged;
+  for (const std::string& dir : candidates) {
+    const auto t0 = Clock::now();
+    const std::vector<std::string> problems = checkpoint::verify_checkpoint(dir, world);
+    if (!problems.empty()) {
+      const std::string what = dir + " is damaged or incomplete:\n    " + join(problems, "\n    ");
+      if (explicit_path || cfg.checkpoint.strict) {
+        throw checkpoint_error(what, explicit_path
+                                         ? "choose another checkpoint (nupipe ckpt verify DIR "
+                                           "checks one)"
+                                         : "checkpoint.strict = true stops here; set it to "
+                                           "false to fall back to the previous checkpoint");
+      }
+      rp.warnings.push_back(what + "\n  falling back to the previous checkpoint");
+      damaged.push_back(dir);
+      continue;
+    }
+    parallel::agree(world, [&] { rp.info = checkpoint::read_info(dir); });
+    const auto diffs = checkpoint::model_differences(rp.info.model, cfg.model);
+    if (!diffs.empty()) {
+      std::string keys;
+      for (const auto& d : diffs) {
+        keys += "\n    " + d.key + ": checkpoint " + d.saved + ", config " + d.wanted;
+      }
+      throw checkpoint_error(dir + " holds another model; these keys must match to load it:" +
+                                 keys,
+                             "set them as the checkpoint has them, or start a fresh run with "
+                             "checkpoint.resume = \"never\" in a new run.dir");
+    }
+    rp.dir = dir;
+    char verified[64];
+    std::snprintf(verified, sizeof verified, "%.2f s", seconds_since(t0));
+    rp.notes.push_back("resuming from " + dir + " (step " + std::to_string(rp.info.state.step) +
+                       ", written by " + rp.info.layout.describe() + ", nupipe " +
+                       rp.info.nupipe_version + "; checksums verified in " + verified + ")");
+    return rp;
+  }
+  throw checkpoint_error("every checkpoint in " + root + " is damaged (" + join(damaged, ", ") +
+                             ")",
+                         "inspect them with `nupipe ckpt verify DIR`; to start over, use a new "
+                         "run.dir or checkpoint.resume = \"never\"");
+}
+
+std::vector<std::string> describe_changes(const Config& now, const std::string& saved_toml) {
+  Config saved;
+  try {
+    saved = parse_config(saved_toml, "the checkpoint's config");
+  } catch (const Error& e) {
+    return {std::string("the checkpoint's config could not be compared: ") + e.what()};
+  }
+  // Keys that only place the same computation differently (or do not touch it at all).
+  auto layout_only = [](const std::string& k) {
+    for (const char* prefix : {"parallel.", "run.", "checkpoint.", "runtime."}) {
+      if (k.rfind(prefix, 0) == 0) return true;
+    }
+    return k == "train.micro_batch" || k == "train.loss_chunk" || k == "train.val_every" ||
+           k == "train.val_batches";
+  };
+  const auto a = key_values(saved), b = key_values(now);
+  std::vector<std::string> math, layout;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].second == b[i].second) continue;
+    const std::string line = a[i].first + ": " + a[i].second + " -> " + b[i].second;
+    (layout_only(a[i].first) ? layout : math).push_back(line);
+  }
+  std::vector<std::string> out;
+  if (!math.empty()) {
+    out.push_back("changed since the checkpoint, changing the training itself (the continuation "
+                  "is not the uninterrupted run's): " + join(math, ", "));
+  }
+  if (!layout.empty()) out.push_back("changed since the checkpoint (layout and run settings): " +
+                                     join(layout, ", "));
+  return out;
+}
+
+Checkpointer::Checkpointer(const Config& cfg, Stage& stage, parallel::ProcessGroups& groups,
+                           spdlog::logger& log)
+    : cfg_(cfg), stage_(stage), groups_(groups), log_(log),
+      global_specs_(runtime::gpt_specs(stage.model_config,
+                                       runtime::StageSlice::whole(stage.model_config))) {}
+
+bool Checkpointer::due(int64_t steps_done) const {
+  const int every = cfg_.checkpoint.every;
+  return every > 0 && (steps_done % every == 0 || steps_done == cfg_.train.steps);
+}
+
+bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why) {
+  const auto t0 = Clock::now();
+  parallel::MpiCommunicator& world = groups_.world_mpi();
+  const std::string root = cfg_.checkpoint_dir();
+  checkpoint::CheckpointInfo info;
+  info.state = state;
+  info.model = stage_.model_config;
+  info.layout = {cfg_.parallel.pipeline, cfg_.parallel.data, cfg_.parallel.zero,
+                 parallel::format_stage_layers(cfg_.parallel.stage_layers)};
+  info.config_toml = to_toml(cfg_);
+  info.nupipe_version = nupipe_version();
+  const checkpoint::RankPart part{&stage_.model->params(), &stage_.optimizer->adamw(),
+                                  groups_.topology().replica(), cfg_.parallel.data};
+  try {
+    const checkpoint::SaveResult r =
+        checkpoint::save_checkpoint(root, info, global_specs_, part, world);
+    // Read back what was committed before anything older may go.
+    const auto t_verify = Clock::now();
+    const std::vector<std::string> problems = checkpoint::verify_checkpoint(r.dir, world);
+    if (!problems.empty()) {
+      if (world.rank() == 0) {  // uncommit it: a .tmp is never loaded and is cleaned up
+        std::error_code ec;
+        fs::rename(r.dir, r.dir + ".tmp", ec);
+      }
+      throw checkpoint_error("the checkpoint just written does not read back intact: " +
+                                 join(problems, "; "),
+                             "the disk or filesystem corrupts data; the previous checkpoint is "
+                             "intact");
+    }
+    const double verify_s = seconds_since(t_verify);
+    std::vector<std::string> deleted;
+    if (world.rank() == 0) deleted = checkpoint::apply_retention(root, cfg_.checkpoint.keep);
+    const double total_s = seconds_since(t0);
+    seconds_ += total_s;
+    ++saves_;
+    log_.info("checkpoint ({}): {} | {:.1f} MB in {:.2f} s ({:.0f} MB/s), read back in {:.2f} s{}",
+              why, r.dir, r.bytes / 1e6, r.seconds, r.bytes / 1e6 / std::max(r.seconds, 1e-9),
+              verify_s,
+              deleted.empty() ? std::string()
+                              : fmt::format(" | removed {} older (checkpoint.keep = {})",
+                                            deleted.size(), cfg_.checkpoint.keep));
+    return true;
+  } catch (const Error& e) {
+    if (e.code() != ExitCode::checkpoint || cfg_.checkpoint.on_write_error == "stop") throw;
+    log_.error("checkpoint of step {} failed: {}; previous checkpoints are intact; training "
+               "goes on (checkpoint.on_write_error = \"continue\") and tries again at the next "
+               "interval",
+               state.step, e.what());
+    return false;
+  }
+}
+
+}  // namespace nupipe::launcher

@@ -1,0 +1,60 @@
+// stage.h: everything one rank of the pp x dp grid trains with, built in two phases: the
+// inputs that can refuse a run (data, backend) before run.dir is touched, then its slice of
+// the model, the optimizer and the pipeline executor.
+#pragma once
+
+#include <memory>
+
+#include <spdlog/logger.h>
+
+#include "launcher/config.h"
+#include "launcher/dataset.h"
+#include "optim/zero.h"
+#include "parallel/pipeline_executor.h"
+#include "parallel/stage_layout.h"
+#include "parallel/topology.h"
+#include "parallel/trace.h"
+#include "parallel/world.h"
+#include "runtime/backend.h"
+#include "runtime/gpt_model.h"
+
+namespace nupipe::launcher {
+
+struct Stage {
+  // The run's shape.
+  runtime::ModelConfig model_config;  // [model] with train.loss_chunk: the model that runs
+  parallel::StageLayout layout;
+  runtime::StageSlice slice;
+  parallel::ScheduleKind schedule = parallel::ScheduleKind::one_f_one_b;
+  int micro = 1, n_micro = 1;
+  int64_t tokens_per_micro = 0, tokens_per_step = 0;
+  // Inputs.
+  Dataset data;
+  std::unique_ptr<runtime::BatchSampler> train_sampler, val_sampler;
+  std::unique_ptr<runtime::Backend> backend;
+  int threads = 1;
+  // The slice, its optimizer and its schedule's executor.
+  std::unique_ptr<runtime::GptModel> model;
+  std::unique_ptr<optim::ZeroOptimizer> optimizer;
+  std::unique_ptr<parallel::Trace> trace;
+  std::unique_ptr<parallel::PipelineExecutor> executor;
+  // Costs (layer cost descriptors) of the whole model and of this stage.
+  runtime::LayerCost model_cost, stage_cost;
+  int64_t model_params = 0;
+};
+
+// Phase 1 (collective: every rank agrees on the verdict): data, samplers and backend. Throws
+// nupipe::Error with the data (3) or usage (2) code on bad input, on every rank.
+void open_stage_inputs(Stage& stage, const Config& config, parallel::ProcessGroups& groups);
+
+// Phase 2: the model slice (initialised from train.seed), the optimizer (ZeRO-1 or
+// replicated), the trace and the executor. Does not communicate.
+void build_stage(Stage& stage, const Config& config, const parallel::World& world,
+                 parallel::ProcessGroups& groups);
+
+// The start-up report: data, model, parallel layout, expected memory per stage, rank 0's
+// allocator (rank 0's logger only prints).
+void log_stage(const Stage& stage, const Config& config, const parallel::World& world,
+               spdlog::logger& log);
+
+}  // namespace nupipe::launcher

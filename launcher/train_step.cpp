@@ -1,0 +1,83 @@
+// train_step.cpp: the step and the validation pass.
+#include "launcher/train_step.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "optim/lr_schedule.h"
+#include "runtime/error.h"
+
+namespace nupipe::launcher {
+
+using Clock = std::chrono::steady_clock;
+
+StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups, int step,
+                   bool stop_here) {
+  parallel::Communicator& world = groups.world();
+  parallel::Trace& trace = *s.trace;
+  optim::ZeroOptimizer& optimizer = *s.optimizer;
+  const int replica = groups.topology().replica();
+  StepStats st;
+  st.step = step;
+  trace.begin_step(step);
+  const auto t0 = Clock::now();
+  s.model->params().zero_grads();
+  const double pipe_start = trace.now_us();
+  const float dloss = 1.0f / static_cast<float>(s.tokens_per_step);
+  auto load = [&](int mb, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+    const int64_t first = (static_cast<int64_t>(replica) * s.n_micro + mb) * s.micro;
+    s.train_sampler->fill(step, first, s.micro, tok.data(), tgt.data());
+  };
+  // {loss sum, stop requests}: one all-reduce carries both.
+  double sums[2] = {s.executor->train_step(load, dloss), stop_here ? 1.0 : 0.0};
+  const double pipe_end = trace.now_us();
+  double sq = 0.0;
+  const int64_t data_bytes_before = groups.data().bytes_sent();
+  {
+    parallel::Trace::Scope span(trace, optimizer.sharded() ? "reduce-scatter" : "all-reduce",
+                                "comm");
+    world.all_reduce_sum(sums, 2);
+    // Over the replicas (all-reduce, or ZeRO-1's reduce-scatter), the tied table between
+    // first and last stage; the squared norm of every parameter of the model once.
+    sq = optimizer.reduce_gradients();
+  }
+  st.loss = sums[0] / static_cast<double>(s.tokens_per_step);
+  st.stop = sums[1] > 0.0;
+  if (!std::isfinite(st.loss)) {
+    throw Error(ExitCode::non_finite, fmt::format("loss is {} at step {}", st.loss, step),
+                "lower optim.lr, raise optim.warmup_steps or set optim.grad_clip > 0");
+  }
+  st.grad_norm = std::sqrt(sq);
+  optim::LrScheduleOptions lr_opt = cfg.lr;
+  lr_opt.total_steps = cfg.train.steps;
+  st.lr = optim::learning_rate(lr_opt, cfg.adamw.lr, step);
+  {
+    parallel::Trace::Scope span(trace, "optimizer", "compute");
+    optimizer.update(st.lr, st.grad_norm, cfg.clip);
+  }
+  if (optimizer.sharded()) {
+    parallel::Trace::Scope span(trace, "all-gather", "comm");
+    optimizer.gather_params();
+  }
+  st.data_bytes = groups.data().bytes_sent() - data_bytes_before;
+  double bubble = trace.idle_fraction(pipe_start, pipe_end);
+  world.all_reduce_sum(&bubble, 1);
+  st.bubble = bubble / world.size();
+  st.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return st;
+}
+
+double validate(Stage& s, const Config& cfg, parallel::ProcessGroups& groups) {
+  const int n_val = cfg.train.val_batches;
+  const int replica = groups.topology().replica();
+  double sum = s.executor->eval(
+      [&](int mb, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+        s.val_sampler->fill_sequential((static_cast<int64_t>(replica) * n_val + mb) * s.micro,
+                                       s.micro, tok.data(), tgt.data());
+      },
+      n_val);
+  groups.world().all_reduce_sum(&sum, 1);
+  return sum / (static_cast<double>(n_val) * s.tokens_per_micro * cfg.parallel.data);
+}
+
+}  // namespace nupipe::launcher

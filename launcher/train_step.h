@@ -1,0 +1,21 @@
+// train_step.h: one optimizer step of one rank (the pipeline's forwards and backwards, the
+// gradient reductions, clipping, AdamW, ZeRO-1's all-gather), and a validation pass.
+#pragma once
+
+#include "launcher/config.h"
+#include "launcher/report.h"
+#include "launcher/stage.h"
+#include "parallel/topology.h"
+
+namespace nupipe::launcher {
+
+// Runs step `step` (its batch and learning rate are functions of the step alone).
+// `stop_here`: this rank was asked to stop; the verdict, folded into the loss's all-reduce,
+// comes back in StepStats::stop on every rank. Throws nupipe::Error (6) on a non-finite loss.
+StepStats run_step(Stage& stage, const Config& config, parallel::ProcessGroups& groups, int step,
+                   bool stop_here);
+
+// Mean validation loss over train.val_batches micro-batches per replica (collective).
+double validate(Stage& stage, const Config& config, parallel::ProcessGroups& groups);
+
+}  // namespace nupipe::launcher
