@@ -93,8 +93,18 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
                                          : "checkpoint.strict = true stops here; set it to "
                                            "false to fall back to the previous checkpoint");
       }
-      rp.warnings.push_back(what + "\n  falling back to the previous checkpoint");
-      damaged.push_back(dir);
+      // Set aside (never loaded, never deleted by retention) so that the run can write this
+      // step again; an SRE can still look at it.
+      std::string aside;
+      if (world.rank() == 0) {
+        std::error_code ec;
+        fs::rename(dir, dir + ".damaged", ec);
+        aside = ec ? "" : dir + ".damaged";
+      }
+      aside = world.broadcast_text(aside);
+      rp.warnings.push_back(what + "\n  falling back to the previous checkpoint" +
+                            (aside.empty() ? std::string() : "; set aside as " + aside));
+      damaged.push_back(aside.empty() ? dir : aside);
       continue;
     }
     parallel::agree(world, [&] { rp.info = checkpoint::read_info(dir); });

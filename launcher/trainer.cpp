@@ -99,12 +99,21 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   }
 
   build_stage(s, cfg, world, groups);
+  const auto t_load = Clock::now();
   checkpoint::TrainingState state = start_state(rp, s, cfg, groups);
+  if (!rp.dir.empty()) {
+    log->info("checkpoint loaded: step {} into stage {} of {} ({} parameters, optimizer range "
+              "of {} elements) in {:.2f} s",
+              state.step, topo.stage(), cfg.parallel.pipeline, s.model->params().numel(),
+              s.optimizer->adamw().end() - s.optimizer->adamw().begin(),
+              std::chrono::duration<double>(Clock::now() - t_load).count());
+  }
   log_stage(s, cfg, world, *log);
 
   std::unique_ptr<MetricsLog> metrics;
   if (world.is_root()) metrics = std::make_unique<MetricsLog>(cfg.run.dir + "/metrics.jsonl");
   Checkpointer checkpointer(cfg, s, groups, *log);
+  if (hooks.on_start) hooks.on_start(checkpointer, state);
   world_comm.barrier();  // a common time origin for every rank's trace
 
   TrainResult result;
@@ -125,8 +134,13 @@ TrainResult train(const Config& cfg, const parallel::World& world,
         (last || (cfg.train.val_every > 0 && state.step % cfg.train.val_every == 0))) {
       st.val_loss = validate(s, cfg, groups);
     }
-    if (last || step % cfg.run.log_every == 0 || st.val_loss >= 0 || st.stop) {
-      if (metrics) metrics->write(metrics_record(st, s.tokens_per_step, s.model_cost.flops_per_token));
+    // metrics.jsonl records the same steps whether or not the run was interrupted; the log
+    // also shows the first step of every (re)start.
+    const bool record = last || step % cfg.run.log_every == 0 || st.val_loss >= 0 || st.stop;
+    if (record && metrics) {
+      metrics->write(metrics_record(st, s.tokens_per_step, s.model_cost.flops_per_token));
+    }
+    if (record || step == result.first_step) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
       log->info("{}", step_line(st, steps, s.tokens_per_step, cfg.parallel.pipeline > 1,
                                 step - result.first_step + 1, elapsed));

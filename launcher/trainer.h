@@ -9,6 +9,7 @@
 
 #include <spdlog/logger.h>
 
+#include "checkpoint/training_state.h"
 #include "launcher/config.h"
 #include "parallel/topology.h"
 #include "parallel/world.h"
@@ -26,9 +27,14 @@ struct TrainResult {
   std::vector<double> losses;  // every step's mean training loss run here (identical on every rank)
 };
 
+class Checkpointer;
+
 struct TrainHooks {
   // Called on every rank after the last step, with the rank's model slice.
   std::function<void(const runtime::GptModel&, parallel::ProcessGroups&)> on_finish;
+  // Called on every rank once the start state is loaded, before the first step (tests save
+  // a resharded checkpoint here: checkpointer.save(state, ...)).
+  std::function<void(Checkpointer&, const checkpoint::TrainingState&)> on_start;
 };
 
 // Runs training up to config.train.steps, from the newest checkpoint when there is one

@@ -15,6 +15,7 @@ namespace {
 constexpr auto kTick = std::chrono::milliseconds(100);
 constexpr double kBeatPeriodS = 0.5;
 constexpr double kSampleS = 1.2;  // a peer whose counter does not move for this long is gone
+constexpr int64_t kTimedOut = -2;  // read_beats: the peer's own wait timed out (it is alive)
 
 std::string beat_path(const std::string& dir, int rank) {
   char buf[32];
@@ -72,12 +73,14 @@ Watchdog::Scope::~Scope() {
   wd_->peer_ = saved_.peer;
 }
 
-void Watchdog::beat() {
+void Watchdog::beat(bool timed_out) {
   if (beat_fd_ < 0) return;
-  char buf[128];
-  const int n = std::snprintf(buf, sizeof buf, "%020lld %s %d\n",
-                              static_cast<long long>(++beats_), opt_.host.c_str(),
-                              static_cast<int>(::getpid()));
+  char buf[160];
+  // "<counter> <state> <host> <pid>": state "ok", or "timed-out" once this rank's own wait
+  // has timed out (it is alive, and a victim rather than the cause).
+  const int n = std::snprintf(buf, sizeof buf, "%020lld %-9s %s %d\n",
+                              static_cast<long long>(++beats_), timed_out ? "timed-out" : "ok",
+                              opt_.host.c_str(), static_cast<int>(::getpid()));
   if (n > 0 && ::pwrite(beat_fd_, buf, static_cast<size_t>(n), 0) < 0) {
     ::close(beat_fd_);  // a full or vanished disk: stop beating rather than fail training
     beat_fd_ = -1;
@@ -90,7 +93,10 @@ std::vector<int64_t> Watchdog::read_beats(const std::vector<int>& ranks) const {
     int64_t v = -1;
     if (std::FILE* f = std::fopen(beat_path(beat_dir_, r).c_str(), "r")) {
       long long x = 0;
-      if (std::fscanf(f, "%lld", &x) == 1) v = x;
+      char state[16] = {0};
+      if (std::fscanf(f, "%lld %15s", &x, state) == 2) {
+        v = std::string(state) == "timed-out" ? kTimedOut : x;
+      }
       std::fclose(f);
     }
     out.push_back(v);
@@ -109,7 +115,7 @@ void Watchdog::loop() {
     if (stop_) break;
     const auto now = Clock::now();
     if (std::chrono::duration<double>(now - last_beat).count() >= kBeatPeriodS) {
-      beat();
+      beat(false);
       last_beat = now;
     }
     if (!armed_) continue;
@@ -130,14 +136,16 @@ void Watchdog::fire(const std::string& what, double waited_s, const std::vector<
   std::string ranks;
   for (int r : peers) ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
   std::string verdict;
+  beat(true);  // peers sampling now see this rank as alive (timed out, not the cause)
   if (!beat_dir_.empty() && !peers.empty()) {
     const std::vector<int64_t> a = read_beats(peers);
     std::this_thread::sleep_for(std::chrono::duration<double>(kSampleS));
     const std::vector<int64_t> b = read_beats(peers);
     std::string gone;
     for (size_t i = 0; i < peers.size(); ++i) {
-      if (a[i] == b[i]) gone += (gone.empty() ? "" : ", ") + std::string("rank ") +
-                                std::to_string(peers[i]);
+      if (a[i] == b[i] && b[i] != kTimedOut) {
+        gone += (gone.empty() ? "" : ", ") + std::string("rank ") + std::to_string(peers[i]);
+      }
     }
     verdict = gone.empty()
                   ? "; every peer's heartbeat still moves (a peer is alive but stuck, or the "
@@ -151,10 +159,14 @@ void Watchdog::fire(const std::string& what, double waited_s, const std::vector<
       std::string(head) + what + (ranks.empty() ? "" : " (waiting for rank(s) " + ranks + ")") +
       verdict + "; runtime.peer_timeout_s = " + std::to_string(static_cast<int>(opt_.timeout_s)) +
       "; exiting with code 5";
-  std::fprintf(stderr, "error: %s\nHINT: a peer failed or froze; relaunch the same command to "
-               "resume from the last checkpoint (docs/sre-runbook.md)\n", message.c_str());
-  std::fflush(stderr);
-  if (opt_.report) opt_.report(message);
+  const char* hint = "a peer failed or froze; relaunch the same command to resume from the last "
+                     "checkpoint (docs/sre-runbook.md)";
+  if (opt_.report) {
+    opt_.report(message + "\nHINT: " + hint);
+  } else {
+    std::fprintf(stderr, "error: %s\nHINT: %s\n", message.c_str(), hint);
+    std::fflush(stderr);
+  }
   if (opt_.exit) {
     opt_.exit(5);
     return;

@@ -27,7 +27,7 @@ class Watchdog {
     int rank = 0;             // world rank and size, this host (for the report)
     int world_size = 1;
     std::string host;
-    // Where the report goes besides stderr (the run's log); called from the watchdog thread.
+    // Where the report goes (the run's log) instead of stderr; called from the watchdog thread.
     std::function<void(const std::string&)> report;
     // Test hook: called instead of std::_Exit(5) when the watchdog fires.
     std::function<void(int code)> exit;
@@ -67,7 +67,7 @@ class Watchdog {
  private:
   using Clock = std::chrono::steady_clock;
   void loop();
-  void beat();
+  void beat(bool timed_out);
   void fire(const std::string& what, double waited_s, const std::vector<int>& peers);
   std::vector<int64_t> read_beats(const std::vector<int>& ranks) const;
 

@@ -236,7 +236,7 @@ TEST(CliData, BadValidationFileIsRefusedToo) {
 // ---------------------------------------------------------------------------------------
 // 4. A second run into a run.dir that holds a run is refused and changes nothing
 
-TEST(CliRunDir, SecondRunIntoUsedDirIsRefusedAndLeavesItAlone) {
+TEST(CliRunDir, SecondRunContinuesFromItsCheckpointOrIsRefusedWithNever) {
   TempDir tmp;
   const std::string run_dir = tmp.file("run");
   const std::vector<std::string> first_sets{"run.dir=" + run_dir, "runtime.threads=1",
@@ -251,19 +251,37 @@ TEST(CliRunDir, SecondRunIntoUsedDirIsRefusedAndLeavesItAlone) {
   ASSERT_FALSE(config.empty());
   ASSERT_FALSE(log.empty());
 
-  // A different run (other steps and lr) pointed at the same directory.
+  // checkpoint.resume = "never" refuses a directory that holds a run, and leaves it alone.
   const ProcessResult second =
       run_train(tiny_config(),
                 {"run.dir=" + run_dir, "runtime.threads=1", "train.steps=4",
-                 "optim.warmup_steps=0", "optim.lr=1e-4", "data.val="},
+                 "optim.warmup_steps=0", "optim.lr=1e-4", "data.val=",
+                 "checkpoint.resume=never"},
                 tmp.path());
   EXPECT_EQ(second.exit_code, 2) << second;
-  EXPECT_NE(second.output.find("metrics.jsonl"), std::string::npos) << second;
+  EXPECT_NE(second.output.find("checkpoint.resume = \"never\""), std::string::npos) << second;
   EXPECT_NE(second.output.find(run_dir), std::string::npos) << second;
   EXPECT_EQ(second.output.find("step 1/"), std::string::npos) << "it trained\n" << second;
   EXPECT_EQ(read_file(run_dir + "/metrics.jsonl"), metrics) << "metrics.jsonl was modified";
   EXPECT_EQ(read_file(run_dir + "/config.toml"), config) << "config.toml was overwritten";
   EXPECT_EQ(read_file(run_dir + "/train.log"), log) << "train.log was modified";
+
+  // The same command with more steps (checkpoint.resume = "auto", the default) continues
+  // from the checkpoint of step 3 and appends step 3's record, warning that the schedule's
+  // length changed.
+  const std::vector<std::string> more{"run.dir=" + run_dir, "runtime.threads=1", "train.steps=4",
+                                      "optim.warmup_steps=0", "run.log_every=1", "data.val="};
+  const ProcessResult third = run_train(tiny_config(), more, tmp.path());
+  ASSERT_EQ(third.exit_code, 0) << third;
+  EXPECT_NE(third.output.find("resuming from"), std::string::npos) << third;
+  EXPECT_NE(third.output.find("train.steps: 3 -> 4"), std::string::npos) << third;
+  EXPECT_NE(third.output.find("step 4/4"), std::string::npos) << third;
+  EXPECT_EQ(third.output.find("step 1/4"), std::string::npos) << third;
+  const std::vector<std::string> lines = read_lines(run_dir + "/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 4u) << read_file(run_dir + "/metrics.jsonl");
+  EXPECT_EQ(read_file(run_dir + "/metrics.jsonl").rfind(metrics, 0), 0u)
+      << "the first run's records were not kept as they were";
+  EXPECT_NE(lines[3].find("\"step\":3"), std::string::npos) << lines[3];
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "checkpoint/h5_tensors.h"
+#include "launcher/checkpointing.h"
 #include "launcher/config.h"
 #include "launcher/trainer.h"
 #include "runtime/backend.h"
@@ -26,6 +27,9 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path)->required();
   app.add_option("--out", out_dir)->required();
   app.add_option("--set", overrides);
+  bool resave = false;
+  app.add_flag("--resave-at-start", resave,
+               "save a checkpoint of the loaded state (into checkpoint.dir) before training");
   CLI11_PARSE(app, argc, argv);
   parallel::World world(&argc, &argv);
   try {
@@ -53,6 +57,11 @@ int main(int argc, char** argv) {
       }
       w.close();
     };
+    if (resave) {
+      hooks.on_start = [](launcher::Checkpointer& ck, const checkpoint::TrainingState& state) {
+        ck.save(state, "resave");
+      };
+    }
     const launcher::TrainResult r = launcher::train(cfg, world, log, hooks);
     if (world.is_root()) {
       std::ofstream f(out_dir + "/losses.txt");

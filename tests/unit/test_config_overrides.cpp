@@ -68,7 +68,7 @@ TEST(Config, OverrideOfUnknownKeyRefused) {
   const Error e = error_of("", {"model.n_layers=3"});
   EXPECT_CONTAINS(e.what(), "unknown key 'model.n_layers'");
   EXPECT_CONTAINS(e.what(), "did you mean 'model.n_layer'?");
-  EXPECT_CONTAINS(error_of("", {"checkpoint.every=3"}).what(), "'checkpoint.every'");
+  EXPECT_CONTAINS(error_of("", {"checkpoint.evry=3"}).what(), "'checkpoint.every'");
   EXPECT_CONTAINS(error_of("", {"model=3"}).what(), "'model' is a section");
   // Descending through a value that is not a table.
   EXPECT_CONTAINS(error_of("[data]\nsynthetic = 1\n", {"data.synthetic.order=3"}).what(),
