@@ -214,10 +214,10 @@ class Checks:
 
 def check_state_dict(check, sd, h5, hp):
     keys = hf_keys(hp["n_layer"])
+    missing, extra = sorted(set(keys) - set(sd))[:4], sorted(set(sd) - set(keys))[:4]
     check(list(sd.keys()) == keys,
           f"OUT.pt holds exactly the {len(keys)} GPT2LMHeadModel keys, in state_dict() order"
-          + ("" if list(sd.keys()) == keys else
-             f" (missing {sorted(set(keys) - set(sd))[:4]}, extra {sorted(set(sd) - set(keys))[:4]})"))
+          + ("" if list(sd.keys()) == keys else f" (missing {missing}, extra {extra})"))
     C, V, T = hp["d_model"], hp["vocab_size"], hp["seq_len"]
     hf_shapes = {"attn.c_attn.weight": (C, 3 * C), "attn.c_proj.weight": (C, C),
                  "mlp.c_fc.weight": (C, 4 * C), "mlp.c_proj.weight": (4 * C, C),
@@ -239,11 +239,13 @@ def check_state_dict(check, sd, h5, hp):
             bad_bits.append(f"{key} vs model/{name}")
     check(not bad_shape, "HF shapes (Conv1D weights [in, out], lm_head [V, C])"
           + (f": {bad_shape[:3]}" if bad_shape else ""))
-    check(not bad_layout, "every tensor is contiguous float32" + (f": {bad_layout[:3]}" if bad_layout else ""))
+    check(not bad_layout, "every tensor is contiguous float32"
+          + (f": {bad_layout[:3]}" if bad_layout else ""))
     check(not bad_bits, "every weight round-trips bitwise (Conv1D ones transposed back) to state.h5"
           + (f": {bad_bits[:3]}" if bad_bits else ""))
     if hp["tie_embeddings"]:
-        check("model/head.lm.weight" not in h5 and torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]),
+        check("model/head.lm.weight" not in h5
+              and torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]),
               "tied: lm_head.weight == transformer.wte.weight (state.h5 has no head.lm.weight)")
     else:
         check(not torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]),
@@ -316,7 +318,8 @@ def main(argv=None) -> int:
             print(f"checkpoint step {step}: {hp}")
             check_state_dict(check, sd, h5, hp)
             check_config(check, cfg, h5, hp, step)
-            check(set(param_shapes(mcfg)) == {k.removeprefix("model/") for k in _datasets(h5, "model")},
+            stored = {k.removeprefix("model/") for k in _datasets(h5, "model")}
+            check(set(param_shapes(mcfg)) == stored,
                   "state.h5's model/ tensors are torch_gpt.param_shapes' names")
 
         # Losses: the HF-layout forward vs torch_gpt.py (float64) vs nupipe's own val_loss.
@@ -329,7 +332,8 @@ def main(argv=None) -> int:
                      f"{sorted(ACTIVATIONS)}"):
             raise SetupError("cannot run the HF-layout model with this config")
         with torch.no_grad():
-            for what, (x, y) in (("validation batch", (tok, tgt)), ("short batch", (short, short_tgt))):
+            for what, (x, y) in (("validation batch", (tok, tgt)),
+                                 ("short batch", (short, short_tgt))):
                 z_hf, z_np = hf_logits(sd, cfg, x), nupipe_logits(model, x)
                 l_hf, l_np = mean_ce(z_hf, y), model(x, y).item()
                 e = rel(l_hf, l_np)
@@ -374,16 +378,19 @@ def check_refusals(check, args, work, run_dir, ckpt, sd):
         f.write(bytes([b[0] ^ 0x40]))
     out = os.path.join(work, "damaged.pt")
     rc, log = export(damaged, out, "--nupipe", args.nupipe)
-    check(rc == 4 and not os.path.exists(out) and not os.path.exists(os.path.join(work, "damaged.config.json"))
-          and "checksum mismatch" in log and target in log,
+    wrote = os.path.exists(out) or os.path.exists(os.path.join(work, "damaged.config.json"))
+    check(rc == 4 and not wrote and "checksum mismatch" in log and target in log,
           f"byte {pos} flipped in {target}: exit {rc} (want 4), no OUT.pt, the message names it")
     print("    " + log.strip().replace("\n", "\n    "))
 
     rc, log = export(damaged, out, "--no-verify")
-    if check(rc == 0 and os.path.exists(out), f"--no-verify exports the damaged checkpoint: exit {rc}"):
-        diff = (torch.load(out)["transformer.h.0.attn.c_attn.weight"].t().reshape(-1)
-                != sd["transformer.h.0.attn.c_attn.weight"].t().reshape(-1)).nonzero().flatten().tolist()
-        check(diff == [element], f"  ... with exactly element {element} of {target} changed (got {diff[:5]})")
+    if check(rc == 0 and os.path.exists(out),
+             f"--no-verify exports the damaged checkpoint: exit {rc}"):
+        key = "transformer.h.0.attn.c_attn.weight"
+        changed = torch.load(out)[key].t().reshape(-1) != sd[key].t().reshape(-1)
+        diff = changed.nonzero().flatten().tolist()
+        check(diff == [element],
+              f"  ... with exactly element {element} of {target} changed (got {diff[:5]})")
 
     rc, log = run([sys.executable, EXPORT, ckpt])
     check(rc == 2, f"a missing argument exits {rc} (want 2)")
@@ -394,7 +401,8 @@ def check_refusals(check, args, work, run_dir, ckpt, sd):
 
 def _datasets(h5, group):
     names = []
-    h5[group].visititems(lambda n, o: names.append(f"{group}/{n}") if isinstance(o, h5py.Dataset) else None)
+    h5[group].visititems(
+        lambda n, o: names.append(f"{group}/{n}") if isinstance(o, h5py.Dataset) else None)
     return names
 
 
