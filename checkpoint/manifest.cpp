@@ -172,15 +172,17 @@ std::vector<std::string> verify_files(const std::string& dir, const Manifest& ma
       continue;
     }
     int64_t at = 0;
+    bool tiled = true;
     for (const Region& r : f.regions) {
       if (r.offset != at || r.bytes < 0) {
         problems.push_back(f.name + ": the manifest's regions do not cover the file at byte " +
                            std::to_string(at));
+        tiled = false;
         break;
       }
       at += r.bytes;
     }
-    if (at != f.bytes && problems.empty()) {
+    if (tiled && at != f.bytes) {
       problems.push_back(f.name + ": the manifest's regions end at byte " + std::to_string(at) +
                          " of " + std::to_string(f.bytes));
     }

@@ -188,6 +188,14 @@ def finish(proc, timeout=120):
 
 # ---- cases ------------------------------------------------------------------------------
 
+def case_reference():
+    """The fixture: a fresh uninterrupted run for the other cases (ctest runs it first)."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    ref = reference_run()
+    print("PASS: uninterrupted run in %s: %d records" % (ref, len(records(ref))))
+
+
 def case_bitwise_signal():
     """SIGTERM to every rank mid-run: each finishes its step, a checkpoint is saved, exit 0;
     the same command continues; losses and final tensors equal the uninterrupted run's."""
