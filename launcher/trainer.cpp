@@ -152,7 +152,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     if (st.stop) {
       result.stopped = true;
       const bool save = cfg.checkpoint.on_signal == "save";
-      log->warn("stop requested ({} on a rank): stopping after step {}{}",
+      if (world.is_root()) log->warn("stop requested ({} on a rank): stopping after step {}{}",
                 stop_signal() ? signal_name(stop_signal()) : "a signal", state.step,
                 save ? ", saving a checkpoint" : " without saving (checkpoint.on_signal = \"exit\")");
       if (save && !checkpointer.due(state.step)) checkpointer.save(state, "on signal");
