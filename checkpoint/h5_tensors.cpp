@@ -148,29 +148,20 @@ void H5Handle::reset() {
 
 // ---- H5TensorWriter ------------------------------------------------------------------------
 
-H5TensorWriter::H5TensorWriter(const std::string& path) : path_(path) {
-  h5_silence_errors();
-  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  if (file < 0) {
-    NUPIPE_FAIL(ExitCode::checkpoint, "H5Fcreate(path, H5F_ACC_TRUNC, ...)",
-                h5_failure_detail("creating HDF5 file " + q(path)),
-                "check that the directory exists, is writable and the disk is not full");
-  }
-  file_ = H5Handle(file, H5Fclose);
-  root_ = H5Handle(
-      NUPIPE_H5_MSG(H5Gopen2(file, "/", H5P_DEFAULT), "opening the root of " + q(path)), H5Gclose);
-}
+H5TensorWriter::H5TensorWriter(const std::string& path) : H5TensorWriter(path, MPI_COMM_NULL) {}
 
 H5TensorWriter::H5TensorWriter(const std::string& path, MPI_Comm comm)
-    : path_(path), parallel_(true) {
+    : path_(path), parallel_(comm != MPI_COMM_NULL) {
   h5_silence_errors();
   H5Handle fapl(NUPIPE_H5(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
-  NUPIPE_H5(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
-  // Metadata writes at flush as collectives (reads stay independent: write_range is).
-  NUPIPE_H5(H5Pset_coll_metadata_write(fapl.get(), true));
+  if (parallel_) {
+    NUPIPE_H5(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
+    // Metadata writes at flush as collectives (reads stay independent: write_range is).
+    NUPIPE_H5(H5Pset_coll_metadata_write(fapl.get(), true));
+  }
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (file < 0) {
-    NUPIPE_FAIL(ExitCode::checkpoint, "H5Fcreate(path, H5F_ACC_TRUNC, ..., mpio)",
+    NUPIPE_FAIL(ExitCode::checkpoint, "H5Fcreate(path, H5F_ACC_TRUNC, ...)",
                 h5_failure_detail("creating HDF5 file " + q(path)),
                 "check that the directory exists, is writable and the disk is not full");
   }

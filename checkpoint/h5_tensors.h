@@ -47,7 +47,8 @@ class H5Handle {
 class H5TensorWriter {
  public:
   explicit H5TensorWriter(const std::string& path);
-  // Parallel HDF5: every rank of `comm` opens the same file through MPI-IO. create() and
+  // Parallel HDF5 (MPI_COMM_NULL: the first form): every rank of `comm` opens the same file
+  // through MPI-IO. create() and
   // attr() are then collective (every rank, same calls, same order, same values);
   // write_range() is independent (a rank writes only what it holds).
   H5TensorWriter(const std::string& path, MPI_Comm comm);

@@ -98,9 +98,6 @@ std::string range_name(const std::string& name, int64_t begin, int64_t n) {
   return name + " [" + std::to_string(begin) + ", " + std::to_string(begin + n) + ")";
 }
 
-}  // namespace
-
-namespace {
 SaveResult save_steps(const std::string& root, const CheckpointInfo& info,
                       const std::vector<runtime::TensorSpec>& global_specs, const RankPart& part,
                       parallel::MpiCommunicator& world, const std::function<void(const char*)>& phase,

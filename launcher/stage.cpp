@@ -32,14 +32,14 @@ void open_stage_inputs(Stage& s, const Config& cfg, parallel::ProcessGroups& gro
 }
 
 void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
-                 parallel::ProcessGroups& groups) {
+                 parallel::ProcessGroups& groups, bool initialize) {
   const runtime::ModelConfig& mc = s.model_config;
   s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   s.backend->set_threads(s.threads);
   // ZeRO-1 cuts the flat buffers into data-degree equal shards: pad them for it.
   s.model = std::make_unique<runtime::GptModel>(*s.backend, mc, s.slice,
                                                 cfg.parallel.zero ? cfg.parallel.data : 1);
-  s.model->params().initialize(cfg.train.seed);
+  if (initialize) s.model->params().initialize(cfg.train.seed);
   s.optimizer = std::make_unique<optim::ZeroOptimizer>(
       s.model->params(), groups, mc.tie_embeddings, cfg.parallel.zero, cfg.adamw);
   s.trace = std::make_unique<parallel::Trace>(cfg.run.trace);

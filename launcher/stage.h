@@ -47,10 +47,11 @@ struct Stage {
 // nupipe::Error with the data (3) or usage (2) code on bad input, on every rank.
 void open_stage_inputs(Stage& stage, const Config& config, parallel::ProcessGroups& groups);
 
-// Phase 2: the model slice (initialised from train.seed), the optimizer (ZeRO-1 or
-// replicated), the trace and the executor. Does not communicate.
+// Phase 2: the model slice (initialised from train.seed unless `initialize` is false: a
+// checkpoint is about to overwrite it), the optimizer (ZeRO-1 or replicated), the trace and the
+// executor. Does not communicate.
 void build_stage(Stage& stage, const Config& config, const parallel::World& world,
-                 parallel::ProcessGroups& groups);
+                 parallel::ProcessGroups& groups, bool initialize = true);
 
 // The start-up report: data, model, parallel layout, expected memory per stage, rank 0's
 // allocator (rank 0's logger only prints).
