@@ -37,7 +37,9 @@ using DoubleRef = double& (*)(Config&);
 using BoolRef = bool& (*)(Config&);
 using StrRef = std::string& (*)(Config&);
 using LayersRef = parallel::StageLayersSpec& (*)(Config&);  // "uniform", "auto" or [ints]
-using Field = std::variant<IntRef, I64Ref, U64Ref, FloatRef, DoubleRef, BoolRef, StrRef, LayersRef>;
+using RecomputeRef = parallel::RecomputeSpec& (*)(Config&);  // "none", "full" or [ints]
+using Field = std::variant<IntRef, I64Ref, U64Ref, FloatRef, DoubleRef, BoolRef, StrRef, LayersRef,
+                           RecomputeRef>;
 
 struct Key {
   std::string_view path;  // full dotted name, e.g. "data.synthetic.order"
@@ -72,6 +74,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("train.val_every", train.val_every),
       NUPIPE_KEY("train.val_batches", train.val_batches),
       NUPIPE_KEY("train.loss_chunk", train.loss_chunk),
+      NUPIPE_KEY("train.recompute", train.recompute),
       NUPIPE_KEY("optim.lr", adamw.lr),
       NUPIPE_KEY("optim.beta1", adamw.beta1),
       NUPIPE_KEY("optim.beta2", adamw.beta2),
@@ -155,6 +158,8 @@ std::string format_value(const Key& key, Config& c) {
         else if constexpr (std::is_same_v<T, std::string>) return quote(v);
         else if constexpr (std::is_same_v<T, parallel::StageLayersSpec>)
           return parallel::format_stage_layers(v);  // a TOML string or array
+        else if constexpr (std::is_same_v<T, parallel::RecomputeSpec>)
+          return parallel::format_recompute(v);
         else return std::to_string(v);
       },
       key.field);
@@ -179,7 +184,8 @@ std::string_view expected_name(const Key& key) {
     case 3: case 4: return "a number";
     case 5: return "a boolean (true or false)";
     case 6: return "a string";
-    default: return "an array of integers, \"uniform\" or \"auto\"";
+    case 7: return "an array of integers, \"uniform\" or \"auto\"";
+    default: return "an array of integers (blocks per stage), \"none\" or \"full\"";
   }
 }
 std::string example(const Key& key) {  // "model.d_model = 64", from the struct default
@@ -187,6 +193,8 @@ std::string example(const Key& key) {  // "model.d_model = 64", from the struct 
   std::string text = std::string(key.path) + " = " + format_value(key, defaults);
   if (std::holds_alternative<LayersRef>(key.field))
     text += " (or \"auto\", or blocks per stage such as [1, 3])";
+  if (std::holds_alternative<RecomputeRef>(key.field))
+    text += " (or \"full\", or recomputed blocks per stage such as [1, 0])";
   return text;
 }
 
@@ -254,6 +262,23 @@ std::optional<std::string> store(const Key& key, const toml::node& n, Config& c)
       [&](auto ref) -> std::optional<std::string> {
         auto& field = ref(c);
         using T = std::decay_t<decltype(field)>;
+        // An array of 32-bit integers, or what is wrong with it.
+        auto int_list = [&](const toml::array& arr, std::vector<int>& out)
+            -> std::optional<std::string> {
+          for (size_t i = 0; i < arr.size(); ++i) {
+            const toml::node& e = *arr.get(i);
+            if (!e.is_integer())
+              return name + " must be " + std::string(expected_name(key)) +
+                     ", got an array with entry " + std::to_string(i) + " of type " +
+                     std::string(type_name(e));
+            const int64_t v = e.as_integer()->get();
+            if (v < INT_MIN || v > INT_MAX)
+              return name + "[" + std::to_string(i) + "] = " + std::to_string(v) +
+                     " does not fit in a 32-bit integer";
+            out.push_back(static_cast<int>(v));
+          }
+          return std::nullopt;
+        };
         if constexpr (std::is_same_v<T, parallel::StageLayersSpec>) {
           using Kind = parallel::StageLayersSpec::Kind;
           if (const auto* str = n.as_string()) {
@@ -262,18 +287,20 @@ std::optional<std::string> store(const Key& key, const toml::node& n, Config& c)
             else return wrong_type() + " " + quote(str->get());
           } else if (const auto* arr = n.as_array()) {
             parallel::StageLayersSpec spec{Kind::explicit_list, {}};
-            for (size_t i = 0; i < arr->size(); ++i) {
-              const toml::node& e = *arr->get(i);
-              if (!e.is_integer())
-                return name + " must be " + std::string(expected_name(key)) +
-                       ", got an array with entry " + std::to_string(i) + " of type " +
-                       std::string(type_name(e));
-              const int64_t v = e.as_integer()->get();
-              if (v < INT_MIN || v > INT_MAX)
-                return name + "[" + std::to_string(i) + "] = " + std::to_string(v) +
-                       " does not fit in a 32-bit integer";
-              spec.layers.push_back(static_cast<int>(v));
-            }
+            if (auto what = int_list(*arr, spec.layers)) return what;
+            field = std::move(spec);
+          } else {
+            return wrong_type();
+          }
+        } else if constexpr (std::is_same_v<T, parallel::RecomputeSpec>) {
+          using Kind = parallel::RecomputeSpec::Kind;
+          if (const auto* str = n.as_string()) {
+            if (str->get() == "none") field = {Kind::none, {}};
+            else if (str->get() == "full") field = {Kind::full, {}};
+            else return wrong_type() + " " + quote(str->get());
+          } else if (const auto* arr = n.as_array()) {
+            parallel::RecomputeSpec spec{Kind::per_stage, {}};
+            if (auto what = int_list(*arr, spec.blocks)) return what;
             field = std::move(spec);
           } else {
             return wrong_type();

@@ -22,6 +22,7 @@ struct TrainOptions {
   int val_every = 100;       // steps between validation passes (0: only at the end)
   int val_batches = 4;       // micro-batches per validation pass
   int loss_chunk = 0;        // tokens per LM-head/cross-entropy chunk; 0: all at once
+  parallel::RecomputeSpec recompute;  // activation recompute: "none", "full" or per stage
 };
 
 struct RunOptions {

@@ -68,11 +68,18 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.at_least("parallel.data", p.data, 1);
   // The split's rules live in parallel/stage_layout (one place); its refusal is reported at
   // the key that most likely caused it.
+  parallel::StageLayout layout;
   try {
-    parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
+    layout = parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
   } catch (const Error& e) {
     ck.fail(ck.first_set({"parallel.stage_layers", "parallel.pipeline", "model.n_layer"}), e.what(),
             e.hint());
+  }
+  try {
+    parallel::recompute_blocks(c.train.recompute, layout);
+  } catch (const Error& e) {
+    ck.fail(ck.first_set({"train.recompute", "parallel.pipeline", "parallel.stage_layers"}),
+            e.what(), e.hint());
   }
   ck.within("parallel.zero", p.zero, 0, 1, true,
             "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "

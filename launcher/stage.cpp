@@ -1,9 +1,9 @@
 // stage.cpp: opening a rank's inputs, building its slice of the model, and the start-up report.
 #include "launcher/stage.h"
 
-#include "launcher/memory_plan.h"
 #include "launcher/report.h"
 #include "parallel/consensus.h"
+#include "parallel/cost_model.h"
 
 namespace nupipe::launcher {
 
@@ -37,8 +37,10 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   s.backend->set_threads(s.threads);
   // ZeRO-1 cuts the flat buffers into data-degree equal shards: pad them for it.
-  s.model = std::make_unique<runtime::GptModel>(*s.backend, mc, s.slice,
-                                                cfg.parallel.zero ? cfg.parallel.data : 1);
+  s.recompute = parallel::recompute_blocks(cfg.train.recompute, s.layout);
+  s.model = std::make_unique<runtime::GptModel>(
+      *s.backend, mc, s.slice, cfg.parallel.zero ? cfg.parallel.data : 1,
+      s.recompute.at(groups.topology().stage()));
   if (initialize) s.model->params().initialize(cfg.train.seed);
   s.optimizer = std::make_unique<optim::ZeroOptimizer>(
       s.model->params(), groups, mc.tie_embeddings, cfg.parallel.zero, cfg.adamw);
@@ -54,6 +56,9 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, runtime::StageSlice::whole(mc))) {
     s.model_params += t.numel();
   }
+  s.plan = parallel::plan_stage_memory(
+      mc, s.layout,
+      {cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro, s.micro, s.recompute});
 }
 
 void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
@@ -82,10 +87,10 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
            cfg.train.global_batch, s.n_micro, s.micro, cfg.parallel.data, s.tokens_per_step,
            s.threads, s.backend->name());
   log_lines(log, parallel::layout_table(s.layout, mc, cfg.parallel.data));
-  const std::vector<StageMemory> planned = plan_stage_memory(cfg, mc, s.layout);
-  log.info("expected memory per rank of each stage (layer cost descriptors, schedule, ZeRO-{}):",
-           cfg.parallel.zero);
-  log_lines(log, stage_memory_table(planned), "  ");
+  log.info("expected memory per rank of each stage (layer cost descriptors, schedule, ZeRO-{}, "
+           "recompute {}):",
+           cfg.parallel.zero, parallel::format_recompute(cfg.train.recompute));
+  log_lines(log, parallel::stage_memory_table(s.plan), "  ");
   log_memory_table(log, s.stage_cost, *s.backend, s.tokens_per_micro, *s.optimizer);
 }
 

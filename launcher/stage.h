@@ -10,6 +10,7 @@
 #include "launcher/config.h"
 #include "launcher/dataset.h"
 #include "optim/zero.h"
+#include "parallel/cost_model.h"
 #include "parallel/pipeline_executor.h"
 #include "parallel/stage_layout.h"
 #include "parallel/topology.h"
@@ -25,6 +26,7 @@ struct Stage {
   runtime::ModelConfig model_config;  // [model] with train.loss_chunk: the model that runs
   parallel::StageLayout layout;
   runtime::StageSlice slice;
+  std::vector<int> recompute;  // blocks of each stage that recompute in backward
   parallel::ScheduleKind schedule = parallel::ScheduleKind::one_f_one_b;
   int micro = 1, n_micro = 1;
   int64_t tokens_per_micro = 0, tokens_per_step = 0;
@@ -41,6 +43,7 @@ struct Stage {
   // Costs (layer cost descriptors) of the whole model and of this stage.
   runtime::LayerCost model_cost, stage_cost;
   int64_t model_params = 0;
+  std::vector<parallel::StageMemory> plan;  // expected bytes per rank of every stage
 };
 
 // Phase 1 (collective: every rank agrees on the verdict): data, samplers and backend. Throws

@@ -32,15 +32,14 @@ namespace {
 void log_first_step(spdlog::logger& log, const Stage& s, const Config& cfg,
                     const parallel::Topology& topo, const StepStats& st) {
   const optim::ZeroOptimizer& optimizer = *s.optimizer;
+  const parallel::StageMemory& plan = s.plan.at(topo.stage());
   log.info("activations (rank 0): measured peak {}, expected {} from the layer cost "
-           "descriptors for {} microbatch(es) in flight",
+           "descriptors for {} microbatch(es) in flight{}",
            runtime::format_bytes(s.backend->memory().peak(MemTag::activations)),
-           runtime::format_bytes(static_cast<double>(s.stage_cost.activation_bytes_per_token) *
-                                 s.tokens_per_micro *
-                                 parallel::max_in_flight(parallel::make_schedule(
-                                     s.schedule, cfg.parallel.pipeline, topo.stage(),
-                                     s.n_micro))),
-           std::min(cfg.parallel.pipeline, s.n_micro));
+           runtime::format_bytes(static_cast<double>(plan.activations)), plan.in_flight,
+           plan.recompute_blocks > 0
+               ? fmt::format(", {} block(s) recomputed", plan.recompute_blocks)
+               : std::string());
   log.info("data-parallel traffic (rank 0): {} bytes sent per step on the data group ({}); "
            "ZeRO formula 2 Psi (dp-1)/dp = {:.1f} with Psi = {} bytes (the stage's {}gradient "
            "buffer)",

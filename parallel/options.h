@@ -18,6 +18,18 @@ struct StageLayersSpec {
   bool operator==(const StageLayersSpec&) const = default;
 };
 
+// train.recompute as written: "none", "full" (every block of every stage), or a list giving,
+// per stage, how many of its blocks keep only their input and recompute the rest in backward
+// (the first that many blocks of the stage). Resolved against a StageLayout, and validated,
+// only by recompute_blocks (parallel/stage_layout.h).
+struct RecomputeSpec {
+  enum class Kind { none, full, per_stage };
+  Kind kind = Kind::none;
+  std::vector<int> blocks;  // per_stage only
+
+  bool operator==(const RecomputeSpec&) const = default;
+};
+
 struct Options {
   int pipeline = 1;                // pipeline stages
   int data = 1;                    // data-parallel replicas per stage

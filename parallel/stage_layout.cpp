@@ -103,6 +103,42 @@ std::string format_stage_layers(const StageLayersSpec& spec) {
   return format_list(spec.layers);
 }
 
+std::vector<int> recompute_blocks(const RecomputeSpec& spec, const StageLayout& layout) {
+  const std::vector<int> counts = layer_counts(layout);
+  switch (spec.kind) {
+    case RecomputeSpec::Kind::none: return std::vector<int>(counts.size(), 0);
+    case RecomputeSpec::Kind::full: return counts;
+    case RecomputeSpec::Kind::per_stage: break;
+  }
+  const std::string hint = "give one entry per stage, each between 0 and the stage's blocks " +
+                           format_list(counts) + ", e.g. train.recompute = " +
+                           format_list(counts) + " (all: \"full\"; none: \"none\")";
+  if (spec.blocks.size() != counts.size()) {
+    throw usage_error("train.recompute = " + format_list(spec.blocks) + " has " +
+                          std::to_string(spec.blocks.size()) + " entries but the pipeline has " +
+                          std::to_string(counts.size()) + " stages",
+                      hint);
+  }
+  for (size_t s = 0; s < counts.size(); ++s) {
+    if (spec.blocks[s] < 0 || spec.blocks[s] > counts[s]) {
+      throw usage_error("train.recompute = " + format_list(spec.blocks) + ": stage " +
+                            std::to_string(s) + " has " + std::to_string(counts[s]) +
+                            " blocks, so it cannot recompute " + std::to_string(spec.blocks[s]),
+                        hint);
+    }
+  }
+  return spec.blocks;
+}
+
+std::string format_recompute(const RecomputeSpec& spec) {
+  switch (spec.kind) {
+    case RecomputeSpec::Kind::none: return "\"none\"";
+    case RecomputeSpec::Kind::full: return "\"full\"";
+    case RecomputeSpec::Kind::per_stage: break;
+  }
+  return format_list(spec.blocks);
+}
+
 StageLayout make_stage_layout(const StageLayersSpec& spec, int pipeline, int n_layer) {
   if (pipeline < 1)
     throw usage_error("parallel.pipeline must be >= 1, got " + std::to_string(pipeline),

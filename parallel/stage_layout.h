@@ -34,6 +34,13 @@ std::vector<int> layer_counts(const StageLayout& layout);
 // The spec as a TOML value: "uniform", "auto" or [2, 2, 3, 3] (used by messages and to_toml).
 std::string format_stage_layers(const StageLayersSpec& spec);
 
+// Blocks of each stage of `layout` that recompute, from train.recompute: "none" 0, "full" all,
+// a list its entries. Throws nupipe::usage_error naming train.recompute when the list does not
+// have one entry per stage or an entry is negative or more than the stage's blocks.
+std::vector<int> recompute_blocks(const RecomputeSpec& spec, const StageLayout& layout);
+// "none", "full" or [0, 2, 1] as a TOML value.
+std::string format_recompute(const RecomputeSpec& spec);
+
 // A readable table for the log, one row per stage: world ranks (rank = stage * data + replica),
 // blocks [lo, hi), what the stage carries besides blocks, parameter elements (the tied token
 // embedding counted on every stage holding a copy) and activation bytes per token kept from

@@ -32,11 +32,16 @@ std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
   return costs;
 }
 
-GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to)
-    : cfg_(cfg), slice_(slice), store_(backend, gpt_specs(cfg, slice), pad_to) {
+GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to,
+                   int recompute_blocks)
+    : cfg_(cfg), slice_(slice), recompute_blocks_(recompute_blocks),
+      store_(backend, gpt_specs(cfg, slice), pad_to) {
   NUPIPE_CHECK(slice.layer_begin >= 0 && slice.layer_begin <= slice.layer_end &&
                    slice.layer_end <= cfg.n_layer,
                "bad stage slice");
+  NUPIPE_CHECK(recompute_blocks >= 0 && recompute_blocks <= slice.layer_end - slice.layer_begin,
+               "recompute_blocks " + std::to_string(recompute_blocks) + " outside the slice's " +
+                   std::to_string(slice.layer_end - slice.layer_begin) + " blocks");
   if (slice.embedding) embedding_ = std::make_unique<Embedding>(store_, cfg_);
   blocks_.reserve(slice.layer_end - slice.layer_begin);
   for (int i = slice.layer_begin; i < slice.layer_end; ++i) blocks_.emplace_back(store_, cfg_, i);
@@ -51,7 +56,10 @@ Tensor GptModel::forward(Pass& pass, const Tensor& input, int64_t batch) const {
     x = embedding_->forward(input);
   }
   pass.blocks.resize(blocks_.size());
-  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i].forward(x, batch, pass.blocks[i]);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    x = blocks_[i].forward(x, batch, pass.blocks[i],
+                           static_cast<int>(i) < recompute_blocks_);
+  }
   pass.hidden = x;
   return x;
 }

@@ -31,12 +31,16 @@ std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
 class GptModel {
  public:
   // pad_to: the flat parameter/gradient buffers are padded to a multiple of it (ZeRO-1 shards).
-  GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to = 1);
+  // recompute_blocks: the first that many blocks of the slice keep only their input from
+  // forward to backward and recompute the rest in backward (activation recompute).
+  GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to = 1,
+           int recompute_blocks = 0);
   GptModel(const GptModel&) = delete;
   GptModel& operator=(const GptModel&) = delete;
 
   const ModelConfig& config() const { return cfg_; }
   const StageSlice& slice() const { return slice_; }
+  int recompute_blocks() const { return recompute_blocks_; }
   ParamStore& params() { return store_; }
   const ParamStore& params() const { return store_; }
   Backend& backend() const { return store_.backend(); }
@@ -69,6 +73,7 @@ class GptModel {
  private:
   ModelConfig cfg_;
   StageSlice slice_;
+  int recompute_blocks_ = 0;
   ParamStore store_;
   std::unique_ptr<Embedding> embedding_;
   std::vector<Block> blocks_;

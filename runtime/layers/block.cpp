@@ -34,8 +34,9 @@ Block::Block(const ParamStore& store, const ModelConfig& cfg, int index)
       attn_(store, prefix(index) + ".attn", cfg),
       mlp_(store, prefix(index) + ".mlp") {}
 
-Tensor Block::forward(const Tensor& x, int64_t B, Saved& s) const {
+Tensor Block::forward(const Tensor& x, int64_t B, Saved& s, bool recompute) const {
   Backend& be = x.backend();
+  s = {};
   s.x = x;
   s.ln1 = ln1_.forward(x);
   s.x2 = Tensor::empty(be, x.shape(), DType::f32, MemTag::activations);
@@ -45,11 +46,20 @@ Tensor Block::forward(const Tensor& x, int64_t B, Saved& s) const {
   Tensor out = Tensor::empty(be, x.shape(), DType::f32, MemTag::activations);
   be.copy(out.f32(), s.x2.f32(), x.bytes());
   mlp_.forward(s.ln2.out, out, s.mlp);
+  if (recompute) {  // keep the input only
+    s = {};
+    s.x = x;
+    s.recompute = true;
+  }
   return out;
 }
 
 Tensor Block::backward(const Tensor& dout, int64_t B, Saved& s) const {
   Backend& be = dout.backend();
+  if (s.recompute) {
+    const Tensor x = s.x;
+    forward(x, B, s);  // the output is not needed again: it is released at once
+  }
   // d(x2) = dout + ln2'(mlp'(dout))
   Tensor dx2 = ln2_.backward(mlp_.backward(dout, s.ln2.out, s.mlp), s.x2, s.ln2);
   be.accumulate(dx2.f32(), dout.f32(), dout.numel());

@@ -20,6 +20,7 @@ class Block {
   Block(const ParamStore& store, const ModelConfig& cfg, int index);
 
   struct Saved {
+    bool recompute = false;  // only x is kept; backward runs the forward again first
     Tensor x;  // the block's input (owned by the previous layer's output)
     LayerNorm::Saved ln1;
     CausalSelfAttention::Saved attn;
@@ -27,9 +28,13 @@ class Block {
     LayerNorm::Saved ln2;
     Mlp::Saved mlp;
   };
-  // x [B*T, C] -> block output (activations); `saved` keeps what backward needs.
-  Tensor forward(const Tensor& x, int64_t B, Saved& saved) const;
-  // dout -> dx (workspace); accumulates parameter gradients and releases `saved`.
+  // x [B*T, C] -> block output (activations); `saved` keeps what backward needs. With
+  // `recompute`, it keeps only x (activation recompute: the block's other activations exist
+  // only while this forward, and backward's recomputation of it, run).
+  Tensor forward(const Tensor& x, int64_t B, Saved& saved, bool recompute = false) const;
+  // dout -> dx (workspace); accumulates parameter gradients and releases `saved`. A block
+  // saved for recompute first repeats its forward from x, which gives the same activations
+  // bit for bit, so the gradients are those of the plain path exactly.
   Tensor backward(const Tensor& dout, int64_t B, Saved& saved) const;
 
  private:

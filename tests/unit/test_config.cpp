@@ -74,6 +74,8 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
   EXPECT_EQ(a.train.val_every, b.train.val_every);
   EXPECT_EQ(a.train.val_batches, b.train.val_batches);
+  EXPECT_EQ(a.train.loss_chunk, b.train.loss_chunk);
+  EXPECT_EQ(a.train.recompute, b.train.recompute);
   EXPECT_TRUE(same_bits(a.adamw.lr, b.adamw.lr)) << a.adamw.lr;
   EXPECT_TRUE(same_bits(a.adamw.beta1, b.adamw.beta1)) << a.adamw.beta1;
   EXPECT_TRUE(same_bits(a.adamw.beta2, b.adamw.beta2)) << a.adamw.beta2;
@@ -131,6 +133,7 @@ global_batch = 12
 micro_batch = 3
 val_every = 0
 val_batches = 2
+recompute = [0, 1, 1]
 [optim]
 lr = 3.0000001e-4
 beta1 = 0
@@ -469,6 +472,10 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[optim]\nweight_decay = -0.1", "optim.weight_decay"},
       {"[optim]\nwarmup_steps = -1", "optim.warmup_steps"},
       {"[checkpoint]\nevery = -1", "checkpoint.every"},
+      {"[train]\nrecompute = \"some\"", "train.recompute"},
+      {"[train]\nrecompute = [3, 0]\nglobal_batch = 8\n[parallel]\npipeline = 2",
+       "train.recompute"},
+      {"[train]\nrecompute = [1]\nglobal_batch = 8\n[parallel]\npipeline = 2", "train.recompute"},
       {"[checkpoint]\nkeep = 0", "checkpoint.keep"},
       {"[checkpoint]\nresume = \"\"", "checkpoint.resume"},
       {"[checkpoint]\non_signal = \"ignore\"", "checkpoint.on_signal"},
@@ -550,7 +557,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 50u) << emitted;
+  EXPECT_EQ(lines, 51u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");

@@ -1,0 +1,81 @@
+// cost_model.cpp: expected per-stage memory from cost descriptors, schedule, ZeRO and recompute.
+#include "parallel/cost_model.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "runtime/allocator.h"
+#include "runtime/gpt_model.h"
+
+namespace nupipe::parallel {
+
+int64_t stage_activation_peak(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
+                              bool received_input, int recompute_blocks, int in_flight,
+                              int64_t tokens, int64_t* kept_out) {
+  const runtime::LayerCost block = runtime::Block::cost(mc);
+  runtime::LayerCost others;  // embedding and head
+  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) {
+    if (name.rfind("blocks.", 0) != 0) others += c;
+  }
+  const int n = slice.layer_end - slice.layer_begin, k = recompute_blocks;
+  const int64_t received = received_input ? 4 * int64_t{mc.d_model} : 0;
+  // Per token: what precedes the blocks, the recomputing blocks' outputs, the other blocks'
+  // whole activations, and the head's.
+  const int64_t kept = others.activation_bytes_per_token + received +
+                       k * block.recompute_bytes_per_token +
+                       (n - k) * block.activation_bytes_per_token;
+  // A microbatch inside recomputing block k-1 (the last one in forward order, so the one with
+  // the most kept outputs before it): those outputs plus the block's whole activations.
+  const int64_t during = k > 0 ? others.activation_bytes_per_token + received +
+                                     (k - 1) * block.recompute_bytes_per_token +
+                                     block.activation_bytes_per_token
+                               : 0;
+  if (kept_out) *kept_out = kept * tokens;
+  if (in_flight <= 0) return 0;
+  return ((in_flight - 1) * kept + std::max(kept, during)) * tokens;
+}
+
+std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& mc,
+                                           const StageLayout& layout, const CostInputs& in) {
+  const int pp = static_cast<int>(layout.stages.size()), dp = in.data;
+  const bool zero = in.zero == 1;
+  const int64_t tokens = static_cast<int64_t>(in.micro_batch) * mc.seq_len;
+  std::vector<StageMemory> out;
+  for (int s = 0; s < pp; ++s) {
+    const runtime::StageSlice& slice = layout.stages[s];
+    int64_t n = 0;
+    for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, slice)) n += t.numel();
+    runtime::LayerCost cost;
+    for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) cost += c;
+    const int64_t padded = zero ? (n + dp - 1) / dp * dp : n, shard = padded / dp;
+    StageMemory m;
+    m.params = 4 * padded;
+    m.grads = 4 * padded + (zero && dp > 1 ? 4 * shard : 0);  // ZeRO-1's reduce-scattered shard
+    m.optimizer = 8 * (zero ? shard : n);                     // AdamW exp_avg + exp_avg_sq
+    m.in_flight = max_in_flight(make_schedule(in.schedule, pp, s, in.microbatches));
+    m.recompute_blocks = in.recompute.empty() ? 0 : in.recompute.at(s);
+    m.activations = stage_activation_peak(mc, slice, s > 0, m.recompute_blocks, m.in_flight,
+                                          tokens, &m.kept_per_microbatch);
+    m.workspace = cost.workspace_bytes(tokens);
+    out.push_back(m);
+  }
+  return out;
+}
+
+std::string stage_memory_table(const std::vector<StageMemory>& stages) {
+  using runtime::format_bytes;
+  std::string t = fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}\n", "stage",
+                              "params", "grads", "optimizer", "activations", "in flight",
+                              "recompute", "workspace");
+  for (size_t s = 0; s < stages.size(); ++s) {
+    const StageMemory& m = stages[s];
+    t += fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}\n", s,
+                     format_bytes(m.params), format_bytes(m.grads), format_bytes(m.optimizer),
+                     format_bytes(m.activations), m.in_flight, m.recompute_blocks,
+                     format_bytes(m.workspace));
+  }
+  return t;
+}
+
+}  // namespace nupipe::parallel

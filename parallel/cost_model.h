@@ -1,0 +1,50 @@
+// cost_model.h: the bytes every stage of a run holds per rank (parameters, gradients,
+// optimizer state, activations at their peak, workspace), from the layers' cost descriptors,
+// the schedule, ZeRO-1 and activation recompute, before anything is allocated. The start-up
+// table, the first step's check against the allocator and (next) the planner read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "parallel/schedule.h"
+#include "parallel/stage_layout.h"
+#include "runtime/model_config.h"
+
+namespace nupipe::parallel {
+
+// What the memory of a run depends on besides the model and the split.
+struct CostInputs {
+  int data = 1;                     // data-parallel replicas per stage
+  int zero = 0;                     // 1: ZeRO-1 (optimizer state and a gradient shard per 1/data)
+  ScheduleKind schedule = ScheduleKind::one_f_one_b;
+  int microbatches = 1;             // per replica and step
+  int micro_batch = 1;              // sequences per microbatch
+  std::vector<int> recompute;       // blocks of each stage that recompute (empty: none)
+};
+
+struct StageMemory {
+  int64_t params = 0, grads = 0, optimizer = 0, activations = 0, workspace = 0;
+  int in_flight = 0;         // microbatches whose activations the schedule keeps at once
+  int recompute_blocks = 0;
+  int64_t kept_per_microbatch = 0;  // activation bytes one microbatch keeps forward -> backward
+};
+
+// One entry per stage of `layout`; `model` is the model that runs (train.loss_chunk applied).
+std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& model,
+                                           const StageLayout& layout, const CostInputs& in);
+
+// Peak activation bytes of one stage: `in_flight` microbatches of `tokens` each keep their
+// activations, and a recomputing block briefly holds all of its own again (in its forward, and
+// when backward recomputes it) while the earlier blocks of its microbatch keep only their
+// outputs. `received_input`: the stage keeps the activation it received (every stage but the
+// first).
+int64_t stage_activation_peak(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
+                              bool received_input, int recompute_blocks, int in_flight,
+                              int64_t tokens, int64_t* kept_per_microbatch = nullptr);
+
+// The plan as a table for the start-up log.
+std::string stage_memory_table(const std::vector<StageMemory>& stages);
+
+}  // namespace nupipe::parallel
