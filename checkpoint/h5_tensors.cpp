@@ -1,5 +1,6 @@
-// h5_tensors.cpp: H5TensorWriter / H5TensorReader on the HDF5 C API (serial access), every
-// call checked through NUPIPE_H5 so that failures name the file and the dataset.
+// h5_tensors.cpp: H5TensorWriter / H5TensorReader on the HDF5 C API (serial access, or
+// parallel HDF5 over MPI-IO for the writer), every call checked through NUPIPE_H5 so that
+// failures name the file and the dataset.
 #include "checkpoint/h5_tensors.h"
 
 #include <algorithm>
@@ -289,12 +290,16 @@ void H5TensorWriter::attr(const std::string& key, const std::string& v) {
 void H5TensorWriter::close() {
   open_.clear();
   root_.reset();
-  if (file_.get() >= 0) {
-    if (parallel_) {  // every rank's MPI_File_sync: the data is on disk, not in caches
-      NUPIPE_H5_MSG(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), "flushing " + q(path_));
-    }
-    const hid_t file = file_.release();
-    NUPIPE_H5_MSG(H5Fclose(file), "closing (flushing) " + q(path_));
+  if (file_.get() < 0) return;
+  // Released first: a failing flush still reaches the close, which is collective in parallel
+  // mode, so every rank makes the same HDF5 calls whatever the flush did on any of them.
+  const hid_t file = file_.release();
+  const herr_t flushed = parallel_ ? H5Fflush(file, H5F_SCOPE_GLOBAL) : 0;  // MPI_File_sync
+  const std::string flush_error = flushed < 0 ? h5_error_stack() : std::string();
+  NUPIPE_H5_MSG(H5Fclose(file), "closing (flushing) " + q(path_));
+  if (flushed < 0) {
+    throw checkpoint_error("flushing " + q(path_) + " to disk failed: " + flush_error,
+                           "check free space and the filesystem; nothing was committed");
   }
 }
 

@@ -88,10 +88,19 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
     m.layout = j.at("layout").get<std::string>();
     for (const auto& f : j.at("files")) {
       ManifestFile file{f.at("name").get<std::string>(), f.at("bytes").get<int64_t>(), {}};
+      if (file.bytes < 0 || file.name.empty() || file.name.find('/') != std::string::npos) {
+        throw checkpoint_error(source + ": bad file entry '" + file.name + "'",
+                               "the checkpoint is damaged; use an older one");
+      }
       for (const auto& r : f.at("regions")) {
         Region region{r.at("what").get<std::string>(), r.at("offset").get<int64_t>(),
                       r.at("bytes").get<int64_t>(), 0};
         region.xxh3 = std::stoull(r.at("xxh3").get<std::string>(), nullptr, 16);
+        if (region.offset < 0 || region.bytes < 0) {
+          throw checkpoint_error(source + ": region '" + region.what + "' has a negative " +
+                                     (region.offset < 0 ? "offset" : "size"),
+                                 "the checkpoint is damaged; use an older one");
+        }
         file.regions.push_back(std::move(region));
       }
       m.files.push_back(std::move(file));

@@ -63,8 +63,9 @@ void write_attributes(H5TensorWriter& w, const CheckpointInfo& info) {
   w.attr("config", info.config_toml);
 }
 
-// One piece this rank writes: `n` elements of dataset `name` from element `begin`, and the
-// bytes' place in the file.
+// One piece this rank writes: `n` elements of dataset `name` from element `begin` of its
+// flattening, from `data` (host memory: the cpu backend's buffers; a device backend stages
+// them to the host first).
 struct Piece {
   std::string name;
   int64_t begin = 0;

@@ -1,6 +1,7 @@
 // checkpointing.cpp: resume resolution, config differences, and the periodic save.
 #include "launcher/checkpointing.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -38,6 +39,18 @@ std::string join(const std::vector<std::string>& lines, const std::string& sep) 
   std::string out;
   for (const std::string& l : lines) out += (out.empty() ? "" : sep) + l;
   return out;
+}
+
+// Renames `path` to path + suffix (or + suffix.2, .3, ... when taken); "" when it failed.
+std::string set_aside(const std::string& path, const std::string& suffix) {
+  for (int i = 1; i < 100; ++i) {
+    const std::string to = path + suffix + (i > 1 ? "." + std::to_string(i) : std::string());
+    std::error_code ec;
+    if (fs::exists(to, ec)) continue;
+    fs::rename(path, to, ec);
+    return ec ? std::string() : to;
+  }
+  return {};
 }
 
 double seconds_since(Clock::time_point t0) {
@@ -93,18 +106,8 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
                                          : "checkpoint.strict = true stops here; set it to "
                                            "false to fall back to the previous checkpoint");
       }
-      // Set aside (never loaded, never deleted by retention) so that the run can write this
-      // step again; an SRE can still look at it.
-      std::string aside;
-      if (world.rank() == 0) {
-        std::error_code ec;
-        fs::rename(dir, dir + ".damaged", ec);
-        aside = ec ? "" : dir + ".damaged";
-      }
-      aside = world.broadcast_text(aside);
-      rp.warnings.push_back(what + "\n  falling back to the previous checkpoint" +
-                            (aside.empty() ? std::string() : "; set aside as " + aside));
-      damaged.push_back(aside.empty() ? dir : aside);
+      rp.warnings.push_back(what + "\n  falling back to the previous checkpoint");
+      damaged.push_back(dir);
       continue;
     }
     parallel::agree(world, [&] { rp.info = checkpoint::read_info(dir); });
@@ -125,8 +128,23 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
     rp.notes.push_back("resuming from " + dir + " (step " + std::to_string(rp.info.state.step) +
                        ", written by " + rp.info.layout.describe() + ", nupipe " +
                        rp.info.nupipe_version + "; checksums verified in " + verified + ")");
+    // Checkpoints of this run's directory beyond the resumed step (damaged ones, or a branch
+    // abandoned by resuming from an older one) are set aside, never deleted: they would
+    // collide with this run's saves and outrank them in retention.
+    if (world.rank() == 0) {
+      for (const checkpoint::CheckpointEntry& e : checkpoint::list_checkpoints(root).committed) {
+        if (e.step <= rp.info.state.step || e.path == dir) continue;
+        const bool bad = std::find(damaged.begin(), damaged.end(), e.path) != damaged.end();
+        const std::string aside = set_aside(e.path, bad ? ".damaged" : ".abandoned");
+        rp.warnings.push_back(e.path + (bad ? " (damaged)" : " (newer than the resumed step)") +
+                              (aside.empty() ? ": could not be set aside"
+                                             : " set aside as " + aside));
+      }
+    }
     return rp;
   }
+  // Nothing is renamed here: a checkpoint that failed because of a passing I/O error must
+  // still be there for the next attempt.
   throw checkpoint_error("every checkpoint in " + root + " is damaged (" + join(damaged, ", ") +
                              ")",
                          "inspect them with `nupipe ckpt verify DIR`; to start over, use a new "

@@ -51,8 +51,8 @@ int run_train(const parallel::World& world, const std::string& config_path,
     log->info("stopped: after step {} of {} on a stop signal; relaunch the same command to "
               "continue", r.steps, cfg.train.steps);
   } else if (r.first_step >= cfg.train.steps) {
-    log->info("done: the checkpoint is already at step {} = train.steps; nothing to train "
-              "(raise train.steps to continue)", r.first_step);
+    log->info("done: the checkpoint is at step {}, train.steps = {}: nothing to train (raise "
+              "train.steps to continue)", r.first_step, cfg.train.steps);
   } else if (r.loss_floor >= 0) {
     const double final_loss = r.final_val_loss >= 0 ? r.final_val_loss : r.final_loss;
     log->info("done: {} steps; final {} loss {:.4f}, floor {:.4f} ({:+.1f}% above)", r.steps,

@@ -79,7 +79,24 @@ void prepare_run_dir(const Config& config, spdlog::logger& log, int64_t first_st
                       "choose a writable directory with --set run.dir=DIR");
   }
   std::pair<int, int> cut{0, 0};
-  if (has_metrics) cut = cut_metrics(metrics, first_step);
+  std::string rotated;
+  if (has_metrics && first_step == 0) {
+    // Starting over in a directory that holds a run with no checkpoint to continue from (it
+    // died before its first one, or never saved): its records are kept, renamed.
+    for (int i = 1; rotated.empty() && i < 1000; ++i) {
+      const fs::path to = dir / ("metrics.jsonl." + std::to_string(i));
+      if (!fs::exists(to, ec)) {
+        fs::rename(metrics, to, ec);
+        if (ec) {
+          throw usage_error("cannot rename " + metrics.string() + ": " + ec.message(),
+                            "check that run.dir is writable");
+        }
+        rotated = to.string();
+      }
+    }
+  } else if (has_metrics) {
+    cut = cut_metrics(metrics, first_step);
+  }
   std::string step;
   if (int err = runtime::write_file_atomic((dir / "config.toml").string(), to_toml(config),
                                            &step)) {
@@ -90,6 +107,11 @@ void prepare_run_dir(const Config& config, spdlog::logger& log, int64_t first_st
   log.sinks().push_back(
       std::make_shared<spdlog::sinks::basic_file_sink_mt>((dir / "train.log").string()));
   log.info("run directory {}", fs::absolute(dir).string());
+  if (!rotated.empty()) {
+    log.warn("run.dir held the metrics of an earlier run with no checkpoint to continue from: "
+             "kept as {}; this run starts at step 0",
+             rotated);
+  }
   if (cut.second > 0) {
     log.info("metrics.jsonl: kept {} record(s) of steps before {}, dropped {} logged after the "
              "checkpoint by the interrupted run",

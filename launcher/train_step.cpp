@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "launcher/signals.h"
 #include "optim/lr_schedule.h"
 #include "runtime/error.h"
 
@@ -11,8 +12,7 @@ namespace nupipe::launcher {
 
 using Clock = std::chrono::steady_clock;
 
-StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups, int step,
-                   bool stop_here) {
+StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups, int step) {
   parallel::Communicator& world = groups.world();
   parallel::Trace& trace = *s.trace;
   optim::ZeroOptimizer& optimizer = *s.optimizer;
@@ -29,7 +29,8 @@ StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups,
     s.train_sampler->fill(step, first, s.micro, tok.data(), tgt.data());
   };
   // {loss sum, stop requests}: one all-reduce carries both.
-  double sums[2] = {s.executor->train_step(load, dloss), stop_here ? 1.0 : 0.0};
+  const double loss_sum = s.executor->train_step(load, dloss);
+  double sums[2] = {loss_sum, stop_signal() != 0 ? 1.0 : 0.0};
   const double pipe_end = trace.now_us();
   double sq = 0.0;
   const int64_t data_bytes_before = groups.data().bytes_sent();

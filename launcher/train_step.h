@@ -9,11 +9,11 @@
 
 namespace nupipe::launcher {
 
-// Runs step `step` (its batch and learning rate are functions of the step alone).
-// `stop_here`: this rank was asked to stop; the verdict, folded into the loss's all-reduce,
-// comes back in StepStats::stop on every rank. Throws nupipe::Error (6) on a non-finite loss.
-StepStats run_step(Stage& stage, const Config& config, parallel::ProcessGroups& groups, int step,
-                   bool stop_here);
+// Runs step `step` (its batch and learning rate are functions of the step alone). Whether any
+// rank received a stop signal by the end of its pipeline work travels with the loss's
+// all-reduce and comes back in StepStats::stop on every rank. Throws nupipe::Error (6) on a
+// non-finite loss.
+StepStats run_step(Stage& stage, const Config& config, parallel::ProcessGroups& groups, int step);
 
 // Mean validation loss over train.val_batches micro-batches per replica (collective).
 double validate(Stage& stage, const Config& config, parallel::ProcessGroups& groups);

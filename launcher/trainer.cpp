@@ -72,7 +72,11 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   install_stop_handlers();
   parallel::Watchdog watchdog({cfg.runtime.peer_timeout_s, world.rank(), world.size(),
                                world.host(),
-                               [log](const std::string& m) { log->error("{}", m); }, {}});
+                               [log](const std::string& m) {
+                                 log->error("{}", m);
+                                 log->flush();  // the process ends right after, without unwinding
+                               },
+                               {}});
   parallel::ProcessGroups groups(cfg.parallel.pipeline, cfg.parallel.data, &watchdog);
   const parallel::Topology& topo = groups.topology();
   parallel::Communicator& world_comm = groups.world();
@@ -94,6 +98,13 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     for (const std::string& n : rp.notes) log->info("checkpoint: {}", n);
     if (!rp.dir.empty()) {
       for (const std::string& c : describe_changes(cfg, rp.info.config_toml)) log->warn("{}", c);
+      const checkpoint::TrainingState& saved = rp.info.state;
+      if (saved.data_name != s.data.train->name() || saved.data_tokens != s.data.train->size()) {
+        log->warn("the training data differs from the checkpoint's ({}, {} tokens -> {}, {} "
+                  "tokens): the batches from step {} on are not the uninterrupted run's",
+                  saved.data_name, saved.data_tokens, s.data.train->name(),
+                  s.data.train->size(), saved.step);
+      }
     }
   }
 
@@ -122,7 +133,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   const auto t_start = Clock::now();
   while (state.step < steps) {
     const int step = static_cast<int>(state.step);
-    StepStats st = run_step(s, cfg, groups, step, stop_signal() != 0);
+    StepStats st = run_step(s, cfg, groups, step);
     state.step = step + 1;
     state.optimizer_steps = s.optimizer->adamw().steps_taken();
     result.losses.push_back(st.loss);
@@ -135,7 +146,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     }
     // metrics.jsonl records the same steps whether or not the run was interrupted; the log
     // also shows the first step of every (re)start.
-    const bool record = last || step % cfg.run.log_every == 0 || st.val_loss >= 0 || st.stop;
+    const bool record = last || step % cfg.run.log_every == 0 || st.val_loss >= 0;
     if (record && metrics) {
       metrics->write(metrics_record(st, s.tokens_per_step, s.model_cost.flops_per_token));
     }

@@ -36,29 +36,44 @@ int64_t stage_activation_peak(const runtime::ModelConfig& mc, const runtime::Sta
   return ((in_flight - 1) * kept + std::max(kept, during)) * tokens;
 }
 
-std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& mc,
-                                           const StageLayout& layout, const CostInputs& in) {
-  const int pp = static_cast<int>(layout.stages.size()), dp = in.data;
+StageMemory stage_memory(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
+                         int stage, int stages, const CostInputs& in, int recompute_blocks) {
+  const int dp = in.data;
   const bool zero = in.zero == 1;
   const int64_t tokens = static_cast<int64_t>(in.micro_batch) * mc.seq_len;
+  int64_t n = 0;
+  for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, slice)) n += t.numel();
+  runtime::LayerCost cost;
+  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) cost += c;
+  const int64_t padded = zero ? (n + dp - 1) / dp * dp : n, shard = padded / dp;
+  StageMemory m;
+  m.params = 4 * padded;
+  m.grads = 4 * padded + (zero && dp > 1 ? 4 * shard : 0);  // ZeRO-1's reduce-scattered shard
+  m.optimizer = 8 * (zero ? shard : n);                     // AdamW exp_avg + exp_avg_sq
+  m.in_flight = max_in_flight(make_schedule(in.schedule, stages, stage, in.microbatches));
+  m.recompute_blocks = recompute_blocks;
+  m.activations = stage_activation_peak(mc, slice, stage > 0, recompute_blocks, m.in_flight,
+                                        tokens, &m.kept_per_microbatch);
+  m.workspace = cost.workspace_bytes(tokens);
+  return m;
+}
+
+double stage_flops_per_microbatch(const runtime::ModelConfig& mc,
+                                  const runtime::StageSlice& slice, int recompute_blocks,
+                                  int micro_batch) {
+  double per_token = 0.0;
+  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) per_token += c.flops_per_token;
+  per_token += recompute_blocks * runtime::Block::cost(mc).flops_per_token / 3.0;
+  return per_token * static_cast<double>(micro_batch) * mc.seq_len;
+}
+
+std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& mc,
+                                           const StageLayout& layout, const CostInputs& in) {
+  const int pp = static_cast<int>(layout.stages.size());
   std::vector<StageMemory> out;
   for (int s = 0; s < pp; ++s) {
-    const runtime::StageSlice& slice = layout.stages[s];
-    int64_t n = 0;
-    for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, slice)) n += t.numel();
-    runtime::LayerCost cost;
-    for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) cost += c;
-    const int64_t padded = zero ? (n + dp - 1) / dp * dp : n, shard = padded / dp;
-    StageMemory m;
-    m.params = 4 * padded;
-    m.grads = 4 * padded + (zero && dp > 1 ? 4 * shard : 0);  // ZeRO-1's reduce-scattered shard
-    m.optimizer = 8 * (zero ? shard : n);                     // AdamW exp_avg + exp_avg_sq
-    m.in_flight = max_in_flight(make_schedule(in.schedule, pp, s, in.microbatches));
-    m.recompute_blocks = in.recompute.empty() ? 0 : in.recompute.at(s);
-    m.activations = stage_activation_peak(mc, slice, s > 0, m.recompute_blocks, m.in_flight,
-                                          tokens, &m.kept_per_microbatch);
-    m.workspace = cost.workspace_bytes(tokens);
-    out.push_back(m);
+    out.push_back(stage_memory(mc, layout.stages[s], s, pp, in,
+                               in.recompute.empty() ? 0 : in.recompute.at(s)));
   }
   return out;
 }

@@ -29,7 +29,19 @@ struct StageMemory {
   int in_flight = 0;         // microbatches whose activations the schedule keeps at once
   int recompute_blocks = 0;
   int64_t kept_per_microbatch = 0;  // activation bytes one microbatch keeps forward -> backward
+  int64_t total() const { return params + grads + optimizer + activations + workspace; }
 };
+
+// One stage of `stages` holding `slice` (stage index `stage`), `recompute_blocks` of its blocks
+// recomputing.
+StageMemory stage_memory(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
+                         int stage, int stages, const CostInputs& in, int recompute_blocks);
+
+// Forward and backward FLOPs of one microbatch on a stage (recomputed blocks run their
+// forward twice: a third of a block's forward + backward FLOPs more each).
+double stage_flops_per_microbatch(const runtime::ModelConfig& model,
+                                  const runtime::StageSlice& slice, int recompute_blocks,
+                                  int micro_batch);
 
 // One entry per stage of `layout`; `model` is the model that runs (train.loss_chunk applied).
 std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& model,

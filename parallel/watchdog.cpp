@@ -17,6 +17,12 @@ constexpr double kBeatPeriodS = 0.5;
 constexpr double kSampleS = 1.2;  // a peer whose counter does not move for this long is gone
 constexpr int64_t kTimedOut = -2;  // read_beats: the peer's own wait timed out (it is alive)
 
+std::string fmt_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
 std::string beat_path(const std::string& dir, int rank) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "/rank_%05d", rank);
@@ -43,7 +49,10 @@ void Watchdog::set_heartbeat_dir(const std::string& dir) {
   std::filesystem::create_directories(dir, ec);
   const int fd = ::open(beat_path(dir, opt_.rank).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   std::lock_guard<std::mutex> lock(mu_);
-  if (beat_fd_ >= 0) ::close(beat_fd_);
+  if (beat_fd_ >= 0) {  // once only: the thread may be writing the first one right now
+    if (fd >= 0) ::close(fd);
+    return;
+  }
   beat_fd_ = fd;
   beat_dir_ = fd >= 0 ? dir : std::string();
 }
@@ -74,7 +83,7 @@ Watchdog::Scope::~Scope() {
 }
 
 void Watchdog::beat(bool timed_out) {
-  if (beat_fd_ < 0) return;
+  if (beat_fd_ < 0 || beat_failed_) return;
   char buf[160];
   // "<counter> <state> <host> <pid>": state "ok", or "timed-out" once this rank's own wait
   // has timed out (it is alive, and a victim rather than the cause).
@@ -82,8 +91,7 @@ void Watchdog::beat(bool timed_out) {
                               static_cast<long long>(++beats_), timed_out ? "timed-out" : "ok",
                               opt_.host.c_str(), static_cast<int>(::getpid()));
   if (n > 0 && ::pwrite(beat_fd_, buf, static_cast<size_t>(n), 0) < 0) {
-    ::close(beat_fd_);  // a full or vanished disk: stop beating rather than fail training
-    beat_fd_ = -1;
+    beat_failed_ = true;  // a full or vanished disk: stop beating rather than fail training
   }
 }
 
@@ -106,7 +114,8 @@ std::vector<int64_t> Watchdog::read_beats(const std::vector<int>& ranks) const {
 
 void Watchdog::loop() {
   // The wait may last timeout_s minus the time the peers' heartbeats are sampled, so the
-  // rank is gone within runtime.peer_timeout_s of the moment it started waiting.
+  // rank is gone within runtime.peer_timeout_s of the moment it started waiting (for
+  // timeouts of 3 s and more; below, within half the timeout plus the 1.2 s sample).
   const double limit = std::max(opt_.timeout_s * 0.5, opt_.timeout_s - kSampleS - 0.3);
   auto last_beat = Clock::now() - std::chrono::seconds(10);
   std::unique_lock<std::mutex> lock(mu_);
@@ -115,7 +124,11 @@ void Watchdog::loop() {
     if (stop_) break;
     const auto now = Clock::now();
     if (std::chrono::duration<double>(now - last_beat).count() >= kBeatPeriodS) {
+      // The file write happens unlocked: a slow filesystem must never hold up the main
+      // thread's next collective (which takes the lock to arm a Scope).
+      lock.unlock();
       beat(false);
+      lock.lock();
       last_beat = now;
     }
     if (!armed_) continue;
@@ -157,7 +170,7 @@ void Watchdog::fire(const std::string& what, double waited_s, const std::vector<
                 opt_.host.c_str(), waited_s);
   const std::string message =
       std::string(head) + what + (ranks.empty() ? "" : " (waiting for rank(s) " + ranks + ")") +
-      verdict + "; runtime.peer_timeout_s = " + std::to_string(static_cast<int>(opt_.timeout_s)) +
+      verdict + "; runtime.peer_timeout_s = " + fmt_seconds(opt_.timeout_s) +
       "; exiting with code 5";
   const char* hint = "a peer failed or froze; relaunch the same command to resume from the last "
                      "checkpoint (docs/sre-runbook.md)";

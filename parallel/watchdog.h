@@ -38,7 +38,8 @@ class Watchdog {
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
 
-  // Starts (or moves) the heartbeat file; created if missing. Every rank calls it.
+  // Starts the heartbeat file (once; later calls are ignored); created if missing. Every rank
+  // calls it.
   void set_heartbeat_dir(const std::string& dir);
   double timeout_s() const { return opt_.timeout_s; }
 
@@ -84,7 +85,8 @@ class Watchdog {
   int peer_ = -1;
   // Heartbeat (watchdog thread only, after set under mu_).
   std::string beat_dir_;
-  int beat_fd_ = -1;
+  int beat_fd_ = -1;          // set once under mu_, then written by the watchdog thread only
+  bool beat_failed_ = false;  // watchdog thread only
   int64_t beats_ = 0;
   std::thread thread_;
 };

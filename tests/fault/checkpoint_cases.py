@@ -385,6 +385,35 @@ def case_stray_tmp():
     print("PASS: uncommitted leftover ignored and removed")
 
 
+def case_rollback():
+    """Resuming the same run.dir from an older checkpoint (before a loss spike, say): the newer
+    ones are set aside as .abandoned (not deleted, never loaded, not in retention's way), and
+    the run continues from there exactly."""
+    d = corrupt_copy("rollback")
+    root = d + "/checkpoints"
+    p = run(train_cmd(d, ["checkpoint.resume=" + ckpt(root, 8)]), expect=0)
+    for step in (16, 24):
+        check(os.path.isdir(ckpt(root, step) + ".abandoned"), "step %d not set aside:\n%s" %
+              (step, p.stdout[-3000:]))
+    same_records(reference_run(), d)
+    same_tensors(ckpt(reference_run() + "/checkpoints", 24), ckpt(root, 24))
+    print("PASS: rollback sets newer checkpoints aside and continues bitwise")
+
+
+def case_no_checkpoint_rerun():
+    """A run that never saved, launched again in its run.dir: its metrics are kept (renamed),
+    the new run starts at step 0."""
+    d = os.path.join(WORK, "rerun")
+    shutil.rmtree(d, ignore_errors=True)
+    run(train_cmd(d, ["checkpoint.every=0", "train.steps=4"]), expect=0)
+    first = open(d + "/metrics.jsonl").read()
+    p = run(train_cmd(d, ["checkpoint.every=0", "train.steps=4"]), expect=0)
+    check(open(d + "/metrics.jsonl.1").read() == first, "the first run's metrics were not kept")
+    check(open(d + "/metrics.jsonl").read().count("\n") == 4, "the new run's metrics")
+    check("kept as" in p.stdout, "no warning:\n" + p.stdout[-2000:])
+    print("PASS: metrics of a run without checkpoints are kept as metrics.jsonl.1")
+
+
 def case_write_error():
     """A full filesystem: the save fails, the previous checkpoint stays intact, nothing is
     marked committed; exit 4 by default, training goes on with on_write_error = continue."""

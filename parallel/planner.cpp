@@ -1,0 +1,182 @@
+// planner.cpp: per-stage costs, the DP over (stage, blocks placed) with Pareto fronts, and the
+// evaluation of a given split.
+#include "parallel/planner.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+
+#include "runtime/check.h"
+#include "runtime/error.h"
+
+namespace nupipe::parallel {
+
+RecomputeChoice parse_recompute_choice(const std::string& t) {
+  if (t == "none") return RecomputeChoice::none;
+  if (t == "full") return RecomputeChoice::full;
+  if (t == "auto") return RecomputeChoice::automatic;
+  throw usage_error("--recompute must be auto, none or full, got '" + t + "'",
+                    "auto lets the planner choose per stage; full recomputes every block");
+}
+
+bool valid_split(const std::vector<int>& layers, int n_layer) {
+  const int p = static_cast<int>(layers.size());
+  int sum = 0;
+  for (int s = 0; s < p; ++s) {
+    if (layers[s] < 0 || (layers[s] == 0 && (p == 1 || (s > 0 && s + 1 < p)))) return false;
+    sum += layers[s];
+  }
+  return p >= 1 && sum == n_layer;
+}
+
+std::vector<int> uniform_split(int pipeline, int n_layer) {
+  return layer_counts(make_stage_layout({}, pipeline, n_layer));
+}
+
+namespace {
+
+struct StageCost {
+  StagePlan plan;
+  int64_t total = 0;
+};
+
+// One stage's cost: the s-th of p stages, with c blocks of which r recompute. Blocks are alike,
+// so where the stage's blocks sit does not matter, only how many.
+StageCost stage_cost(const PlanInputs& in, int s, int c, int r) {
+  const int p = in.pipeline;
+  const runtime::StageSlice slice{0, c, s == 0, s == p - 1};
+  StageCost out;
+  out.plan.layers = c;
+  out.plan.recompute = r;
+  for (const runtime::TensorSpec& t : runtime::gpt_specs(in.model, slice)) out.plan.params += t.numel();
+  out.plan.memory = stage_memory(in.model, slice, s, p, in.cost, r);
+  out.total = out.plan.memory.total();
+  out.plan.time_s = stage_flops_per_microbatch(in.model, slice, r, in.cost.micro_batch) /
+                    in.devices.at(s).flops_per_s;
+  out.plan.fits = out.total <= in.devices.at(s).memory_bytes;
+  return out;
+}
+
+std::vector<int> recompute_options(RecomputeChoice choice, int c) {
+  switch (choice) {
+    case RecomputeChoice::none: return {0};
+    case RecomputeChoice::full: return {c};
+    case RecomputeChoice::automatic: break;
+  }
+  std::vector<int> all(static_cast<size_t>(c) + 1);
+  for (int r = 0; r <= c; ++r) all[r] = r;
+  return all;
+}
+
+// A prefix of stages: the slowest time and the peak so far, and how it was reached.
+struct Entry {
+  double time;
+  int64_t peak;
+  int layers, recompute;  // of the last stage
+  int parent;             // index in the previous front
+};
+
+// Keeps entries no other entry beats in both time and peak.
+void insert(std::vector<Entry>& front, const Entry& e) {
+  for (const Entry& f : front) {
+    if (f.time <= e.time && f.peak <= e.peak) return;
+  }
+  front.erase(std::remove_if(front.begin(), front.end(),
+                             [&](const Entry& f) { return e.time <= f.time && e.peak <= f.peak; }),
+              front.end());
+  front.push_back(e);
+}
+
+// The DP; `respect_budget` false: every stage counts as fitting, the objective becomes
+// (peak, time).
+std::optional<Plan> solve(const PlanInputs& in, bool respect_budget) {
+  const int p = in.pipeline, L = in.model.n_layer;
+  NUPIPE_CHECK(static_cast<int>(in.devices.size()) == p, "planner: one device per stage");
+  // front[s][u]: prefixes of s stages holding u blocks.
+  std::vector<std::vector<std::vector<Entry>>> front(
+      p + 1, std::vector<std::vector<Entry>>(L + 1));
+  front[0][0].push_back({0.0, 0, 0, 0, -1});
+  std::map<std::tuple<int, int, int>, StageCost> cache;
+  for (int s = 0; s < p; ++s) {
+    const bool last = s == p - 1, may_be_empty = p > 1 && (s == 0 || last);
+    for (int u = 0; u <= L; ++u) {
+      if (front[s][u].empty()) continue;
+      for (int c = may_be_empty ? 0 : 1; u + c <= L; ++c) {
+        if (last && u + c != L) continue;
+        for (int r : recompute_options(in.recompute, c)) {
+          auto key = std::make_tuple(s, c, r);
+          auto it = cache.find(key);
+          if (it == cache.end()) it = cache.emplace(key, stage_cost(in, s, c, r)).first;
+          const StageCost& sc = it->second;
+          if (respect_budget && !sc.plan.fits) continue;
+          for (size_t i = 0; i < front[s][u].size(); ++i) {
+            const Entry& e = front[s][u][i];
+            insert(front[s + 1][u + c], {std::max(e.time, sc.plan.time_s),
+                                         std::max(e.peak, sc.total), c, r, static_cast<int>(i)});
+          }
+        }
+      }
+    }
+  }
+  const std::vector<Entry>& done = front[p][L];
+  if (done.empty()) return std::nullopt;
+  auto better = [&](const Entry& a, const Entry& b) {
+    return respect_budget ? (a.time < b.time || (a.time == b.time && a.peak < b.peak))
+                          : (a.peak < b.peak || (a.peak == b.peak && a.time < b.time));
+  };
+  int best = 0;
+  for (int i = 1; i < static_cast<int>(done.size()); ++i) {
+    if (better(done[i], done[best])) best = i;
+  }
+  std::vector<int> layers(p), recompute(p);
+  int u = L, idx = best;
+  for (int s = p; s > 0; --s) {
+    const Entry& e = front[s][u][idx];
+    layers[s - 1] = e.layers;
+    recompute[s - 1] = e.recompute;
+    u -= e.layers;
+    idx = e.parent;
+  }
+  return evaluate(in, layers, recompute);
+}
+
+}  // namespace
+
+Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
+              const std::vector<int>& recompute) {
+  NUPIPE_CHECK(static_cast<int>(layers.size()) == in.pipeline &&
+                   valid_split(layers, in.model.n_layer),
+               "planner: invalid split");
+  Plan plan;
+  plan.layers = layers;
+  plan.recompute = recompute.empty() ? std::vector<int>(layers.size(), 0) : recompute;
+  std::vector<StageTimes> times;
+  for (int s = 0; s < in.pipeline; ++s) {
+    const StageCost sc = stage_cost(in, s, layers[s], plan.recompute[s]);
+    plan.stages.push_back(sc.plan);
+    plan.fits = plan.fits && sc.plan.fits;
+    plan.peak_bytes = std::max(plan.peak_bytes, sc.total);
+    plan.bottleneck_s = std::max(plan.bottleneck_s, sc.plan.time_s);
+    // Forward: a third of a block's FLOPs; backward the rest, with the recomputation.
+    const runtime::StageSlice slice{0, layers[s], s == 0, s == in.pipeline - 1};
+    const double plain = stage_flops_per_microbatch(in.model, slice, 0, in.cost.micro_batch) /
+                         in.devices[s].flops_per_s;
+    times.push_back({plain / 3.0, sc.plan.time_s - plain / 3.0});
+  }
+  plan.sim = simulate(in.cost.schedule, times, in.cost.microbatches);
+  return plan;
+}
+
+std::optional<Plan> plan_best(const PlanInputs& in) {
+  std::optional<Plan> p = solve(in, true);
+  if (p) p->name = "auto";
+  return p;
+}
+
+Plan plan_lowest_peak(const PlanInputs& in) {
+  Plan p = *solve(in, false);
+  p.name = "lowest peak";
+  return p;
+}
+
+}  // namespace nupipe::parallel

@@ -1,0 +1,70 @@
+// planner.h: the automatic non-uniform stage split. Given the model, the parallel degrees, the
+// schedule, ZeRO, the batch shape and a memory budget and throughput per stage (devices may
+// differ), it finds the split of blocks over stages, and how many blocks of each stage
+// recompute, that minimise the slowest stage's time with every stage within its budget (ties:
+// the lower peak memory). Exact: dynamic programming over (stage, blocks placed) with Pareto
+// fronts of (slowest time, peak memory). No MPI: it plans for any number of devices anywhere.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "parallel/cost_model.h"
+#include "parallel/simulator.h"
+#include "runtime/model_config.h"
+
+namespace nupipe::parallel {
+
+struct Device {
+  int64_t memory_bytes = 0;     // what a rank of this stage may hold
+  double flops_per_s = 1e11;    // the throughput its compute runs at
+};
+
+enum class RecomputeChoice { none, full, automatic };
+RecomputeChoice parse_recompute_choice(const std::string& text);  // "none" | "full" | "auto"
+
+struct PlanInputs {
+  runtime::ModelConfig model;   // the model that runs (train.loss_chunk applied)
+  int pipeline = 1;
+  CostInputs cost;              // data, zero, schedule, microbatches, micro_batch (recompute unused)
+  std::vector<Device> devices;  // one per stage
+  RecomputeChoice recompute = RecomputeChoice::none;
+};
+
+struct StagePlan {
+  int layers = 0;
+  int recompute = 0;
+  int64_t params = 0;            // parameter elements the stage holds
+  StageMemory memory;            // bytes per rank by kind
+  double time_s = 0.0;           // forward + backward of one microbatch
+  bool fits = true;              // memory.total() <= its device's budget
+};
+
+struct Plan {
+  std::string name;              // "auto", "uniform", "compare"
+  std::vector<int> layers;       // blocks per stage
+  std::vector<int> recompute;    // recomputed blocks per stage
+  std::vector<StagePlan> stages;
+  bool fits = true;
+  int64_t peak_bytes = 0;        // the largest stage total
+  double bottleneck_s = 0.0;     // the slowest stage's time per microbatch
+  Simulation sim;                // step time and bubble from replaying the schedule
+};
+
+// The plan of a given split and recompute counts (the recompute list empty: none).
+Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
+              const std::vector<int>& recompute = {});
+// The optimal plan, or nothing when no split fits the budgets.
+std::optional<Plan> plan_best(const PlanInputs& in);
+// The split with the lowest peak memory whatever the budgets (for "does not fit by how much").
+Plan plan_lowest_peak(const PlanInputs& in);
+
+// Valid block counts per stage (parallel/stage_layout.h's rules): every entry >= 0, summing to
+// n_layer, middle stages at least one block.
+bool valid_split(const std::vector<int>& layers, int n_layer);
+// The uniform split of make_stage_layout.
+std::vector<int> uniform_split(int pipeline, int n_layer);
+
+}  // namespace nupipe::parallel

@@ -1,0 +1,29 @@
+// simulator.h: replays a step's pipeline schedule with per-stage forward and backward times
+// and a point-to-point transfer time, and predicts the step time and the bubble: each action
+// starts when its stage is free and its input has arrived.
+#pragma once
+
+#include <vector>
+
+#include "parallel/schedule.h"
+
+namespace nupipe::parallel {
+
+struct StageTimes {
+  double forward_s = 0.0;   // one microbatch's forward (the last stage: with the loss)
+  double backward_s = 0.0;  // one microbatch's backward (recomputation included)
+};
+
+struct Simulation {
+  double step_s = 0.0;          // from the first forward to the last stage's last backward
+  double bubble_fraction = 0.0; // idle share of the stages' time over the common window
+  std::vector<double> busy_s;   // compute time per stage
+};
+
+// `p2p_s`: time from a send's start to its arrival (activations and gradients alike).
+// `tail_s`: time after the pipeline on every stage (gradient reduction, optimizer), added to
+// the step but not to the bubble.
+Simulation simulate(ScheduleKind kind, const std::vector<StageTimes>& stages, int microbatches,
+                    double p2p_s = 0.0, double tail_s = 0.0);
+
+}  // namespace nupipe::parallel

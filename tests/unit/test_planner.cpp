@@ -1,0 +1,142 @@
+// test_planner.cpp: the planner's answer equals exhaustive search on random instances (up to
+// 12 layers and 5 stages, random and heterogeneous budgets and throughputs, recompute none,
+// full or chosen), and the simulator's step time and bubble on cases with known answers.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <limits>
+#include <random>
+
+#include "parallel/planner.h"
+#include "parallel/simulator.h"
+
+namespace nupipe::parallel {
+namespace {
+
+struct Best {
+  bool found = false;
+  double time = std::numeric_limits<double>::infinity();
+  int64_t peak = std::numeric_limits<int64_t>::max();
+};
+
+// Every valid split, every recompute choice the mode allows, each evaluated on its own.
+Best exhaustive(const PlanInputs& in) {
+  Best best;
+  const int p = in.pipeline, L = in.model.n_layer;
+  std::vector<int> layers(p), rc(p);
+  std::function<void(int, int)> rec_layers, rec_rc;
+  rec_rc = [&](int s, int) {
+    if (s == p) {
+      const Plan plan = evaluate(in, layers, rc);
+      if (!plan.fits) return;
+      if (plan.bottleneck_s < best.time ||
+          (plan.bottleneck_s == best.time && plan.peak_bytes < best.peak)) {
+        best = {true, plan.bottleneck_s, plan.peak_bytes};
+      }
+      return;
+    }
+    int lo = 0, hi = 0;
+    if (in.recompute == RecomputeChoice::full) lo = hi = layers[s];
+    if (in.recompute == RecomputeChoice::automatic) hi = layers[s];
+    for (int r = lo; r <= hi; ++r) {
+      rc[s] = r;
+      rec_rc(s + 1, 0);
+    }
+  };
+  rec_layers = [&](int s, int used) {
+    if (s == p) {
+      if (used == L && valid_split(layers, L)) rec_rc(0, 0);
+      return;
+    }
+    for (int c = 0; used + c <= L; ++c) {
+      layers[s] = c;
+      rec_layers(s + 1, used + c);
+    }
+  };
+  rec_layers(0, 0);
+  return best;
+}
+
+TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
+  std::mt19937 rng(2026);
+  int compared = 0, infeasible = 0;
+  for (int trial = 0; trial < 120; ++trial) {
+    PlanInputs in;
+    in.recompute = static_cast<RecomputeChoice>(trial % 3);
+    // Exhaustive search over per-stage recompute counts grows fast: fewer layers for it.
+    const int max_layers = in.recompute == RecomputeChoice::automatic ? 8 : 12;
+    in.model.n_layer = std::uniform_int_distribution<int>(1, max_layers)(rng);
+    in.model.d_model = 32 * std::uniform_int_distribution<int>(1, 3)(rng);
+    in.model.n_head = 4;
+    in.model.vocab_size = std::uniform_int_distribution<int>(64, 2000)(rng);
+    in.model.seq_len = 16 * std::uniform_int_distribution<int>(1, 4)(rng);
+    in.model.tie_embeddings = trial % 2 == 0;
+    in.pipeline = std::uniform_int_distribution<int>(1, std::min(5, in.model.n_layer + 1))(rng);
+    in.cost.data = std::uniform_int_distribution<int>(1, 2)(rng);
+    in.cost.zero = std::uniform_int_distribution<int>(0, 1)(rng);
+    in.cost.schedule = trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b;
+    in.cost.microbatches = std::uniform_int_distribution<int>(1, 8)(rng);
+    in.cost.micro_batch = std::uniform_int_distribution<int>(1, 4)(rng);
+    // Budgets around the uniform split's peak, per stage (heterogeneous), and throughputs
+    // that differ by up to 4x.
+    in.devices.assign(in.pipeline, {});
+    for (Device& d : in.devices) d.memory_bytes = std::numeric_limits<int64_t>::max();
+    const Plan uniform = evaluate(in, uniform_split(in.pipeline, in.model.n_layer));
+    for (Device& d : in.devices) {
+      d.memory_bytes = static_cast<int64_t>(uniform.peak_bytes *
+                                            std::uniform_real_distribution<double>(0.4, 1.3)(rng));
+      d.flops_per_s = 1e9 * std::uniform_int_distribution<int>(1, 4)(rng);
+    }
+    const Best want = exhaustive(in);
+    const std::optional<Plan> got = plan_best(in);
+    ASSERT_EQ(got.has_value(), want.found) << "trial " << trial;
+    if (!got) {
+      ++infeasible;
+      continue;
+    }
+    ++compared;
+    EXPECT_TRUE(got->fits) << "trial " << trial;
+    EXPECT_EQ(got->bottleneck_s, want.time) << "trial " << trial;
+    EXPECT_EQ(got->peak_bytes, want.peak) << "trial " << trial;
+  }
+  std::printf("[ planner  ] %d instances equal to exhaustive search, %d where nothing fits\n",
+              compared, infeasible);
+  EXPECT_GT(compared, 40);
+  EXPECT_GT(infeasible, 3);
+}
+
+TEST(Planner, LowestPeakIsNoHigherThanAnySplit) {
+  PlanInputs in;
+  in.model.n_layer = 8;
+  in.pipeline = 4;
+  in.cost.microbatches = 8;
+  in.devices.assign(4, {std::numeric_limits<int64_t>::max(), 1e9});
+  const Plan low = plan_lowest_peak(in);
+  EXPECT_LE(low.peak_bytes, evaluate(in, uniform_split(4, 8)).peak_bytes);
+  EXPECT_LE(low.peak_bytes, evaluate(in, {1, 2, 2, 3}).peak_bytes);
+}
+
+TEST(Simulator, BalancedOneFOneBHasTheTextbookBubble) {
+  for (int p : {1, 2, 4}) {
+    for (int m : {1, 4, 8}) {
+      const Simulation s = simulate(ScheduleKind::one_f_one_b,
+                                    std::vector<StageTimes>(p, {1.0, 2.0}), m);
+      EXPECT_DOUBLE_EQ(s.step_s, 3.0 * (m + p - 1)) << p << " stages, " << m << " microbatches";
+      EXPECT_NEAR(s.bubble_fraction, (p - 1.0) / (m + p - 1.0), 1e-12);
+      const Simulation g = simulate(ScheduleKind::gpipe, std::vector<StageTimes>(p, {1.0, 2.0}), m);
+      EXPECT_DOUBLE_EQ(g.step_s, 3.0 * (m + p - 1));
+    }
+  }
+}
+
+TEST(Simulator, TheSlowestStageSetsTheSteadyState) {
+  // Stage 1 takes twice as long: in steady state the pipeline runs at its pace.
+  const Simulation s = simulate(ScheduleKind::one_f_one_b, {{1, 2}, {2, 4}, {1, 2}}, 16);
+  EXPECT_GT(s.step_s, 16 * 6.0);
+  EXPECT_LT(s.step_s, 16 * 6.0 + 2 * 3.0 + 1e-9 + 6.0);
+  const Simulation with_p2p = simulate(ScheduleKind::one_f_one_b, {{1, 2}, {1, 2}}, 4, 0.5);
+  EXPECT_GT(with_p2p.step_s, simulate(ScheduleKind::one_f_one_b, {{1, 2}, {1, 2}}, 4).step_s);
+}
+
+}  // namespace
+}  // namespace nupipe::parallel
