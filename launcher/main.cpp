@@ -12,6 +12,7 @@
 #include "launcher/checkpointing.h"
 #include "launcher/ckpt_tool.h"
 #include "launcher/config.h"
+#include "launcher/plan_tool.h"
 #include "launcher/trainer.h"
 #include "parallel/world.h"
 #include "runtime/data/prepare.h"
@@ -98,6 +99,24 @@ int main(int argc, char** argv) {
   prepare->add_option("--text", text_path, "input text file")->required()->check(CLI::ExistingFile);
   prepare->add_option("--out", out_path, "output token file (.bin)")->required();
 
+  launcher::PlanCommand plan_cmd;
+  CLI::App* plan = app.add_subcommand(
+      "plan", "plan the stage split (and recompute) within a memory budget per stage, next to "
+              "the uniform split; no mpirun needed");
+  plan->add_option("config", plan_cmd.config_path, "config file")->required()->check(CLI::ExistingFile);
+  plan->add_option("--set", plan_cmd.overrides, "override a config key (repeatable)")
+      ->type_name("KEY=VALUE");
+  plan->add_option("--memory-gib", plan_cmd.memory_gib,
+                   "memory budget per rank in GiB: one for all stages, or one per stage (80,80,40,40)");
+  plan->add_option("--tflops", plan_cmd.tflops,
+                   "throughput per stage in TFLOP/s: one for all, or one per stage (default 0.1)");
+  plan->add_option("--world-size", plan_cmd.world_size,
+                   "ranks to plan for (stages = world size / parallel.data)");
+  plan->add_option("--compare", plan_cmd.compare, "also evaluate this split, e.g. 2,2,3,3,4,4,4,2");
+  plan->add_option("--recompute", plan_cmd.recompute, "auto (the planner chooses), none or full")
+      ->check(CLI::IsMember({"auto", "none", "full"}));
+  plan->add_flag("--json", plan_cmd.json, "the plans as JSON");
+
   CLI::App* ckpt = app.add_subcommand("ckpt", "checkpoint tools");
   ckpt->require_subcommand(1);
   std::string ckpt_dir;
@@ -120,6 +139,22 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : static_cast<int>(ExitCode::usage);
   }
 
+  // Tools that run on one process answer without MPI.
+  try {
+    if (*plan) return launcher::run_plan(plan_cmd);
+    if (*prepare) return run_prepare(text_path, out_path);
+    if (*inspect) return launcher::ckpt_inspect(ckpt_dir, inspect_json);
+    if (*verify) return launcher::ckpt_verify(ckpt_dir);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    if (!e.hint().empty()) std::fprintf(stderr, "HINT: %s\n", e.hint().c_str());
+    return static_cast<int>(e.code());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "internal error: %s\nHINT: this is a bug in nupipe; please report it "
+                 "with the command line\n", e.what());
+    return static_cast<int>(ExitCode::internal);
+  }
+
   std::unique_ptr<parallel::World> world;
   try {
     world = std::make_unique<parallel::World>(&argc, &argv);
@@ -129,9 +164,6 @@ int main(int argc, char** argv) {
   }
   try {
     if (*train) return run_train(*world, config_path, overrides);
-    if (*prepare) return run_prepare(text_path, out_path);
-    if (*inspect) return launcher::ckpt_inspect(ckpt_dir, inspect_json);
-    if (*verify) return launcher::ckpt_verify(ckpt_dir);
   } catch (const Error& e) {
     // Rank 0 speaks for all; other ranks only report failures of their own making
     // (a peer or internal failure); consensus.cpp prints a rank's own input errors.

@@ -1,0 +1,201 @@
+// plan_tool.cpp: argument resolution, the plans, and their table or JSON.
+#include "launcher/plan_tool.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "launcher/config.h"
+#include "parallel/planner.h"
+#include "runtime/allocator.h"
+#include "runtime/error.h"
+
+namespace nupipe::launcher {
+
+namespace {
+
+std::vector<double> number_list(const std::string& text, const char* option) {
+  std::vector<double> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    try {
+      size_t used = 0;
+      const double v = std::stod(item, &used);
+      if (used != item.size() || !(v > 0)) throw std::invalid_argument(item);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      throw usage_error(std::string(option) + " " + text + ": '" + item +
+                            "' is not a positive number",
+                        std::string("write one number, or one per stage separated by commas, "
+                                    "e.g. ") + option + " 80,80,40,40");
+    }
+  }
+  if (out.empty()) throw usage_error(std::string(option) + " needs a value");
+  return out;
+}
+
+// One value for every stage, or exactly one per stage.
+std::vector<double> per_stage(const std::vector<double>& v, int p, const char* option) {
+  if (v.size() == 1) return std::vector<double>(p, v[0]);
+  if (static_cast<int>(v.size()) != p) {
+    throw usage_error(std::string(option) + " gives " + std::to_string(v.size()) +
+                          " values for " + std::to_string(p) + " pipeline stages",
+                      "give one value for all stages or one per stage");
+  }
+  return v;
+}
+
+std::string list_text(const std::vector<int>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in) {
+  using runtime::format_bytes;
+  std::printf("%s: stage_layers %s, recompute %s\n", plan.name.c_str(),
+              list_text(plan.layers).c_str(), list_text(plan.recompute).c_str());
+  std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s %11s %9s\n", "stage", "layers",
+              "recompute", "params", "params B", "grads B", "optim B", "activ. B", "workspace",
+              "peak", "budget", "time ms");
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const parallel::StagePlan& st = plan.stages[s];
+    const int64_t budget = in.devices[s].memory_bytes;
+    std::printf("  %-5zu %6d %9d %12lld %11s %11s %11s %11s %11s %11s %11s %9.2f%s\n", s,
+                st.layers, st.recompute, static_cast<long long>(st.params),
+                format_bytes(st.memory.params).c_str(), format_bytes(st.memory.grads).c_str(),
+                format_bytes(st.memory.optimizer).c_str(),
+                format_bytes(st.memory.activations).c_str(),
+                format_bytes(st.memory.workspace).c_str(),
+                format_bytes(st.memory.total()).c_str(),
+                budget == INT64_MAX ? "-" : format_bytes(budget).c_str(), st.time_s * 1e3,
+                st.fits ? "" : "  over budget");
+  }
+  std::printf("  step %.2f ms (simulated, %d microbatches), bubble %.1f%%, slowest stage %.2f ms, "
+              "peak %s: %s\n\n",
+              plan.sim.step_s * 1e3, in.cost.microbatches, 100.0 * plan.sim.bubble_fraction,
+              plan.bottleneck_s * 1e3, format_bytes(plan.peak_bytes).c_str(),
+              plan.fits ? "fits" : "does NOT fit");
+}
+
+nlohmann::json plan_json(const parallel::Plan& plan) {
+  nlohmann::json stages = nlohmann::json::array();
+  for (const parallel::StagePlan& st : plan.stages) {
+    stages.push_back({{"layers", st.layers},
+                      {"recompute", st.recompute},
+                      {"params", st.params},
+                      {"peak_bytes", st.memory.total()},
+                      {"fits", st.fits},
+                      {"bytes", {{"params", st.memory.params},
+                                 {"grads", st.memory.grads},
+                                 {"optimizer", st.memory.optimizer},
+                                 {"activations", st.memory.activations},
+                                 {"workspace", st.memory.workspace}}},
+                      {"time_ms", st.time_s * 1e3}});
+  }
+  return {{"name", plan.name},        {"stage_layers", plan.layers},
+          {"recompute", plan.recompute}, {"fits", plan.fits},
+          {"peak_bytes", plan.peak_bytes}, {"step_ms", plan.sim.step_s * 1e3},
+          {"bubble_fraction", plan.sim.bubble_fraction}, {"stages", stages}};
+}
+
+}  // namespace
+
+int run_plan(const PlanCommand& cmd) {
+  const Config cfg = load_config(cmd.config_path, cmd.overrides);
+  parallel::PlanInputs in;
+  in.model = cfg.model;
+  in.model.loss_chunk = cfg.train.loss_chunk;
+  const int dp = cfg.parallel.data;
+  in.pipeline = cfg.parallel.pipeline;
+  if (cmd.world_size > 0) {
+    if (cmd.world_size % dp != 0) {
+      throw usage_error("--world-size " + std::to_string(cmd.world_size) +
+                            " is not a multiple of parallel.data = " + std::to_string(dp),
+                        "choose a multiple, or set parallel.data with --set");
+    }
+    in.pipeline = cmd.world_size / dp;
+  }
+  if (in.pipeline > in.model.n_layer + 2) {
+    throw usage_error(std::to_string(in.pipeline) + " stages for " +
+                          std::to_string(in.model.n_layer) + " blocks: at most n_layer + 2",
+                      "lower --world-size or raise parallel.data");
+  }
+  in.cost = {dp, cfg.parallel.zero, parallel::parse_schedule_kind(cfg.parallel.schedule),
+             cfg.microbatches(), cfg.train.micro_batch, {}};
+  in.recompute = parallel::parse_recompute_choice(cmd.recompute);
+  const std::vector<double> gib = per_stage(
+      cmd.memory_gib.empty() ? std::vector<double>{0} : number_list(cmd.memory_gib, "--memory-gib"),
+      in.pipeline, "--memory-gib");
+  const std::vector<double> tflops = per_stage(
+      number_list(cmd.tflops.empty() ? "0.1" : cmd.tflops, "--tflops"), in.pipeline, "--tflops");
+  for (int s = 0; s < in.pipeline; ++s) {
+    in.devices.push_back({gib[s] > 0 ? static_cast<int64_t>(gib[s] * (1ull << 30)) : INT64_MAX,
+                          tflops[s] * 1e12});
+  }
+
+  std::vector<parallel::Plan> plans;
+  const std::optional<parallel::Plan> best = parallel::plan_best(in);
+  // The uniform and --compare splits recompute every block with --recompute full, none
+  // otherwise (with auto the planner's own choice is in its plan).
+  auto recompute_for = [&](const std::vector<int>& layers) {
+    if (in.recompute == parallel::RecomputeChoice::full) return layers;
+    return std::vector<int>(layers.size(), 0);
+  };
+  if (best) plans.push_back(*best);
+  parallel::Plan uniform =
+      parallel::evaluate(in, parallel::uniform_split(in.pipeline, in.model.n_layer),
+                         recompute_for(parallel::uniform_split(in.pipeline, in.model.n_layer)));
+  uniform.name = "uniform";
+  plans.push_back(uniform);
+  if (!cmd.compare.empty()) {
+    std::vector<int> layers;
+    for (double v : number_list(cmd.compare, "--compare")) layers.push_back(static_cast<int>(v));
+    if (static_cast<int>(layers.size()) != in.pipeline ||
+        !parallel::valid_split(layers, in.model.n_layer)) {
+      throw usage_error("--compare " + cmd.compare + " is not a split of " +
+                            std::to_string(in.model.n_layer) + " blocks over " +
+                            std::to_string(in.pipeline) + " stages",
+                        "one entry per stage, summing to model.n_layer, middle stages >= 1");
+    }
+    parallel::Plan c = parallel::evaluate(in, layers, recompute_for(layers));
+    c.name = "compare";
+    plans.push_back(c);
+  }
+
+  if (cmd.json) {
+    nlohmann::json j;
+    j["plans"] = nlohmann::json::array();
+    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p));
+    j["fits"] = best.has_value();
+    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in));
+    std::printf("%s\n", j.dump(1).c_str());
+    return best ? 0 : static_cast<int>(ExitCode::usage);
+  }
+  std::printf("nupipe plan %s: %d layers, d_model %d, %d stages x %d replicas, %s, %d "
+              "microbatches of %d, ZeRO-%d, recompute %s\n\n",
+              cmd.config_path.c_str(), in.model.n_layer, in.model.d_model, in.pipeline, dp,
+              cfg.parallel.schedule.c_str(), in.cost.microbatches, in.cost.micro_batch,
+              in.cost.zero, cmd.recompute.c_str());
+  for (const parallel::Plan& p : plans) print_plan(p, in);
+  if (!best) {
+    parallel::Plan low = parallel::plan_lowest_peak(in);
+    int64_t over = 0;
+    for (size_t s = 0; s < low.stages.size(); ++s) {
+      over = std::max(over, low.stages[s].memory.total() - in.devices[s].memory_bytes);
+    }
+    std::printf("nothing fits: the split with the lowest peak, %s, is %s over its budget on its "
+                "fullest stage.\n",
+                list_text(low.layers).c_str(), runtime::format_bytes(over).c_str());
+    std::printf("what would: %s%s, a smaller train.micro_batch (more microbatches), or more "
+                "pipeline stages (--world-size)\n",
+                in.recompute == parallel::RecomputeChoice::none ? "--recompute auto, " : "",
+                cfg.parallel.zero == 0 && dp > 1 ? "parallel.zero = 1" : "a larger budget");
+    return static_cast<int>(ExitCode::usage);
+  }
+  return 0;
+}
+
+}  // namespace nupipe::launcher

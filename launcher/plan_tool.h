@@ -1,0 +1,26 @@
+// plan_tool.h: `nupipe plan CONFIG.toml`: the planner's split next to the uniform one (and any
+// --compare split), per stage the layers, recompute, parameters, bytes by kind and time, and
+// per plan the simulated step time, bubble, peak and whether it fits. No MPI launch needed.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace nupipe::launcher {
+
+struct PlanCommand {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string memory_gib;   // "80" or "80,80,40,40"; empty: no limit
+  std::string tflops;       // per-stage throughput, "0.1" or a list; empty: 0.1
+  int world_size = 0;       // 0: parallel.pipeline x parallel.data of the config
+  std::string compare;      // "2,2,3,3"; empty: none
+  std::string recompute = "none";
+  bool json = false;
+};
+
+// Prints the plans; returns the exit code (0; 2 for bad arguments, also when nothing fits the
+// budget: the table says by how much, and what would fit).
+int run_plan(const PlanCommand& command);
+
+}  // namespace nupipe::launcher

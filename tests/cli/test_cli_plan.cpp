@@ -1,0 +1,82 @@
+// test_cli_plan.cpp: `nupipe plan` end to end, without mpirun: at a budget where the uniform
+// split of tiny.toml on 4 stages does not fit, the planner's split does (and is reported as
+// such in the table and the JSON); nothing fitting is exit 2 with the shortfall; bad
+// arguments are exit 2.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cli/cli_process.h"
+
+namespace nupipe::cli_test {
+namespace {
+
+const std::vector<std::string> kFourStages{"--set", "parallel.pipeline=4", "--set",
+                                           "parallel.data=1", "--set",
+                                           "parallel.stage_layers=uniform"};
+
+ProcessResult plan(std::vector<std::string> extra) {
+  std::vector<std::string> args{"plan", tiny_config()};
+  args.insert(args.end(), kFourStages.begin(), kFourStages.end());
+  args.insert(args.end(), extra.begin(), extra.end());
+  return run_nupipe(args, source_dir());
+}
+
+TEST(CliPlan, AutoFitsWhereUniformDoesNot) {
+  // 3.5 MiB per rank: stage 0 of the uniform split needs 3.99 MiB.
+  const ProcessResult r = plan({"--memory-gib", "0.0034", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  ASSERT_EQ(j["plans"].size(), 2u) << r.output;
+  const auto& best = j["plans"][0];
+  const auto& uniform = j["plans"][1];
+  EXPECT_EQ(best["name"], "auto");
+  EXPECT_TRUE(best["fits"].get<bool>());
+  EXPECT_EQ(uniform["name"], "uniform");
+  EXPECT_FALSE(uniform["fits"].get<bool>());
+  const int64_t budget = static_cast<int64_t>(0.0034 * (1ull << 30));
+  EXPECT_LE(best["peak_bytes"].get<int64_t>(), budget);
+  EXPECT_GT(uniform["peak_bytes"].get<int64_t>(), budget);
+  int layers = 0;
+  for (const auto& s : best["stages"]) {
+    layers += s["layers"].get<int>();
+    const auto& b = s["bytes"];
+    EXPECT_EQ(s["peak_bytes"].get<int64_t>(),
+              b["params"].get<int64_t>() + b["grads"].get<int64_t>() +
+                  b["optimizer"].get<int64_t>() + b["activations"].get<int64_t>() +
+                  b["workspace"].get<int64_t>());
+  }
+  EXPECT_EQ(layers, 4);
+  EXPECT_NE(best["stage_layers"], uniform["stage_layers"]);
+}
+
+TEST(CliPlan, TableAndCompare) {
+  const ProcessResult r = plan({"--memory-gib", "0.0034", "--compare", "1,1,1,1"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  for (const char* needle : {"auto: stage_layers", "uniform: stage_layers [1, 1, 1, 1]",
+                             "compare: stage_layers [1, 1, 1, 1]", "over budget", ": fits",
+                             "does NOT fit", "bubble"}) {
+    EXPECT_NE(r.output.find(needle), std::string::npos) << needle << "\n" << r;
+  }
+}
+
+TEST(CliPlan, NothingFitsSaysByHowMuch) {
+  const ProcessResult r = plan({"--memory-gib", "0.001"});
+  EXPECT_EQ(r.exit_code, 2) << r;
+  EXPECT_NE(r.output.find("nothing fits"), std::string::npos) << r;
+  EXPECT_NE(r.output.find("over its budget"), std::string::npos) << r;
+  EXPECT_NE(r.output.find("--recompute auto"), std::string::npos) << r;
+}
+
+TEST(CliPlan, BadArgumentsAreUsageErrors) {
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{"--memory-gib", "abc"}, {"--memory-gib", "1,2"},
+        {"--compare", "1,1,1"}, {"--compare", "4,0,0,0"}, {"--recompute", "some"},
+        {"--world-size", "100"}}) {
+    const ProcessResult r = plan(extra);
+    EXPECT_EQ(r.exit_code, 2) << extra[0] << " " << extra[1] << "\n" << r;
+  }
+}
+
+}  // namespace
+}  // namespace nupipe::cli_test
