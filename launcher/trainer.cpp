@@ -9,6 +9,7 @@
 #include "checkpoint/reader.h"
 #include "checkpoint/training_state.h"
 #include "launcher/checkpointing.h"
+#include "launcher/memory_report.h"
 #include "launcher/metrics.h"
 #include "launcher/report.h"
 #include "launcher/run_dir.h"
@@ -137,7 +138,11 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     state.step = step + 1;
     state.optimizer_steps = s.optimizer->adamw().steps_taken();
     result.losses.push_back(st.loss);
-    if (step == result.first_step) log_first_step(*log, s, cfg, topo, st);
+    if (step == result.first_step) {
+      log_first_step(*log, s, cfg, topo, st);
+      // The peaks of one training step (validation, which holds other buffers, not yet run).
+      write_memory_json(s, groups, cfg.run.dir + "/memory.json");
+    }
 
     const bool last = state.step == steps;
     if (s.val_sampler &&

@@ -127,8 +127,13 @@ double PipelineExecutor::eval(const LoadBatch& load, int microbatches) {
     if (model_.slice().embedding || model_.slice().head) load(mb, tokens, targets);
     Tensor input = model_.slice().embedding ? upload(tokens) : recv_hidden(mb, kActivation);
     model_.forward(pass, input, micro_batch_);
-    if (model_.slice().head) loss += model_.head_forward(pass, upload(targets));
-    else send_hidden(pass.hidden, mb, kActivation);
+    if (model_.slice().head) {
+      loss += model_.head_forward(pass, upload(targets));
+    } else {
+      send_hidden(pass.hidden, mb, kActivation);
+      // At most two sends in flight: validation holds two microbatches' outputs, not all.
+      if (mb > 0) finish_send(mb - 1, kActivation);
+    }
   }
   finish_sends();
   return loss;

@@ -1,0 +1,49 @@
+// memory_report.cpp: per-rank predicted and measured peaks, gathered as JSON.
+#include "launcher/memory_report.h"
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/error.h"
+#include "runtime/posix_file.h"
+
+namespace nupipe::launcher {
+
+using runtime::MemTag;
+
+void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const std::string& path) {
+  const parallel::Topology& topo = groups.topology();
+  const parallel::StageMemory& plan = s.plan.at(topo.stage());
+  const auto& mem = s.backend->memory();
+  nlohmann::json tags = nlohmann::json::object();
+  auto tag = [&](MemTag t, const nlohmann::json& predicted) {
+    tags[runtime::tag_name(t)] = {{"predicted", predicted}, {"measured_peak", mem.peak(t)}};
+  };
+  tag(MemTag::params, plan.params);
+  tag(MemTag::grads, plan.grads);
+  tag(MemTag::optimizer, plan.optimizer);
+  tag(MemTag::activations, plan.activations);
+  // The cost model's workspace is the largest transient buffer of any layer, the loss chunk's
+  // included; the allocator splits it over two tags (and adds small ones the model omits).
+  tag(MemTag::workspace, plan.workspace);
+  tag(MemTag::loss_workspace, nullptr);
+  tag(MemTag::comm, nullptr);
+  const nlohmann::json mine = {{"rank", topo.rank},
+                               {"stage", topo.stage()},
+                               {"replica", topo.replica()},
+                               {"recompute_blocks", plan.recompute_blocks},
+                               {"in_flight", plan.in_flight},
+                               {"predicted_total", plan.total()},
+                               {"measured_peak_total", mem.peak_total()},
+                               {"tags", tags}};
+  const std::vector<std::string> all = groups.world_mpi().gather_text(mine.dump());
+  if (topo.rank != 0) return;
+  nlohmann::json out = {{"ranks", nlohmann::json::array()}};
+  for (const std::string& r : all) out["ranks"].push_back(nlohmann::json::parse(r));
+  std::string step;
+  if (int err = runtime::write_file_atomic(path, out.dump(1) + "\n", &step)) {
+    throw usage_error("cannot write " + path + ": " + step + ": " + runtime::errno_text(err),
+                      "check that run.dir is writable and has free space");
+  }
+}
+
+}  // namespace nupipe::launcher

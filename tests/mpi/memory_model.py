@@ -1,0 +1,66 @@
+"""memory_model.py: the cost model's per-stage bytes against the allocator's measured peaks,
+from run.dir/memory.json, on layouts that cover uneven splits, data 1 and 2, ZeRO 0 and 1,
+recompute off, full and per stage, chunked and unchunked loss, 1F1B and GPipe. params, grads,
+optimizer and activations must be equal to the byte on every rank; workspace is printed (the
+cost model's workspace is the largest transient buffer of a layer, not yet the allocator's peak
+of that tag).
+
+usage: memory_model.py NUPIPE CONFIG WORKDIR MPIRUN [MPIRUN_FLAGS...]
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+NUPIPE, CONFIG, WORK, MPIRUN = sys.argv[1:5]
+FLAGS = sys.argv[5:]
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+EXACT = ("params", "grads", "optimizer", "activations")
+LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedule
+    (2, 2, "[1,3]", 0, 0, "none", "1f1b"),
+    (2, 2, "[1,3]", 1, 48, "full", "gpipe"),
+    (2, 1, "[1,3]", 0, 0, "full", "1f1b"),
+    (2, 2, "[3,1]", 0, 0, "[2,0]", "1f1b"),
+    (2, 2, "[3,1]", 1, 0, "none", "gpipe"),
+    (4, 1, "uniform", 1, 0, "[1,0,1,0]", "gpipe"),
+    (4, 1, "[0,1,1,2]", 0, 32, "none", "1f1b"),
+    (4, 1, "[1,1,1,1]", 0, 0, "full", "1f1b"),
+    (1, 4, "uniform", 1, 0, "none", "1f1b"),
+    (1, 2, "uniform", 0, 64, "[2]", "1f1b"),
+    (3, 1, "[2,1,1]", 0, 0, "[1,1,0]", "gpipe"),
+]
+
+failures = 0
+print("%-44s %5s %-9s %s" % ("layout (pp dp split zero chunk recompute schedule)", "rank",
+                             "exact", "workspace predicted / measured"))
+for pp, dp, split, zero, chunk, rc, sched in LAYOUTS:
+    run_dir = os.path.join(WORK, "run")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    sets = ["train.steps=2", "run.dir=" + run_dir, "checkpoint.every=0", "runtime.threads=1",
+            "parallel.pipeline=%d" % pp, "parallel.data=%d" % dp, "parallel.stage_layers=" + split,
+            "parallel.zero=%d" % zero, "train.loss_chunk=%d" % chunk, "train.recompute=" + rc,
+            "parallel.schedule=" + sched]
+    cmd = [MPIRUN] + FLAGS + ["-np", str(pp * dp), NUPIPE, "train", CONFIG]
+    for s in sets:
+        cmd += ["--set", s]
+    p = subprocess.run(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    name = "%d %d %s %d %d %s %s" % (pp, dp, split, zero, chunk, rc, sched)
+    if p.returncode != 0:
+        print("FAIL %s: exit %d\n%s" % (name, p.returncode, p.stdout[-2000:]))
+        failures += 1
+        continue
+    with open(os.path.join(run_dir, "memory.json")) as f:
+        ranks = json.load(f)["ranks"]
+    for r in ranks:
+        bad = [k for k in EXACT if r["tags"][k]["predicted"] != r["tags"][k]["measured_peak"]]
+        w = r["tags"]["workspace"]
+        print("%-44s %5d %-9s %d / %d" % (name, r["rank"], "yes" if not bad else "NO " + ",".join(bad),
+                                          w["predicted"], w["measured_peak"]))
+        for k in bad:
+            print("   %s: predicted %d, measured %d" % (k, r["tags"][k]["predicted"],
+                                                        r["tags"][k]["measured_peak"]))
+        failures += bool(bad)
+print("%d layouts; %s" % (len(LAYOUTS), "every rank exact" if failures == 0 else
+                          "%d mismatches" % failures))
+sys.exit(1 if failures else 0)
