@@ -202,7 +202,9 @@ bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why)
   info.state = state;
   info.model = stage_.model_config;
   info.layout = {cfg_.parallel.pipeline, cfg_.parallel.data, cfg_.parallel.zero,
-                 parallel::format_stage_layers(cfg_.parallel.stage_layers)};
+                 parallel::format_stage_layers(
+                     {parallel::StageLayersSpec::Kind::explicit_list,
+                      parallel::layer_counts(stage_.layout)})};  // "auto" as resolved
   info.config_toml = to_toml(cfg_);
   info.nupipe_version = nupipe_version();
   const checkpoint::RankPart part{&stage_.model->params(), &stage_.optimizer->adamw(),

@@ -105,6 +105,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("runtime.device", runtime.device),
       NUPIPE_KEY("runtime.threads", runtime.threads),
       NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
+      NUPIPE_KEY("runtime.memory_gib", runtime.memory_gib),
   };
   return keys;
 }
@@ -185,7 +186,7 @@ std::string_view expected_name(const Key& key) {
     case 5: return "a boolean (true or false)";
     case 6: return "a string";
     case 7: return "an array of integers, \"uniform\" or \"auto\"";
-    default: return "an array of integers (blocks per stage), \"none\" or \"full\"";
+    default: return "an array of integers (blocks per stage), \"none\", \"full\" or \"auto\"";
   }
 }
 std::string example(const Key& key) {  // "model.d_model = 64", from the struct default
@@ -297,6 +298,7 @@ std::optional<std::string> store(const Key& key, const toml::node& n, Config& c)
           if (const auto* str = n.as_string()) {
             if (str->get() == "none") field = {Kind::none, {}};
             else if (str->get() == "full") field = {Kind::full, {}};
+            else if (str->get() == "auto") field = {Kind::automatic, {}};
             else return wrong_type() + " " + quote(str->get());
           } else if (const auto* arr = n.as_array()) {
             parallel::RecomputeSpec spec{Kind::per_stage, {}};

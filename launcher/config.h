@@ -37,6 +37,10 @@ struct RuntimeOptions {
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.
   double peer_timeout_s = 60.0;
+  // Memory a rank may use, in GiB; 0: what the host has available divided by its ranks. A run
+  // predicted to need more on any stage is refused at start-up (exit 2), and
+  // parallel.stage_layers = "auto" plans within it.
+  double memory_gib = 0.0;
 };
 
 struct CheckpointOptions {

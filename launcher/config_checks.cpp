@@ -68,18 +68,32 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.at_least("parallel.data", p.data, 1);
   // The split's rules live in parallel/stage_layout (one place); its refusal is reported at
   // the key that most likely caused it.
+  const bool planned = p.stage_layers.kind == parallel::StageLayersSpec::Kind::automatic;
   parallel::StageLayout layout;
   try {
-    layout = parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
+    if (planned) {
+      if (p.pipeline > m.n_layer + 2)  // make_stage_layout says why no split exists
+        parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
+    } else {
+      layout = parallel::make_stage_layout(p.stage_layers, p.pipeline, m.n_layer);
+    }
   } catch (const Error& e) {
     ck.fail(ck.first_set({"parallel.stage_layers", "parallel.pipeline", "model.n_layer"}), e.what(),
             e.hint());
   }
-  try {
-    parallel::recompute_blocks(c.train.recompute, layout);
-  } catch (const Error& e) {
-    ck.fail(ck.first_set({"train.recompute", "parallel.pipeline", "parallel.stage_layers"}),
-            e.what(), e.hint());
+  const auto& rc = c.train.recompute;
+  if (planned && rc.kind == parallel::RecomputeSpec::Kind::per_stage)
+    ck.fail("train.recompute",
+            "train.recompute = " + parallel::format_recompute(rc) +
+                " gives blocks per stage, but parallel.stage_layers = \"auto\" chooses the stages",
+            "with the planner use train.recompute = \"auto\" (it chooses), \"none\" or \"full\"");
+  if (!planned) {
+    try {
+      parallel::recompute_blocks(rc, layout);
+    } catch (const Error& e) {
+      ck.fail(ck.first_set({"train.recompute", "parallel.pipeline", "parallel.stage_layers"}),
+              e.what(), e.hint());
+    }
   }
   ck.within("parallel.zero", p.zero, 0, 1, true,
             "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "
@@ -133,6 +147,7 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
             "runtime.device must be \"cpu\" or \"cuda\", got " + quote(c.runtime.device),
             "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
   ck.at_least("runtime.threads", c.runtime.threads, 0);
+  ck.at_least("runtime.memory_gib", c.runtime.memory_gib, 0.0);
   if (!(c.runtime.peer_timeout_s >= 1.0))
     ck.fail("runtime.peer_timeout_s",
             "runtime.peer_timeout_s must be >= 1, got " + ck.str(c.runtime.peer_timeout_s),

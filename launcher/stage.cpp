@@ -4,10 +4,111 @@
 #include "launcher/report.h"
 #include "parallel/consensus.h"
 #include "parallel/cost_model.h"
+#include "parallel/planner.h"
+#include "runtime/error.h"
+
+#include <fstream>
 
 namespace nupipe::launcher {
 
-void open_stage_inputs(Stage& s, const Config& cfg, parallel::ProcessGroups& groups) {
+namespace {
+
+// MemAvailable of /proc/meminfo, or 0 when it cannot be read.
+int64_t host_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (in >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+// The memory one rank may use: runtime.memory_gib, else the host's available memory shared by
+// its ranks; the smallest over the world, so that every rank plans with the same number.
+int64_t rank_budget(const Config& cfg, const parallel::World& world,
+                    parallel::ProcessGroups& groups, std::string* source) {
+  if (cfg.runtime.memory_gib > 0) {
+    *source = "runtime.memory_gib";
+    return static_cast<int64_t>(cfg.runtime.memory_gib * static_cast<double>(1ull << 30));
+  }
+  *source = "the host's available memory / its ranks";
+  const int64_t mine = host_available_bytes() / std::max(1, world.local_size());
+  int64_t least = mine > 0 ? mine : INT64_MAX;
+  for (const std::string& v : groups.world_mpi().gather_text(std::to_string(least))) {
+    least = std::min<int64_t>(least, std::stoll(v));
+  }
+  return std::stoll(groups.world_mpi().broadcast_text(std::to_string(least)));
+}
+
+const char* largest_kind(const parallel::StageMemory& m, int64_t* bytes) {
+  const std::pair<const char*, int64_t> kinds[] = {{"params", m.params},
+                                                   {"grads", m.grads},
+                                                   {"optimizer", m.optimizer},
+                                                   {"activations", m.activations},
+                                                   {"workspace", m.workspace}};
+  const auto* best = &kinds[0];
+  for (const auto& k : kinds) {
+    if (k.second > best->second) best = &k;
+  }
+  *bytes = best->second;
+  return best->first;
+}
+
+std::string list_text(const std::vector<int>& v) {
+  std::string t = "[";
+  for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
+  return t + "]";
+}
+
+// parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
+// same on every rank (same inputs).
+void plan_layout(Stage& s, const Config& cfg, int64_t budget, const std::string& budget_source) {
+  parallel::PlanInputs in;
+  in.model = s.model_config;
+  in.pipeline = cfg.parallel.pipeline;
+  in.cost = {cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro, s.micro, {}};
+  in.devices.assign(in.pipeline, {budget, 1e11});
+  using K = parallel::RecomputeSpec::Kind;
+  in.recompute = cfg.train.recompute.kind == K::full        ? parallel::RecomputeChoice::full
+                 : cfg.train.recompute.kind == K::automatic ? parallel::RecomputeChoice::automatic
+                                                            : parallel::RecomputeChoice::none;
+  const std::optional<parallel::Plan> best = parallel::plan_best(in);
+  const std::vector<int> uniform_counts = parallel::uniform_split(in.pipeline, in.model.n_layer);
+  const parallel::Plan uniform = parallel::evaluate(
+      in, uniform_counts,
+      in.recompute == parallel::RecomputeChoice::full ? uniform_counts : std::vector<int>{});
+  if (!best) {
+    const parallel::Plan low = parallel::plan_lowest_peak(in);
+    throw usage_error(
+        "parallel.stage_layers = \"auto\": no split of " + std::to_string(in.model.n_layer) +
+            " blocks over " + std::to_string(in.pipeline) + " stages fits " +
+            runtime::format_bytes(budget) + " per rank (" + budget_source +
+            "); the lowest peak, " + list_text(low.layers) + " with recompute " +
+            list_text(low.recompute) + ", needs " + runtime::format_bytes(low.peak_bytes),
+        std::string(in.recompute == parallel::RecomputeChoice::none
+                        ? "set train.recompute = \"auto\", "
+                        : "") +
+            "lower train.micro_batch, add pipeline stages, set parallel.zero = 1 with "
+            "parallel.data > 1, or raise runtime.memory_gib (nupipe plan shows each)");
+  }
+  s.layout = parallel::layout_from_counts(best->layers, in.model.n_layer);
+  s.recompute = best->recompute;
+  s.plan_note = fmt::format(
+      "planner: stage_layers {} with recompute {} (slowest stage {:.3g} GFLOP per microbatch, "
+      "peak {}) within {} per rank ({}); the uniform split {} would need {} ({}), slowest stage "
+      "{:.3g} GFLOP",
+      list_text(best->layers), list_text(best->recompute), best->bottleneck_s * 100.0,
+      runtime::format_bytes(best->peak_bytes), runtime::format_bytes(budget), budget_source,
+      list_text(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
+      uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 100.0);
+}
+
+}  // namespace
+
+void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world,
+                       parallel::ProcessGroups& groups) {
   s.model_config = cfg.model;
   s.model_config.loss_chunk = cfg.train.loss_chunk;  // the head's loss this many tokens at a time
   s.micro = cfg.train.micro_batch;
@@ -15,9 +116,34 @@ void open_stage_inputs(Stage& s, const Config& cfg, parallel::ProcessGroups& gro
   s.tokens_per_micro = static_cast<int64_t>(s.micro) * s.model_config.seq_len;
   s.tokens_per_step = s.tokens_per_micro * s.n_micro * cfg.parallel.data;
   s.schedule = parallel::parse_schedule_kind(cfg.parallel.schedule);
-  s.layout = parallel::make_stage_layout(cfg.parallel.stage_layers, cfg.parallel.pipeline,
-                                         s.model_config.n_layer);
+  std::string budget_source;
+  s.budget = rank_budget(cfg, world, groups, &budget_source);
+  if (cfg.parallel.stage_layers.kind == parallel::StageLayersSpec::Kind::automatic) {
+    plan_layout(s, cfg, s.budget, budget_source);
+  } else {
+    s.layout = parallel::make_stage_layout(cfg.parallel.stage_layers, cfg.parallel.pipeline,
+                                           s.model_config.n_layer);
+    s.recompute = parallel::recompute_blocks(cfg.train.recompute, s.layout);
+  }
   s.slice = s.layout.stages.at(groups.topology().stage());
+  s.plan = parallel::plan_stage_memory(
+      s.model_config, s.layout,
+      {cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro, s.micro, s.recompute});
+  // Never the kernel's OOM killer: a stage predicted not to fit is refused before anything
+  // is allocated (every rank computes the same plan and budget, so all refuse together).
+  for (size_t st = 0; st < s.plan.size(); ++st) {
+    if (s.plan[st].total() <= s.budget) continue;
+    int64_t bytes = 0;
+    const char* kind = largest_kind(s.plan[st], &bytes);
+    throw usage_error(
+        "stage " + std::to_string(st) + " is predicted to need " +
+            runtime::format_bytes(s.plan[st].total()) + " per rank, more than the " +
+            runtime::format_bytes(s.budget) + " available (" + budget_source + "); most of it " +
+            kind + ": " + runtime::format_bytes(bytes),
+        "let the planner split the model (parallel.stage_layers = \"auto\", and train.recompute "
+        "= \"auto\"), lower train.micro_batch, or add ranks; `nupipe plan CONFIG --memory-gib "
+        "X` shows what fits");
+  }
   const int seq = s.model_config.seq_len;
   parallel::agree(groups.world(), [&] {
     s.data = load_dataset(cfg);
@@ -37,7 +163,6 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   s.backend->set_threads(s.threads);
   // ZeRO-1 cuts the flat buffers into data-degree equal shards: pad them for it.
-  s.recompute = parallel::recompute_blocks(cfg.train.recompute, s.layout);
   s.model = std::make_unique<runtime::GptModel>(
       *s.backend, mc, s.slice, cfg.parallel.zero ? cfg.parallel.data : 1,
       s.recompute.at(groups.topology().stage()));
@@ -56,9 +181,6 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, runtime::StageSlice::whole(mc))) {
     s.model_params += t.numel();
   }
-  s.plan = parallel::plan_stage_memory(
-      mc, s.layout,
-      {cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro, s.micro, s.recompute});
 }
 
 void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
@@ -87,6 +209,7 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
            cfg.train.global_batch, s.n_micro, s.micro, cfg.parallel.data, s.tokens_per_step,
            s.threads, s.backend->name());
   log_lines(log, parallel::layout_table(s.layout, mc, cfg.parallel.data));
+  if (!s.plan_note.empty()) log.info("{}", s.plan_note);
   log.info("expected memory per rank of each stage (layer cost descriptors, schedule, ZeRO-{}, "
            "recompute {}):",
            cfg.parallel.zero, parallel::format_recompute(cfg.train.recompute));

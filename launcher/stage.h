@@ -44,11 +44,16 @@ struct Stage {
   runtime::LayerCost model_cost, stage_cost;
   int64_t model_params = 0;
   std::vector<parallel::StageMemory> plan;  // expected bytes per rank of every stage
+  int64_t budget = 0;                        // bytes a rank may use (runtime.memory_gib)
+  std::string plan_note;                     // the planner's choice, for the log
 };
 
 // Phase 1 (collective: every rank agrees on the verdict): data, samplers and backend. Throws
 // nupipe::Error with the data (3) or usage (2) code on bad input, on every rank.
-void open_stage_inputs(Stage& stage, const Config& config, parallel::ProcessGroups& groups);
+// The stage split is resolved here once: parallel.stage_layers as given, or the planner's
+// ("auto") within the rank budget; a stage predicted to exceed the budget is refused (2).
+void open_stage_inputs(Stage& stage, const Config& config, const parallel::World& world,
+                       parallel::ProcessGroups& groups);
 
 // Phase 2: the model slice (initialised from train.seed unless `initialize` is false: a
 // checkpoint is about to overwrite it), the optimizer (ZeRO-1 or replicated), the trace and the

@@ -84,7 +84,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
 
   // Everything that can refuse the input happens, on every rank, before run.dir is touched.
   Stage s;
-  open_stage_inputs(s, cfg, groups);
+  open_stage_inputs(s, cfg, world, groups);
   const ResumePoint rp = find_resume_point(cfg, groups.world_mpi());
   parallel::agree(world_comm, [&] {
     if (world.is_root()) {

@@ -18,12 +18,13 @@ struct StageLayersSpec {
   bool operator==(const StageLayersSpec&) const = default;
 };
 
-// train.recompute as written: "none", "full" (every block of every stage), or a list giving,
-// per stage, how many of its blocks keep only their input and recompute the rest in backward
-// (the first that many blocks of the stage). Resolved against a StageLayout, and validated,
-// only by recompute_blocks (parallel/stage_layout.h).
+// train.recompute as written: "none", "full" (every block of every stage), a list giving, per
+// stage, how many of its blocks keep only their input and recompute the rest in backward (the
+// first that many blocks of the stage), or "auto" (the planner chooses, with
+// parallel.stage_layers = "auto"). Resolved against a StageLayout, and validated, only by
+// recompute_blocks (parallel/stage_layout.h).
 struct RecomputeSpec {
-  enum class Kind { none, full, per_stage };
+  enum class Kind { none, full, per_stage, automatic };
   Kind kind = Kind::none;
   std::vector<int> blocks;  // per_stage only
 

@@ -103,12 +103,22 @@ std::string format_stage_layers(const StageLayersSpec& spec) {
   return format_list(spec.layers);
 }
 
+StageLayout layout_from_counts(const std::vector<int>& counts, int n_layer) {
+  StageLayersSpec spec{StageLayersSpec::Kind::explicit_list, counts};
+  return make_stage_layout(spec, static_cast<int>(counts.size()), n_layer);
+}
+
 std::vector<int> recompute_blocks(const RecomputeSpec& spec, const StageLayout& layout) {
   const std::vector<int> counts = layer_counts(layout);
   switch (spec.kind) {
     case RecomputeSpec::Kind::none: return std::vector<int>(counts.size(), 0);
     case RecomputeSpec::Kind::full: return counts;
     case RecomputeSpec::Kind::per_stage: break;
+    case RecomputeSpec::Kind::automatic:
+      throw usage_error("train.recompute = \"auto\" is chosen by the planner, with "
+                        "parallel.stage_layers = \"auto\"",
+                        "set parallel.stage_layers = \"auto\", or give train.recompute as "
+                        "\"none\", \"full\" or blocks per stage");
   }
   const std::string hint = "give one entry per stage, each between 0 and the stage's blocks " +
                            format_list(counts) + ", e.g. train.recompute = " +
@@ -134,6 +144,7 @@ std::string format_recompute(const RecomputeSpec& spec) {
   switch (spec.kind) {
     case RecomputeSpec::Kind::none: return "\"none\"";
     case RecomputeSpec::Kind::full: return "\"full\"";
+    case RecomputeSpec::Kind::automatic: return "\"auto\"";
     case RecomputeSpec::Kind::per_stage: break;
   }
   return format_list(spec.blocks);
@@ -149,14 +160,14 @@ StageLayout make_stage_layout(const StageLayersSpec& spec, int pipeline, int n_l
 
   std::vector<int> counts;
   switch (spec.kind) {
-    case StageLayersSpec::Kind::automatic:
-      throw usage_error(std::string(kKey) +
-                            " = \"auto\" needs the planner, which is not in this version",
-                        "give the split yourself: " + std::string(kKey) +
-                            " = \"uniform\", or a list of blocks per stage" +
-                            (valid_example(pipeline, n_layer)
-                                 ? " such as " + format_list(*valid_example(pipeline, n_layer))
-                                 : std::string()));
+    case StageLayersSpec::Kind::automatic:  // the planner's (parallel/planner.h) to resolve
+      if (pipeline > n_layer + 2)
+        refuse(std::string(kKey) + " = \"auto\" with parallel.pipeline = " +
+                   std::to_string(pipeline) + " and model.n_layer = " + std::to_string(n_layer) +
+                   ": no split exists (middle stages need a block each)",
+               pipeline, n_layer);
+      throw usage_error(std::string(kKey) + " = \"auto\" is resolved by the planner",
+                        "internal: call plan_best (parallel/planner.h) for \"auto\"");
     case StageLayersSpec::Kind::uniform: {
       if (pipeline > n_layer + 2)  // no split exists; the uniform one is not worth listing
         refuse(std::string(kKey) + " = \"uniform\" with parallel.pipeline = " +

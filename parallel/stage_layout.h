@@ -20,13 +20,17 @@ struct StageLayout {
 //   uniform:       n_layer / pipeline blocks each, the remainder one extra each to the LAST
 //                  stages (under 1F1B the first stage keeps the most microbatches in flight).
 //   explicit_list: exactly as given.
-//   automatic:     refused in this version (it needs the planner).
+//   automatic:     the planner's to resolve (parallel/planner.h): refused here, after
+//                  checking that a split exists at all.
 // Rules: one entry per stage, none negative, summing to n_layer; a stage without blocks is
 // allowed only as the first (embedding only) or the last (final LayerNorm, head and loss only)
 // of two or more stages. Stage 0 has embedding = true, the last stage head = true.
 // Throws nupipe::usage_error naming parallel.stage_layers (or parallel.pipeline /
 // model.n_layer when those are below 1), showing the split and what is wrong, with a hint.
 StageLayout make_stage_layout(const StageLayersSpec& spec, int pipeline, int n_layer);
+
+// The layout of an explicit list of blocks per stage (the planner's answer), validated.
+StageLayout layout_from_counts(const std::vector<int>& counts, int n_layer);
 
 // Blocks per stage, first to last: [2, 2, 3, 3].
 std::vector<int> layer_counts(const StageLayout& layout);

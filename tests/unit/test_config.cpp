@@ -90,6 +90,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.device, b.runtime.device);
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
   EXPECT_EQ(a.runtime.peer_timeout_s, b.runtime.peer_timeout_s);
+  EXPECT_EQ(a.runtime.memory_gib, b.runtime.memory_gib);
   EXPECT_EQ(a.checkpoint.every, b.checkpoint.every);
   EXPECT_EQ(a.checkpoint.keep, b.checkpoint.keep);
   EXPECT_EQ(a.checkpoint.dir, b.checkpoint.dir);
@@ -158,6 +159,7 @@ log_every = 7
 device = "cuda"
 threads = 3
 peer_timeout_s = 12.5
+memory_gib = 7.25
 )";
 
 TEST(Config, DefaultsFromEmptyString) {
@@ -412,10 +414,16 @@ TEST(Config, StageLayersRefusalsNamed) {
   EXPECT_CONTAINS(few.what(), "test.toml:2:");  // the list was written there
   EXPECT_CONTAINS(few.what(), "sums to 4 blocks but model.n_layer = 3");
 
-  const Error aut = error_of("[parallel]\nstage_layers = \"auto\"\n");
+  // "auto" is the planner's: accepted, unless no split can exist at all, or with a
+  // per-stage recompute list (the planner chooses the stages).
+  EXPECT_EQ(parse_config("[parallel]\nstage_layers = \"auto\"\n", "t").parallel.stage_layers.kind,
+            parallel::StageLayersSpec::Kind::automatic);
+  const Error aut = error_of("[parallel]\nstage_layers = \"auto\"\npipeline = 7\n");
   EXPECT_CONTAINS(aut.what(), "test.toml:2:");
-  EXPECT_CONTAINS(aut.what(),
-                  "parallel.stage_layers = \"auto\" needs the planner, which is not in this version");
+  EXPECT_CONTAINS(aut.what(), "no split exists");
+  EXPECT_CONTAINS(error_of("[parallel]\nstage_layers = \"auto\"\npipeline = 2\n[train]\n"
+                           "global_batch = 8\nrecompute = [1, 1]\n").what(),
+                  "parallel.stage_layers = \"auto\" chooses the stages");
 }
 
 TEST(Config, ScheduleKey) {
@@ -457,7 +465,7 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[parallel]\ndata = -1", "parallel.data"},
       {"[parallel]\nstage_layers = [1, 3]", "parallel.stage_layers"},
       {"[parallel]\nstage_layers = [-1, 5]\npipeline = 2", "parallel.stage_layers"},
-      {"[parallel]\nstage_layers = \"auto\"", "parallel.stage_layers"},
+      {"[runtime]\nmemory_gib = -1", "runtime.memory_gib"},
       {"[parallel]\npipeline = 7", "parallel.stage_layers"},  // 4 blocks cannot fill 7 stages
       {"[parallel]\nschedule = \"\"", "parallel.schedule"},
       {"[train]\nsteps = 0", "train.steps"},
@@ -557,7 +565,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 51u) << emitted;
+  EXPECT_EQ(lines, 52u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");

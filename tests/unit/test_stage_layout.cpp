@@ -221,12 +221,12 @@ TEST(StageLayout, EveryHintedSplitIsAccepted) {
   }
 }
 
-TEST(StageLayout, AutoNeedsThePlanner) {
-  const Error e = error_of({Kind::automatic, {}}, 4, 10);
-  EXPECT_EQ(std::string(e.what()),
-            "parallel.stage_layers = \"auto\" needs the planner, which is not in this version");
-  EXPECT_CONTAINS(e.hint(), "\"uniform\"");
-  EXPECT_CONTAINS(e.hint(), "[2, 2, 3, 3]");
+// "auto" is resolved by the planner (parallel/planner.h), never here; but a split that cannot
+// exist is said so.
+TEST(StageLayout, AutoIsThePlanners) {
+  EXPECT_CONTAINS(error_of({Kind::automatic, {}}, 4, 10).what(), "resolved by the planner");
+  EXPECT_CONTAINS(error_of({Kind::automatic, {}}, 7, 4).what(), "no split exists");
+  EXPECT_EQ(layer_counts(layout_from_counts({0, 2, 2}, 4)), (std::vector<int>{0, 2, 2}));
 }
 
 TEST(StageLayout, DegreesBelowOneRefused) {
