@@ -80,10 +80,13 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in) {
               plan.fits ? "fits" : "does NOT fit");
 }
 
-nlohmann::json plan_json(const parallel::Plan& plan) {
+nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs& in) {
   nlohmann::json stages = nlohmann::json::array();
-  for (const parallel::StagePlan& st : plan.stages) {
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const parallel::StagePlan& st = plan.stages[s];
+    const int64_t budget = in.devices[s].memory_bytes;
     stages.push_back({{"layers", st.layers},
+                      {"budget_bytes", budget == INT64_MAX ? nlohmann::json() : nlohmann::json(budget)},
                       {"recompute", st.recompute},
                       {"params", st.params},
                       {"peak_bytes", st.memory.total()},
@@ -168,9 +171,9 @@ int run_plan(const PlanCommand& cmd) {
   if (cmd.json) {
     nlohmann::json j;
     j["plans"] = nlohmann::json::array();
-    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p));
+    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p, in));
     j["fits"] = best.has_value();
-    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in));
+    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in);
     std::printf("%s\n", j.dump(1).c_str());
     return best ? 0 : static_cast<int>(ExitCode::usage);
   }

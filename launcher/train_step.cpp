@@ -31,13 +31,17 @@ StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups,
   // {loss sum, stop requests}: one all-reduce carries both.
   const double loss_sum = s.executor->train_step(load, dloss);
   double sums[2] = {loss_sum, stop_signal() != 0 ? 1.0 : 0.0};
-  const double pipe_end = trace.now_us();
   double sq = 0.0;
   const int64_t data_bytes_before = groups.data().bytes_sent();
+  // The bubble's window ends when the world's all-reduce returns: the same moment on every
+  // rank (the last stage to finish its pipeline work releases them all), so the drain that
+  // a stage spends waiting for the others counts as idle, as in the schedule's simulation.
+  double pipe_end = 0.0;
   {
     parallel::Trace::Scope span(trace, optimizer.sharded() ? "reduce-scatter" : "all-reduce",
                                 "comm");
     world.all_reduce_sum(sums, 2);
+    pipe_end = trace.now_us();
     // Over the replicas (all-reduce, or ZeRO-1's reduce-scatter), the tied table between
     // first and last stage; the squared norm of every parameter of the model once.
     sq = optimizer.reduce_gradients();

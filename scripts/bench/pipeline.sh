@@ -8,12 +8,12 @@
 # Part 1: for each p in PIPES and m in MICROBATCHES, one run of `mpirun -np p` with
 # parallel.pipeline = p, data = 1, stage_layers = "uniform", schedule = "1f1b",
 # train.global_batch = m x MICRO; two bubble figures, both medians over the steps after the first:
-#   metrics  bubble_fraction from metrics.jsonl: each rank's idle share of its own pipeline phase
-#            (the step's start to the end of its last send), averaged over the ranks;
+#   metrics  bubble_fraction from metrics.jsonl: each rank's idle share of the window from the
+#            step's start to the return of its world all-reduce (a moment common to all
+#            ranks), averaged over the ranks;
 #   trace    from trace.json, over one window common to all stages (first pipeline span of any
-#            rank to the last forward/backward of any rank): 1 - busy / (p x window). This is
-#            the quantity (p-1)/(m+p-1) describes; `metrics` leaves out the drain at the end of
-#            the later stages, which finish early and wait in the all-reduce instead.
+#            rank to the last forward/backward of any rank): 1 - busy / (p x window). Both are
+#            the quantity (p-1)/(m+p-1) describes.
 # `>cores` is the share of the trace window during which more ranks computed than the host has
 # cores (they time-share then, and every span in that window is stretched).
 # Part 2: `mpirun -np 4` twice on the same model and global batch (DP_BATCH sequences):
