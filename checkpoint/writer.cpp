@@ -188,6 +188,16 @@ SaveResult save_steps(const std::string& root, const CheckpointInfo& info,
                               r[3].get<uint64_t>()});
       }
     }
+    // Every element of every dataset was written by exactly one rank: the pieces' bytes add up
+    // to the datasets' (they never overlap), so no gap labelled metadata hides unwritten data.
+    int64_t data_bytes = 0, piece_bytes = 0;
+    for (const runtime::TensorSpec& t : global_specs) {
+      if (!t.tied_copy) data_bytes += 3 * t.numel() * static_cast<int64_t>(sizeof(float));
+    }
+    for (const Region& r : mf.regions) piece_bytes += r.bytes;
+    NUPIPE_CHECK(piece_bytes == data_bytes,
+                 "the ranks wrote " + std::to_string(piece_bytes) + " bytes of tensors, the "
+                     "datasets hold " + std::to_string(data_bytes));
     for (Region& g : hash_gaps(file, mf.bytes, mf.regions)) mf.regions.push_back(std::move(g));
     std::sort(mf.regions.begin(), mf.regions.end(),
               [](const Region& a, const Region& b) { return a.offset < b.offset; });
