@@ -10,61 +10,87 @@
 
 namespace nupipe::parallel {
 
-int64_t stage_activation_peak(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
-                              bool received_input, int recompute_blocks, int in_flight,
-                              int64_t tokens, int64_t* kept_out) {
+namespace {
+
+int64_t activation_peak(const runtime::ModelConfig& mc, const StageShape& shape,
+                        bool received_input, int recompute_blocks, int in_flight, int64_t tokens,
+                        int64_t* kept_out) {
   const runtime::LayerCost block = runtime::Block::cost(mc);
-  runtime::LayerCost others;  // embedding and head
-  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) {
-    if (name.rfind("blocks.", 0) != 0) others += c;
-  }
-  const int n = slice.layer_end - slice.layer_begin, k = recompute_blocks;
+  const int n = shape.blocks, k = recompute_blocks;
   const int64_t received = received_input ? 4 * int64_t{mc.d_model} : 0;
+  const int64_t before = shape.others.activation_bytes_per_token + received;
   // Per token: what precedes the blocks, the recomputing blocks' outputs, the other blocks'
   // whole activations, and the head's.
-  const int64_t kept = others.activation_bytes_per_token + received +
-                       k * block.recompute_bytes_per_token +
+  const int64_t kept = before + k * block.recompute_bytes_per_token +
                        (n - k) * block.activation_bytes_per_token;
   // A microbatch inside recomputing block k-1 (the last one in forward order, so the one with
   // the most kept outputs before it): those outputs plus the block's whole activations.
-  const int64_t during = k > 0 ? others.activation_bytes_per_token + received +
-                                     (k - 1) * block.recompute_bytes_per_token +
-                                     block.activation_bytes_per_token
-                               : 0;
+  const int64_t during =
+      k > 0 ? before + (k - 1) * block.recompute_bytes_per_token + block.activation_bytes_per_token
+            : 0;
   if (kept_out) *kept_out = kept * tokens;
   if (in_flight <= 0) return 0;
   return ((in_flight - 1) * kept + std::max(kept, during)) * tokens;
 }
 
-StageMemory stage_memory(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
-                         int stage, int stages, const CostInputs& in, int recompute_blocks) {
+}  // namespace
+
+StageShape stage_shape(const runtime::ModelConfig& mc, const runtime::StageSlice& slice) {
+  StageShape shape;
+  for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, slice)) shape.params += t.numel();
+  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) {
+    shape.cost += c;
+    if (name.rfind("blocks.", 0) != 0) shape.others += c;
+  }
+  shape.blocks = slice.layer_end - slice.layer_begin;
+  return shape;
+}
+
+int64_t stage_activation_peak(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
+                              bool received_input, int recompute_blocks, int in_flight,
+                              int64_t tokens, int64_t* kept_out) {
+  return activation_peak(mc, stage_shape(mc, slice), received_input, recompute_blocks, in_flight,
+                         tokens, kept_out);
+}
+
+StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape,
+                         bool received_input, int in_flight, const CostInputs& in,
+                         int recompute_blocks) {
   const int dp = in.data;
   const bool zero = in.zero == 1;
   const int64_t tokens = static_cast<int64_t>(in.micro_batch) * mc.seq_len;
-  int64_t n = 0;
-  for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, slice)) n += t.numel();
-  runtime::LayerCost cost;
-  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) cost += c;
+  const int64_t n = shape.params;
   const int64_t padded = zero ? (n + dp - 1) / dp * dp : n, shard = padded / dp;
   StageMemory m;
   m.params = 4 * padded;
   m.grads = 4 * padded + (zero && dp > 1 ? 4 * shard : 0);  // ZeRO-1's reduce-scattered shard
   m.optimizer = 8 * (zero ? shard : n);                     // AdamW exp_avg + exp_avg_sq
-  m.in_flight = max_in_flight(make_schedule(in.schedule, stages, stage, in.microbatches));
+  m.in_flight = in_flight;
   m.recompute_blocks = recompute_blocks;
-  m.activations = stage_activation_peak(mc, slice, stage > 0, recompute_blocks, m.in_flight,
-                                        tokens, &m.kept_per_microbatch);
-  m.workspace = cost.workspace_bytes(tokens);
+  m.activations = activation_peak(mc, shape, received_input, recompute_blocks, in_flight, tokens,
+                                  &m.kept_per_microbatch);
+  m.workspace = shape.cost.workspace_bytes(tokens);
   return m;
+}
+
+StageMemory stage_memory(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
+                         int stage, int stages, const CostInputs& in, int recompute_blocks) {
+  return stage_memory(mc, stage_shape(mc, slice), stage > 0,
+                      max_in_flight(make_schedule(in.schedule, stages, stage, in.microbatches)),
+                      in, recompute_blocks);
+}
+
+double stage_flops_per_microbatch(const runtime::ModelConfig& mc, const StageShape& shape,
+                                  int recompute_blocks, int micro_batch) {
+  const double per_token =
+      shape.cost.flops_per_token + recompute_blocks * runtime::Block::cost(mc).flops_per_token / 3.0;
+  return per_token * static_cast<double>(micro_batch) * mc.seq_len;
 }
 
 double stage_flops_per_microbatch(const runtime::ModelConfig& mc,
                                   const runtime::StageSlice& slice, int recompute_blocks,
                                   int micro_batch) {
-  double per_token = 0.0;
-  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) per_token += c.flops_per_token;
-  per_token += recompute_blocks * runtime::Block::cost(mc).flops_per_token / 3.0;
-  return per_token * static_cast<double>(micro_batch) * mc.seq_len;
+  return stage_flops_per_microbatch(mc, stage_shape(mc, slice), recompute_blocks, micro_batch);
 }
 
 std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& mc,

@@ -32,16 +32,33 @@ struct StageMemory {
   int64_t total() const { return params + grads + optimizer + activations + workspace; }
 };
 
+// What a slice's memory and time are made of, from its specs and cost descriptors: the part
+// of the cost that depends only on which layers it holds (the planner computes it once per
+// (embedding?, head?, blocks) and reuses it).
+struct StageShape {
+  int64_t params = 0;        // parameter elements
+  runtime::LayerCost cost;   // every layer of the slice
+  runtime::LayerCost others; // its layers other than blocks (embedding, head)
+  int blocks = 0;
+};
+StageShape stage_shape(const runtime::ModelConfig& model, const runtime::StageSlice& slice);
+
 // One stage of `stages` holding `slice` (stage index `stage`), `recompute_blocks` of its blocks
 // recomputing.
 StageMemory stage_memory(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
                          int stage, int stages, const CostInputs& in, int recompute_blocks);
+// The same from a precomputed shape and the schedule's in-flight count for the stage.
+StageMemory stage_memory(const runtime::ModelConfig& model, const StageShape& shape,
+                         bool received_input, int in_flight, const CostInputs& in,
+                         int recompute_blocks);
 
 // Forward and backward FLOPs of one microbatch on a stage (recomputed blocks run their
 // forward twice: a third of a block's forward + backward FLOPs more each).
 double stage_flops_per_microbatch(const runtime::ModelConfig& model,
                                   const runtime::StageSlice& slice, int recompute_blocks,
                                   int micro_batch);
+double stage_flops_per_microbatch(const runtime::ModelConfig& model, const StageShape& shape,
+                                  int recompute_blocks, int micro_batch);
 
 // One entry per stage of `layout`; `model` is the model that runs (train.loss_chunk applied).
 std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& model,

@@ -40,21 +40,47 @@ struct StageCost {
   int64_t total = 0;
 };
 
-// One stage's cost: the s-th of p stages, with c blocks of which r recompute. Blocks are alike,
-// so where the stage's blocks sit does not matter, only how many.
+// The parts of a stage's cost that do not depend on its recompute count, computed once:
+// each (embedding?, head?, blocks) shape, and each stage's in-flight count.
+class StageCosts {
+ public:
+  explicit StageCosts(const PlanInputs& in) : in_(in) {
+    for (int s = 0; s < in.pipeline; ++s) {
+      in_flight_.push_back(max_in_flight(make_schedule(in.cost.schedule, in.pipeline, s,
+                                                       in.cost.microbatches)));
+    }
+  }
+
+  // The s-th of p stages, with c blocks of which r recompute. Blocks are alike, so where the
+  // stage's blocks sit does not matter, only how many.
+  StageCost get(int s, int c, int r) {
+    const int p = in_.pipeline;
+    const runtime::StageSlice slice{0, c, s == 0, s == p - 1};
+    const auto key = std::make_tuple(slice.embedding, slice.head, c);
+    auto it = shapes_.find(key);
+    if (it == shapes_.end()) it = shapes_.emplace(key, stage_shape(in_.model, slice)).first;
+    const StageShape& shape = it->second;
+    StageCost out;
+    out.plan.layers = c;
+    out.plan.recompute = r;
+    out.plan.params = shape.params;
+    out.plan.memory = stage_memory(in_.model, shape, s > 0, in_flight_[s], in_.cost, r);
+    out.total = out.plan.memory.total();
+    out.plan.time_s = stage_flops_per_microbatch(in_.model, shape, r, in_.cost.micro_batch) /
+                      in_.devices.at(s).flops_per_s;
+    out.plan.fits = out.total <= in_.devices.at(s).memory_bytes;
+    return out;
+  }
+
+ private:
+  const PlanInputs& in_;
+  std::vector<int> in_flight_;
+  std::map<std::tuple<bool, bool, int>, StageShape> shapes_;
+};
+
 StageCost stage_cost(const PlanInputs& in, int s, int c, int r) {
-  const int p = in.pipeline;
-  const runtime::StageSlice slice{0, c, s == 0, s == p - 1};
-  StageCost out;
-  out.plan.layers = c;
-  out.plan.recompute = r;
-  for (const runtime::TensorSpec& t : runtime::gpt_specs(in.model, slice)) out.plan.params += t.numel();
-  out.plan.memory = stage_memory(in.model, slice, s, p, in.cost, r);
-  out.total = out.plan.memory.total();
-  out.plan.time_s = stage_flops_per_microbatch(in.model, slice, r, in.cost.micro_batch) /
-                    in.devices.at(s).flops_per_s;
-  out.plan.fits = out.total <= in.devices.at(s).memory_bytes;
-  return out;
+  StageCosts costs(in);
+  return costs.get(s, c, r);
 }
 
 std::vector<int> recompute_options(RecomputeChoice choice, int c) {
@@ -96,7 +122,7 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget) {
   std::vector<std::vector<std::vector<Entry>>> front(
       p + 1, std::vector<std::vector<Entry>>(L + 1));
   front[0][0].push_back({0.0, 0, 0, 0, -1});
-  std::map<std::tuple<int, int, int>, StageCost> cache;
+  StageCosts costs(in);
   for (int s = 0; s < p; ++s) {
     const bool last = s == p - 1, may_be_empty = p > 1 && (s == 0 || last);
     for (int u = 0; u <= L; ++u) {
@@ -104,10 +130,7 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget) {
       for (int c = may_be_empty ? 0 : 1; u + c <= L; ++c) {
         if (last && u + c != L) continue;
         for (int r : recompute_options(in.recompute, c)) {
-          auto key = std::make_tuple(s, c, r);
-          auto it = cache.find(key);
-          if (it == cache.end()) it = cache.emplace(key, stage_cost(in, s, c, r)).first;
-          const StageCost& sc = it->second;
+          const StageCost sc = costs.get(s, c, r);
           if (respect_budget && !sc.plan.fits) continue;
           for (size_t i = 0; i < front[s][u].size(); ++i) {
             const Entry& e = front[s][u][i];
