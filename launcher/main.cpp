@@ -115,6 +115,18 @@ int main(int argc, char** argv) {
   plan->add_option("--compare", plan_cmd.compare, "also evaluate this split, e.g. 2,2,3,3,4,4,4,2");
   plan->add_option("--recompute", plan_cmd.recompute, "auto (the planner chooses), none or full")
       ->check(CLI::IsMember({"auto", "none", "full"}));
+  plan->add_option("--p2p-gbps", plan_cmd.p2p_gbps,
+                   "bandwidth between pipeline stages in GB/s for the simulator (default: free)")
+      ->check(CLI::NonNegativeNumber);
+  plan->add_option("--net-gbps", plan_cmd.net_gbps,
+                   "data-parallel reduction bandwidth per rank in GB/s (default: free)")
+      ->check(CLI::NonNegativeNumber);
+  plan->add_option("--peak-tflops", plan_cmd.peak_tflops,
+                   "the device's dense peak in TFLOP/s for MFU (default: --tflops)")
+      ->check(CLI::NonNegativeNumber);
+  plan->add_option("--gpu-hour-usd", plan_cmd.gpu_hour_usd,
+                   "price of one device-hour, for the cost per million tokens")
+      ->check(CLI::NonNegativeNumber);
   plan->add_flag("--json", plan_cmd.json, "the plans as JSON");
 
   CLI::App* ckpt = app.add_subcommand("ckpt", "checkpoint tools");

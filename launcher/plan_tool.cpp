@@ -10,6 +10,7 @@
 #include "launcher/config.h"
 #include "parallel/planner.h"
 #include "runtime/allocator.h"
+#include "runtime/gpt_model.h"
 #include "runtime/error.h"
 
 namespace nupipe::launcher {
@@ -53,7 +54,37 @@ std::string list_text(const std::vector<int>& v) {
   return s + "]";
 }
 
-void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in) {
+// Throughput figures of a plan: tokens/s, MFU over the dense peak, cost per million tokens.
+struct Economics {
+  double tokens_per_s = 0, mfu = 0, usd_per_mtok = 0;
+};
+
+Economics economics(const parallel::Plan& plan, const parallel::PlanInputs& in,
+                    const PlanCommand& cmd) {
+  Economics e;
+  const double tokens = static_cast<double>(in.cost.micro_batch) * in.model.seq_len *
+                        in.cost.microbatches * in.cost.data;
+  const double step = std::max(plan.sim.step_s, 1e-30);
+  e.tokens_per_s = tokens / step;
+  double flops_per_token = 0;  // model FLOPs (no recompute), forward + backward
+  for (const auto& [name, c] :
+       runtime::gpt_costs(in.model, runtime::StageSlice::whole(in.model))) {
+    flops_per_token += c.flops_per_token;
+  }
+  const int devices = in.pipeline * in.cost.data;
+  double peak = 0;
+  for (const parallel::Device& d : in.devices) {
+    peak += (cmd.peak_tflops > 0 ? cmd.peak_tflops * 1e12 : d.flops_per_s) * in.cost.data;
+  }
+  e.mfu = flops_per_token * e.tokens_per_s / peak;
+  if (cmd.gpu_hour_usd > 0) {
+    e.usd_per_mtok = cmd.gpu_hour_usd * devices * step / 3600.0 / (tokens / 1e6);
+  }
+  return e;
+}
+
+void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
+                const PlanCommand& cmd) {
   using runtime::format_bytes;
   std::printf("%s: stage_layers %s, recompute %s\n", plan.name.c_str(),
               list_text(plan.layers).c_str(), list_text(plan.recompute).c_str());
@@ -73,14 +104,21 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in) {
                 budget == INT64_MAX ? "-" : format_bytes(budget).c_str(), st.time_s * 1e3,
                 st.fits ? "" : "  over budget");
   }
-  std::printf("  step %.2f ms (simulated, %d microbatches), bubble %.1f%%, slowest stage %.2f ms, "
-              "peak %s: %s\n\n",
-              plan.sim.step_s * 1e3, in.cost.microbatches, 100.0 * plan.sim.bubble_fraction,
-              plan.bottleneck_s * 1e3, format_bytes(plan.peak_bytes).c_str(),
-              plan.fits ? "fits" : "does NOT fit");
+  const Economics e = economics(plan, in, cmd);
+  std::printf("  step %.2f ms (simulated, %d microbatches%s), bubble %.1f%%, slowest stage %.2f "
+              "ms, peak %s: %s\n",
+              plan.sim.step_s * 1e3, in.cost.microbatches,
+              plan.reduce_s > 0 ? fmt::format(", gradient reduction {:.2f} ms", plan.reduce_s * 1e3).c_str()
+                                : "",
+              100.0 * plan.sim.bubble_fraction, plan.bottleneck_s * 1e3,
+              format_bytes(plan.peak_bytes).c_str(), plan.fits ? "fits" : "does NOT fit");
+  std::printf("  %.0f tokens/s, MFU %.1f%%%s\n\n", e.tokens_per_s, 100.0 * e.mfu,
+              cmd.gpu_hour_usd > 0 ? fmt::format(", ${:.4f} per million tokens", e.usd_per_mtok).c_str()
+                                   : "");
 }
 
-nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs& in) {
+nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs& in,
+                         const PlanCommand& cmd) {
   nlohmann::json stages = nlohmann::json::array();
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const parallel::StagePlan& st = plan.stages[s];
@@ -101,7 +139,13 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
   return {{"name", plan.name},        {"stage_layers", plan.layers},
           {"recompute", plan.recompute}, {"fits", plan.fits},
           {"peak_bytes", plan.peak_bytes}, {"step_ms", plan.sim.step_s * 1e3},
-          {"bubble_fraction", plan.sim.bubble_fraction}, {"stages", stages}};
+          {"bubble_fraction", plan.sim.bubble_fraction}, {"stages", stages},
+          {"reduce_ms", plan.reduce_s * 1e3},
+          {"tokens_per_s", economics(plan, in, cmd).tokens_per_s},
+          {"mfu", economics(plan, in, cmd).mfu},
+          {"usd_per_million_tokens", cmd.gpu_hour_usd > 0
+                                         ? nlohmann::json(economics(plan, in, cmd).usd_per_mtok)
+                                         : nlohmann::json()}};
 }
 
 }  // namespace
@@ -129,6 +173,8 @@ int run_plan(const PlanCommand& cmd) {
   in.cost = {dp, cfg.parallel.zero, parallel::parse_schedule_kind(cfg.parallel.schedule),
              cfg.microbatches(), cfg.train.micro_batch, {}};
   in.recompute = parallel::parse_recompute_choice(cmd.recompute);
+  in.p2p_bytes_per_s = cmd.p2p_gbps * 1e9;
+  in.net_bytes_per_s = cmd.net_gbps * 1e9;
   const std::vector<double> gib = per_stage(
       cmd.memory_gib.empty() ? std::vector<double>{0} : number_list(cmd.memory_gib, "--memory-gib"),
       in.pipeline, "--memory-gib");
@@ -171,9 +217,9 @@ int run_plan(const PlanCommand& cmd) {
   if (cmd.json) {
     nlohmann::json j;
     j["plans"] = nlohmann::json::array();
-    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p, in));
+    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p, in, cmd));
     j["fits"] = best.has_value();
-    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in);
+    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in, cmd);
     std::printf("%s\n", j.dump(1).c_str());
     return best ? 0 : static_cast<int>(ExitCode::usage);
   }
@@ -182,7 +228,7 @@ int run_plan(const PlanCommand& cmd) {
               cmd.config_path.c_str(), in.model.n_layer, in.model.d_model, in.pipeline, dp,
               cfg.parallel.schedule.c_str(), in.cost.microbatches, in.cost.micro_batch,
               in.cost.zero, cmd.recompute.c_str());
-  for (const parallel::Plan& p : plans) print_plan(p, in);
+  for (const parallel::Plan& p : plans) print_plan(p, in, cmd);
   if (!best) {
     parallel::Plan low = parallel::plan_lowest_peak(in);
     int64_t over = 0;

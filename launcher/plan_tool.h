@@ -16,6 +16,10 @@ struct PlanCommand {
   int world_size = 0;       // 0: parallel.pipeline x parallel.data of the config
   std::string compare;      // "2,2,3,3"; empty: none
   std::string recompute = "none";
+  double p2p_gbps = 0.0;       // between stages, GB/s (0: free)
+  double net_gbps = 0.0;       // data-parallel reduction, GB/s per rank (0: free)
+  double peak_tflops = 0.0;    // the device's dense peak for MFU (0: --tflops)
+  double gpu_hour_usd = 0.0;   // price of one device-hour (0: no cost line)
   bool json = false;
 };
 

@@ -186,7 +186,19 @@ Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
                          in.devices[s].flops_per_s;
     times.push_back({plain / 3.0, sc.plan.time_s - plain / 3.0});
   }
-  plan.sim = simulate(in.cost.schedule, times, in.cost.microbatches);
+  // Transfers between stages: one microbatch's hidden state, fp32.
+  const double hidden_bytes =
+      4.0 * in.cost.micro_batch * in.model.seq_len * static_cast<double>(in.model.d_model);
+  const double p2p_s = in.p2p_bytes_per_s > 0 ? hidden_bytes / in.p2p_bytes_per_s : 0.0;
+  const int dp = in.cost.data;
+  if (in.net_bytes_per_s > 0 && dp > 1) {
+    for (const StagePlan& st : plan.stages) {
+      plan.reduce_s = std::max(plan.reduce_s, 2.0 * (dp - 1) / dp *
+                                                  static_cast<double>(st.memory.params) /
+                                                  in.net_bytes_per_s);
+    }
+  }
+  plan.sim = simulate(in.cost.schedule, times, in.cost.microbatches, p2p_s, plan.reduce_s);
   return plan;
 }
 

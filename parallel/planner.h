@@ -31,6 +31,11 @@ struct PlanInputs {
   CostInputs cost;              // data, zero, schedule, microbatches, micro_batch (recompute unused)
   std::vector<Device> devices;  // one per stage
   RecomputeChoice recompute = RecomputeChoice::none;
+  // The simulator's network (0: free): activations and gradients between stages, and the
+  // data-parallel gradient reduction (all-reduce, or ZeRO-1's reduce-scatter + all-gather:
+  // the same 2 (dp-1)/dp of the stage's gradient bytes per rank).
+  double p2p_bytes_per_s = 0.0;
+  double net_bytes_per_s = 0.0;
 };
 
 struct StagePlan {
@@ -50,6 +55,7 @@ struct Plan {
   bool fits = true;
   int64_t peak_bytes = 0;        // the largest stage total
   double bottleneck_s = 0.0;     // the slowest stage's time per microbatch
+  double reduce_s = 0.0;         // the slowest stage's data-parallel gradient reduction
   Simulation sim;                // step time and bubble from replaying the schedule
 };
 

@@ -60,6 +60,26 @@ TEST(CliPlan, TableAndCompare) {
   }
 }
 
+// The simulator's network and the throughput figures: a slower network makes the step longer;
+// MFU and the cost per million tokens follow from the step time.
+TEST(CliPlan, NetworkMfuAndCost) {
+  const ProcessResult free_net = plan({"--json", "--tflops", "1"});
+  const ProcessResult slow_net = plan({"--json", "--tflops", "1", "--p2p-gbps", "0.01",
+                                       "--gpu-hour-usd", "2", "--peak-tflops", "2"});
+  ASSERT_EQ(free_net.exit_code, 0) << free_net;
+  ASSERT_EQ(slow_net.exit_code, 0) << slow_net;
+  const auto a = nlohmann::json::parse(free_net.output)["plans"][0];
+  const auto b = nlohmann::json::parse(slow_net.output)["plans"][0];
+  EXPECT_GT(b["step_ms"].get<double>(), a["step_ms"].get<double>());
+  EXPECT_GT(a["mfu"].get<double>(), 0.0);
+  EXPECT_LE(a["mfu"].get<double>(), 1.0);
+  EXPECT_TRUE(a["usd_per_million_tokens"].is_null());
+  // $2/h x 4 devices x step / (tokens per step / 1e6)
+  const double tokens = 2.0 * 64 * 8;  // micro_batch 2, seq 64, 8 microbatches, 1 replica
+  EXPECT_NEAR(b["usd_per_million_tokens"].get<double>(),
+              2.0 * 4 * b["step_ms"].get<double>() / 1e3 / 3600.0 / (tokens / 1e6), 1e-9);
+}
+
 TEST(CliPlan, NothingFitsSaysByHowMuch) {
   const ProcessResult r = plan({"--memory-gib", "0.001"});
   EXPECT_EQ(r.exit_code, 2) << r;
