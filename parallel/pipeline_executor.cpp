@@ -111,6 +111,9 @@ double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
       case ActionType::send_gradient:
         send_hidden(grads[mb], mb, kGradient);
         grads[mb] = {};
+        // The previous stage has received the gradient before this one's (messages of a
+        // pair arrive in order): at most two gradient sends, not all m, stay buffered.
+        if (mb > 0) finish_send(mb - 1, kGradient);
         break;
     }
   }
