@@ -127,6 +127,8 @@ int main(int argc, char** argv) {
   plan->add_option("--gpu-hour-usd", plan_cmd.gpu_hour_usd,
                    "price of one device-hour, for the cost per million tokens")
       ->check(CLI::NonNegativeNumber);
+  plan->add_flag("--calibrate", plan_cmd.calibrate,
+                 "time the config's layers on this machine (cpu backend) instead of --tflops");
   plan->add_flag("--json", plan_cmd.json, "the plans as JSON");
 
   CLI::App* ckpt = app.add_subcommand("ckpt", "checkpoint tools");

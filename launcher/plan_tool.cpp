@@ -1,7 +1,9 @@
 // plan_tool.cpp: argument resolution, the plans, and their table or JSON.
 #include "launcher/plan_tool.h"
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -10,6 +12,7 @@
 #include "launcher/config.h"
 #include "parallel/planner.h"
 #include "runtime/allocator.h"
+#include "runtime/backend.h"
 #include "runtime/gpt_model.h"
 #include "runtime/error.h"
 
@@ -148,6 +151,45 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
                                          : nlohmann::json()}};
 }
 
+// Forward + backward FLOP/s of the config's model on this machine's cpu backend: one
+// microbatch through a model of 2 blocks and of 1 block (the difference is a block), best of a
+// few repetitions. Returns the throughput of a block and of the rest (embedding and head).
+std::pair<double, double> calibrate(const runtime::ModelConfig& model, int micro_batch, int threads) {
+  auto time_model = [&](int blocks) {
+    runtime::ModelConfig mc = model;
+    mc.n_layer = blocks;
+    std::unique_ptr<runtime::Backend> be = runtime::make_backend("cpu");
+    be->set_threads(threads);
+    runtime::GptModel m(*be, mc, runtime::StageSlice::whole(mc));
+    m.params().initialize(1);
+    const int64_t n = static_cast<int64_t>(micro_batch) * mc.seq_len;
+    std::vector<int32_t> tok(n), tgt(n);
+    for (int64_t i = 0; i < n; ++i) {
+      tok[i] = static_cast<int32_t>((i * 7919) % mc.vocab_size);
+      tgt[i] = static_cast<int32_t>((i * 104729 + 1) % mc.vocab_size);
+    }
+    runtime::Tensor t = runtime::Tensor::empty(*be, {n}, runtime::DType::i32, runtime::MemTag::workspace);
+    runtime::Tensor g = runtime::Tensor::empty(*be, {n}, runtime::DType::i32, runtime::MemTag::workspace);
+    runtime::from_host(t, tok);
+    runtime::from_host(g, tgt);
+    double best = 1e300;
+    for (int rep = 0; rep < 4; ++rep) {
+      const auto t0 = std::chrono::steady_clock::now();
+      m.forward_backward(t, g, micro_batch, 1.0f / static_cast<float>(n));
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const double one = time_model(1), two = time_model(2);
+  const double tokens = static_cast<double>(micro_batch) * model.seq_len;
+  const double block_flops = runtime::Block::cost(model).flops_per_token * tokens;
+  double rest_flops = 0;
+  for (const auto& [name, c] : runtime::gpt_costs(model, {0, 0, true, true})) rest_flops += c.flops_per_token;
+  rest_flops *= tokens;
+  const double block_s = std::max(two - one, 1e-9), rest_s = std::max(one - block_s, 1e-9);
+  return {block_flops / block_s, rest_flops / rest_s};
+}
+
 }  // namespace
 
 int run_plan(const PlanCommand& cmd) {
@@ -178,8 +220,23 @@ int run_plan(const PlanCommand& cmd) {
   const std::vector<double> gib = per_stage(
       cmd.memory_gib.empty() ? std::vector<double>{0} : number_list(cmd.memory_gib, "--memory-gib"),
       in.pipeline, "--memory-gib");
-  const std::vector<double> tflops = per_stage(
-      number_list(cmd.tflops.empty() ? "0.1" : cmd.tflops, "--tflops"), in.pipeline, "--tflops");
+  std::string tflops_text = cmd.tflops.empty() ? "0.1" : cmd.tflops;
+  if (cmd.calibrate) {
+    if (!cmd.tflops.empty()) {
+      throw usage_error("--calibrate measures the throughput: it replaces --tflops",
+                        "give one of --calibrate and --tflops");
+    }
+    const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : 1;
+    const auto [block, rest] = calibrate(in.model, cfg.train.micro_batch, threads);
+    tflops_text = fmt::format("{}", block / 1e12);
+    std::fprintf(cmd.json ? stderr : stdout,
+                 "calibrated on this machine's cpu backend (%d thread%s, micro_batch %d): a "
+                 "block runs at %.2f GFLOP/s, embedding + head at %.2f GFLOP/s; planning with "
+                 "the block's\n\n",
+                 threads, threads == 1 ? "" : "s", cfg.train.micro_batch, block / 1e9, rest / 1e9);
+  }
+  const std::vector<double> tflops =
+      per_stage(number_list(tflops_text, "--tflops"), in.pipeline, "--tflops");
   for (int s = 0; s < in.pipeline; ++s) {
     in.devices.push_back({gib[s] > 0 ? static_cast<int64_t>(gib[s] * (1ull << 30)) : INT64_MAX,
                           tflops[s] * 1e12});

@@ -20,6 +20,7 @@ struct PlanCommand {
   double net_gbps = 0.0;       // data-parallel reduction, GB/s per rank (0: free)
   double peak_tflops = 0.0;    // the device's dense peak for MFU (0: --tflops)
   double gpu_hour_usd = 0.0;   // price of one device-hour (0: no cost line)
+  bool calibrate = false;      // time the real layers here (cpu backend) for --tflops
   bool json = false;
 };
 

@@ -80,6 +80,14 @@ TEST(CliPlan, NetworkMfuAndCost) {
               2.0 * 4 * b["step_ms"].get<double>() / 1e3 / 3600.0 / (tokens / 1e6), 1e-9);
 }
 
+TEST(CliPlan, CalibrateTimesTheLayersHere) {
+  const ProcessResult r = plan({"--calibrate", "--set", "runtime.threads=1"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.output.find("calibrated on this machine's cpu backend"), std::string::npos) << r;
+  EXPECT_NE(r.output.find("GFLOP/s"), std::string::npos) << r;
+  EXPECT_EQ(plan({"--calibrate", "--tflops", "1"}).exit_code, 2);
+}
+
 TEST(CliPlan, NothingFitsSaysByHowMuch) {
   const ProcessResult r = plan({"--memory-gib", "0.001"});
   EXPECT_EQ(r.exit_code, 2) << r;
