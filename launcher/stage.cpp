@@ -132,7 +132,18 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   // Never the kernel's OOM killer: a stage predicted not to fit is refused before anything
   // is allocated (every rank computes the same plan and budget, so all refuse together).
   for (size_t st = 0; st < s.plan.size(); ++st) {
-    if (s.plan[st].total() <= s.budget) continue;
+    if (s.plan[st].total() <= s.budget) {
+      // The prediction leaves out what no allocator tag covers (the data, MPI's buffers, the
+      // program): a stage this close to the budget may still not fit.
+      if (s.plan[st].total() > s.budget / 10 * 9) {
+        s.budget_warnings.push_back(fmt::format(
+            "stage {} is predicted to use {} of the {} available per rank ({}): over 90%; "
+            "memory outside the allocator's tags (data, MPI buffers) may not fit",
+            st, runtime::format_bytes(s.plan[st].total()), runtime::format_bytes(s.budget),
+            budget_source));
+      }
+      continue;
+    }
     int64_t bytes = 0;
     const char* kind = largest_kind(s.plan[st], &bytes);
     throw usage_error(

@@ -46,6 +46,7 @@ struct Stage {
   std::vector<parallel::StageMemory> plan;  // expected bytes per rank of every stage
   int64_t budget = 0;                        // bytes a rank may use (runtime.memory_gib)
   std::string plan_note;                     // the planner's choice, for the log
+  std::vector<std::string> budget_warnings;  // stages close to the budget, for the log
 };
 
 // Phase 1 (collective: every rank agrees on the verdict): data, samplers and backend. Throws

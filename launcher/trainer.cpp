@@ -95,6 +95,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   watchdog.set_heartbeat_dir(cfg.run.dir + "/heartbeat");
   if (world.is_root()) {  // the same on every rank: said once
     for (const std::string& w : cfg.warnings) log->warn("config: {}", w);
+    for (const std::string& w : s.budget_warnings) log->warn("memory: {}", w);
     for (const std::string& w : rp.warnings) log->warn("checkpoint: {}", w);
     for (const std::string& n : rp.notes) log->info("checkpoint: {}", n);
     if (!rp.dir.empty()) {
