@@ -38,8 +38,9 @@ using BoolRef = bool& (*)(Config&);
 using StrRef = std::string& (*)(Config&);
 using LayersRef = parallel::StageLayersSpec& (*)(Config&);  // "uniform", "auto" or [ints]
 using RecomputeRef = parallel::RecomputeSpec& (*)(Config&);  // "none", "full" or [ints]
+using NumbersRef = std::vector<double>& (*)(Config&);  // a number, or an array of numbers
 using Field = std::variant<IntRef, I64Ref, U64Ref, FloatRef, DoubleRef, BoolRef, StrRef, LayersRef,
-                           RecomputeRef>;
+                           RecomputeRef, NumbersRef>;
 
 struct Key {
   std::string_view path;  // full dotted name, e.g. "data.synthetic.order"
@@ -106,6 +107,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("runtime.threads", runtime.threads),
       NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
       NUPIPE_KEY("runtime.memory_gib", runtime.memory_gib),
+      NUPIPE_KEY("runtime.tflops", runtime.tflops),
   };
   return keys;
 }
@@ -161,6 +163,12 @@ std::string format_value(const Key& key, Config& c) {
           return parallel::format_stage_layers(v);  // a TOML string or array
         else if constexpr (std::is_same_v<T, parallel::RecomputeSpec>)
           return parallel::format_recompute(v);
+        else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          if (v.size() == 1) return format_double(v[0]);
+          std::string t = "[";
+          for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + format_double(v[i]);
+          return t + "]";
+        }
         else return std::to_string(v);
       },
       key.field);
@@ -186,7 +194,8 @@ std::string_view expected_name(const Key& key) {
     case 5: return "a boolean (true or false)";
     case 6: return "a string";
     case 7: return "an array of integers, \"uniform\" or \"auto\"";
-    default: return "an array of integers (blocks per stage), \"none\", \"full\" or \"auto\"";
+    case 8: return "an array of integers (blocks per stage), \"none\", \"full\" or \"auto\"";
+    default: return "a number, or an array of numbers (one per stage)";
   }
 }
 std::string example(const Key& key) {  // "model.d_model = 64", from the struct default
@@ -307,6 +316,27 @@ std::optional<std::string> store(const Key& key, const toml::node& n, Config& c)
           } else {
             return wrong_type();
           }
+        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          std::vector<double> out;
+          auto number = [&](const toml::node& e, const std::string& at) -> std::optional<std::string> {
+            if (!e.is_number()) return at + " must be a number, got " + std::string(type_name(e));
+            const double v = e.is_integer() ? static_cast<double>(e.as_integer()->get())
+                                            : e.as_floating_point()->get();
+            if (!std::isfinite(v)) return at + " must be a finite number";
+            out.push_back(v);
+            return std::nullopt;
+          };
+          if (const auto* arr = n.as_array()) {
+            if (arr->empty()) return name + " is an empty array: give a number or one per stage";
+            for (size_t i = 0; i < arr->size(); ++i) {
+              if (auto what = number(*arr->get(i), name + "[" + std::to_string(i) + "]")) return what;
+            }
+          } else if (n.is_number()) {
+            if (auto what = number(n, name)) return what;
+          } else {
+            return wrong_type();
+          }
+          field = std::move(out);
         } else if constexpr (std::is_same_v<T, bool>) {
           if (!n.is_boolean()) return wrong_type();
           field = n.as_boolean()->get();

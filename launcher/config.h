@@ -37,10 +37,14 @@ struct RuntimeOptions {
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.
   double peer_timeout_s = 60.0;
-  // Memory a rank may use, in GiB; 0: what the host has available divided by its ranks. A run
-  // predicted to need more on any stage is refused at start-up (exit 2), and
-  // parallel.stage_layers = "auto" plans within it.
-  double memory_gib = 0.0;
+  // Memory a rank may use, in GiB: one number for every stage, or one per stage (devices of
+  // different sizes); {0}: what the host has available divided by its ranks. A run predicted to
+  // need more on any stage is refused at start-up (exit 2), and parallel.stage_layers = "auto"
+  // plans within it.
+  std::vector<double> memory_gib{0.0};
+  // The throughput of each stage's devices in TFLOP/s, for the planner with stages of unequal
+  // speed: one number (equal devices) or one per stage.
+  std::vector<double> tflops{1.0};
 };
 
 struct CheckpointOptions {

@@ -3,6 +3,7 @@
 #include "launcher/config_checks.h"
 
 #include <cmath>
+#include <tuple>
 #include <string>
 
 #include "parallel/stage_layout.h"
@@ -147,7 +148,21 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
             "runtime.device must be \"cpu\" or \"cuda\", got " + quote(c.runtime.device),
             "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
   ck.at_least("runtime.threads", c.runtime.threads, 0);
-  ck.at_least("runtime.memory_gib", c.runtime.memory_gib, 0.0);
+  for (const auto& [key, values, zero_ok] :
+       {std::tuple<const char*, const std::vector<double>*, bool>{"runtime.memory_gib",
+                                                                  &c.runtime.memory_gib, true},
+        {"runtime.tflops", &c.runtime.tflops, false}}) {
+    if (values->size() != 1 && static_cast<int>(values->size()) != p.pipeline)
+      ck.fail(key, S(key) + " gives " + ck.str(values->size()) + " values for parallel.pipeline = " +
+                       ck.str(p.pipeline) + " stages",
+              "give one number for every stage, or one per stage");
+    for (double v : *values) {
+      if (v < 0 || (!zero_ok && v == 0))
+        ck.fail(key, S(key) + " must be " + (zero_ok ? ">= 0" : "> 0") + ", got " + ck.str(v),
+                zero_ok ? "0 means: the host's available memory divided by its ranks"
+                        : "give each stage's throughput in TFLOP/s");
+    }
+  }
   if (!(c.runtime.peer_timeout_s >= 1.0))
     ck.fail("runtime.peer_timeout_s",
             "runtime.peer_timeout_s must be >= 1, got " + ck.str(c.runtime.peer_timeout_s),

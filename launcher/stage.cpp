@@ -7,6 +7,7 @@
 #include "parallel/planner.h"
 #include "runtime/error.h"
 
+#include <algorithm>
 #include <fstream>
 
 namespace nupipe::launcher {
@@ -25,13 +26,21 @@ int64_t host_available_bytes() {
   return 0;
 }
 
-// The memory one rank may use: runtime.memory_gib, else the host's available memory shared by
-// its ranks; the smallest over the world, so that every rank plans with the same number.
-int64_t rank_budget(const Config& cfg, const parallel::World& world,
-                    parallel::ProcessGroups& groups, std::string* source) {
-  if (cfg.runtime.memory_gib > 0) {
+// The memory a rank of each stage may use: runtime.memory_gib (one for all stages or one per
+// stage), else the host's available memory shared by its ranks, the smallest over the world so
+// that every rank plans with the same numbers.
+std::vector<int64_t> stage_budgets(const Config& cfg, const parallel::World& world,
+                                   parallel::ProcessGroups& groups, std::string* source) {
+  const int p = cfg.parallel.pipeline;
+  const std::vector<double>& gib = cfg.runtime.memory_gib;
+  std::vector<int64_t> out(p);
+  if (!(gib.size() == 1 && gib[0] == 0)) {
     *source = "runtime.memory_gib";
-    return static_cast<int64_t>(cfg.runtime.memory_gib * static_cast<double>(1ull << 30));
+    for (int s = 0; s < p; ++s) {
+      const double g = gib.size() == 1 ? gib[0] : gib[s];
+      out[s] = g > 0 ? static_cast<int64_t>(g * static_cast<double>(1ull << 30)) : INT64_MAX;
+    }
+    return out;
   }
   *source = "the host's available memory / its ranks";
   const int64_t mine = host_available_bytes() / std::max(1, world.local_size());
@@ -39,7 +48,9 @@ int64_t rank_budget(const Config& cfg, const parallel::World& world,
   for (const std::string& v : groups.world_mpi().gather_text(std::to_string(least))) {
     least = std::min<int64_t>(least, std::stoll(v));
   }
-  return std::stoll(groups.world_mpi().broadcast_text(std::to_string(least)));
+  least = std::stoll(groups.world_mpi().broadcast_text(std::to_string(least)));
+  std::fill(out.begin(), out.end(), least);
+  return out;
 }
 
 const char* largest_kind(const parallel::StageMemory& m, int64_t* bytes) {
@@ -56,6 +67,17 @@ const char* largest_kind(const parallel::StageMemory& m, int64_t* bytes) {
   return best->first;
 }
 
+std::string budgets_text(const std::vector<int64_t>& b) {
+  if (std::all_of(b.begin(), b.end(), [&](int64_t x) { return x == b[0]; })) {
+    return b[0] == INT64_MAX ? "no limit" : runtime::format_bytes(b[0]);
+  }
+  std::string t = "[";
+  for (size_t i = 0; i < b.size(); ++i) {
+    t += (i ? ", " : "") + (b[i] == INT64_MAX ? std::string("no limit") : runtime::format_bytes(b[i]));
+  }
+  return t + "]";
+}
+
 std::string list_text(const std::vector<int>& v) {
   std::string t = "[";
   for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
@@ -64,12 +86,15 @@ std::string list_text(const std::vector<int>& v) {
 
 // parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
 // same on every rank (same inputs).
-void plan_layout(Stage& s, const Config& cfg, int64_t budget, const std::string& budget_source) {
+void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) {
   parallel::PlanInputs in;
   in.model = s.model_config;
   in.pipeline = cfg.parallel.pipeline;
   in.cost = {cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro, s.micro, {}};
-  in.devices.assign(in.pipeline, {budget, 1e11});
+  for (int st = 0; st < in.pipeline; ++st) {
+    const std::vector<double>& tf = cfg.runtime.tflops;
+    in.devices.push_back({s.budgets[st], (tf.size() == 1 ? tf[0] : tf[st]) * 1e12});
+  }
   using K = parallel::RecomputeSpec::Kind;
   in.recompute = cfg.train.recompute.kind == K::full        ? parallel::RecomputeChoice::full
                  : cfg.train.recompute.kind == K::automatic ? parallel::RecomputeChoice::automatic
@@ -84,7 +109,7 @@ void plan_layout(Stage& s, const Config& cfg, int64_t budget, const std::string&
     throw usage_error(
         "parallel.stage_layers = \"auto\": no split of " + std::to_string(in.model.n_layer) +
             " blocks over " + std::to_string(in.pipeline) + " stages fits " +
-            runtime::format_bytes(budget) + " per rank (" + budget_source +
+            budgets_text(s.budgets) + " per rank (" + budget_source +
             "); the lowest peak, " + list_text(low.layers) + " with recompute " +
             list_text(low.recompute) + ", needs " + runtime::format_bytes(low.peak_bytes),
         std::string(in.recompute == parallel::RecomputeChoice::none
@@ -96,13 +121,13 @@ void plan_layout(Stage& s, const Config& cfg, int64_t budget, const std::string&
   s.layout = parallel::layout_from_counts(best->layers, in.model.n_layer);
   s.recompute = best->recompute;
   s.plan_note = fmt::format(
-      "planner: stage_layers {} with recompute {} (slowest stage {:.3g} GFLOP per microbatch, "
-      "peak {}) within {} per rank ({}); the uniform split {} would need {} ({}), slowest stage "
-      "{:.3g} GFLOP",
-      list_text(best->layers), list_text(best->recompute), best->bottleneck_s * 100.0,
-      runtime::format_bytes(best->peak_bytes), runtime::format_bytes(budget), budget_source,
+      "planner: stage_layers {} with recompute {} (slowest stage {:.3f} ms per microbatch at "
+      "runtime.tflops, peak {}) within {} per rank ({}); the uniform split {} would need {} "
+      "({}), slowest stage {:.3f} ms",
+      list_text(best->layers), list_text(best->recompute), best->bottleneck_s * 1e3,
+      runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
       list_text(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
-      uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 100.0);
+      uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 1e3);
 }
 
 }  // namespace
@@ -117,9 +142,9 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   s.tokens_per_step = s.tokens_per_micro * s.n_micro * cfg.parallel.data;
   s.schedule = parallel::parse_schedule_kind(cfg.parallel.schedule);
   std::string budget_source;
-  s.budget = rank_budget(cfg, world, groups, &budget_source);
+  s.budgets = stage_budgets(cfg, world, groups, &budget_source);
   if (cfg.parallel.stage_layers.kind == parallel::StageLayersSpec::Kind::automatic) {
-    plan_layout(s, cfg, s.budget, budget_source);
+    plan_layout(s, cfg, budget_source);
   } else {
     s.layout = parallel::make_stage_layout(cfg.parallel.stage_layers, cfg.parallel.pipeline,
                                            s.model_config.n_layer);
@@ -132,14 +157,15 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   // Never the kernel's OOM killer: a stage predicted not to fit is refused before anything
   // is allocated (every rank computes the same plan and budget, so all refuse together).
   for (size_t st = 0; st < s.plan.size(); ++st) {
-    if (s.plan[st].total() <= s.budget) {
+    const int64_t budget = s.budgets[st];
+    if (s.plan[st].total() <= budget) {
       // The prediction leaves out what no allocator tag covers (the data, MPI's buffers, the
       // program): a stage this close to the budget may still not fit.
-      if (s.plan[st].total() > s.budget / 10 * 9) {
+      if (s.plan[st].total() > budget / 10 * 9) {
         s.budget_warnings.push_back(fmt::format(
             "stage {} is predicted to use {} of the {} available per rank ({}): over 90%; "
             "memory outside the allocator's tags (data, MPI buffers) may not fit",
-            st, runtime::format_bytes(s.plan[st].total()), runtime::format_bytes(s.budget),
+            st, runtime::format_bytes(s.plan[st].total()), runtime::format_bytes(budget),
             budget_source));
       }
       continue;
@@ -149,7 +175,7 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
     throw usage_error(
         "stage " + std::to_string(st) + " is predicted to need " +
             runtime::format_bytes(s.plan[st].total()) + " per rank, more than the " +
-            runtime::format_bytes(s.budget) + " available (" + budget_source + "); most of it " +
+            runtime::format_bytes(budget) + " available (" + budget_source + "); most of it " +
             kind + ": " + runtime::format_bytes(bytes),
         "let the planner split the model (parallel.stage_layers = \"auto\", and train.recompute "
         "= \"auto\"), lower train.micro_batch, or add ranks; `nupipe plan CONFIG --memory-gib "

@@ -44,7 +44,7 @@ struct Stage {
   runtime::LayerCost model_cost, stage_cost;
   int64_t model_params = 0;
   std::vector<parallel::StageMemory> plan;  // expected bytes per rank of every stage
-  int64_t budget = 0;                        // bytes a rank may use (runtime.memory_gib)
+  std::vector<int64_t> budgets;              // bytes a rank of each stage may use
   std::string plan_note;                     // the planner's choice, for the log
   std::vector<std::string> budget_warnings;  // stages close to the budget, for the log
 };

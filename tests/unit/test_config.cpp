@@ -91,6 +91,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
   EXPECT_EQ(a.runtime.peer_timeout_s, b.runtime.peer_timeout_s);
   EXPECT_EQ(a.runtime.memory_gib, b.runtime.memory_gib);
+  EXPECT_EQ(a.runtime.tflops, b.runtime.tflops);
   EXPECT_EQ(a.checkpoint.every, b.checkpoint.every);
   EXPECT_EQ(a.checkpoint.keep, b.checkpoint.keep);
   EXPECT_EQ(a.checkpoint.dir, b.checkpoint.dir);
@@ -159,7 +160,8 @@ log_every = 7
 device = "cuda"
 threads = 3
 peer_timeout_s = 12.5
-memory_gib = 7.25
+memory_gib = [7.25, 8, 9]
+tflops = [1.5, 2.5, 3]
 )";
 
 TEST(Config, DefaultsFromEmptyString) {
@@ -466,6 +468,9 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[parallel]\nstage_layers = [1, 3]", "parallel.stage_layers"},
       {"[parallel]\nstage_layers = [-1, 5]\npipeline = 2", "parallel.stage_layers"},
       {"[runtime]\nmemory_gib = -1", "runtime.memory_gib"},
+      {"[runtime]\nmemory_gib = [1, 2, 3]", "runtime.memory_gib"},
+      {"[runtime]\ntflops = 0", "runtime.tflops"},
+      {"[runtime]\nmemory_gib = []", "runtime.memory_gib"},
       {"[parallel]\npipeline = 7", "parallel.stage_layers"},  // 4 blocks cannot fill 7 stages
       {"[parallel]\nschedule = \"\"", "parallel.schedule"},
       {"[train]\nsteps = 0", "train.steps"},
@@ -565,7 +570,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 52u) << emitted;
+  EXPECT_EQ(lines, 53u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");
