@@ -120,12 +120,22 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
   }
   s.layout = parallel::layout_from_counts(best->layers, in.model.n_layer);
   s.recompute = best->recompute;
+  const std::optional<parallel::Plan> second = parallel::runner_up(in, *best);
   s.plan_note = fmt::format(
       "planner: stage_layers {} with recompute {} (slowest stage {:.3f} ms per microbatch at "
-      "runtime.tflops, peak {}) within {} per rank ({}); the uniform split {} would need {} "
+      "runtime.tflops, peak {}) within {} per rank ({}); {}; the uniform split {} would need {} "
       "({}), slowest stage {:.3f} ms",
       list_text(best->layers), list_text(best->recompute), best->bottleneck_s * 1e3,
       runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
+      second ? fmt::format("runner-up one block away: {} with recompute {} (slowest stage "
+                           "{:.3f} ms, peak {}){}",
+                           list_text(second->layers), list_text(second->recompute),
+                           second->bottleneck_s * 1e3, runtime::format_bytes(second->peak_bytes),
+                           second->bottleneck_s > best->bottleneck_s
+                               ? ": slower"
+                               : (second->peak_bytes > best->peak_bytes ? ": as fast, more memory"
+                                                                        : ": as good"))
+             : std::string("no split one block away fits"),
       list_text(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
       uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 1e3);
 }

@@ -214,4 +214,41 @@ Plan plan_lowest_peak(const PlanInputs& in) {
   return p;
 }
 
+Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers) {
+  std::vector<int> rc(layers.size(), 0);
+  StageCosts costs(in);
+  for (size_t s = 0; s < layers.size(); ++s) {
+    if (in.recompute == RecomputeChoice::full) rc[s] = layers[s];
+    if (in.recompute != RecomputeChoice::automatic) continue;
+    rc[s] = layers[s];
+    for (int r = 0; r <= layers[s]; ++r) {
+      if (costs.get(static_cast<int>(s), layers[s], r).plan.fits) {
+        rc[s] = r;
+        break;
+      }
+    }
+  }
+  return evaluate(in, layers, rc);
+}
+
+std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best) {
+  std::optional<Plan> out;
+  for (int s = 0; s + 1 < in.pipeline; ++s) {
+    for (int dir : {-1, 1}) {  // a block from stage s to s+1, or back
+      std::vector<int> layers = best.layers;
+      layers[s] += dir;
+      layers[s + 1] -= dir;
+      if (!valid_split(layers, in.model.n_layer)) continue;
+      Plan p = plan_for_split(in, layers);
+      if (!p.fits) continue;
+      if (!out || p.bottleneck_s < out->bottleneck_s ||
+          (p.bottleneck_s == out->bottleneck_s && p.peak_bytes < out->peak_bytes)) {
+        out = std::move(p);
+      }
+    }
+  }
+  if (out) out->name = "runner-up";
+  return out;
+}
+
 }  // namespace nupipe::parallel

@@ -66,6 +66,12 @@ Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
 std::optional<Plan> plan_best(const PlanInputs& in);
 // The split with the lowest peak memory whatever the budgets (for "does not fit by how much").
 Plan plan_lowest_peak(const PlanInputs& in);
+// A given split with the recompute the inputs call for: none, full, or (auto) on each stage the
+// fewest recomputed blocks that fit its budget.
+Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers);
+// The best fitting split one block away from `best` (a block moved between neighbouring
+// stages), to say what the choice beat; nothing when no such split fits.
+std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best);
 
 // Valid block counts per stage (parallel/stage_layout.h's rules): every entry >= 0, summing to
 // n_layer, middle stages at least one block.

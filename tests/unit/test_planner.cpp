@@ -3,6 +3,7 @@
 // full or chosen), and the simulator's step time and bubble on cases with known answers.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <random>
@@ -114,6 +115,40 @@ TEST(Planner, LowestPeakIsNoHigherThanAnySplit) {
   const Plan low = plan_lowest_peak(in);
   EXPECT_LE(low.peak_bytes, evaluate(in, uniform_split(4, 8)).peak_bytes);
   EXPECT_LE(low.peak_bytes, evaluate(in, {1, 2, 2, 3}).peak_bytes);
+}
+
+// The runner-up is a fitting split one block away and never beats the optimum; a split with
+// recompute chosen per stage uses the fewest recomputed blocks that fit.
+TEST(Planner, RunnerUpAndPerSplitRecompute) {
+  PlanInputs in;
+  in.model.n_layer = 8;
+  in.pipeline = 4;
+  in.cost.microbatches = 8;
+  in.cost.micro_batch = 2;
+  in.recompute = RecomputeChoice::automatic;
+  in.devices.assign(4, {std::numeric_limits<int64_t>::max(), 1e9});
+  const int64_t uniform_peak = evaluate(in, uniform_split(4, 8)).peak_bytes;
+  for (Device& d : in.devices) d.memory_bytes = uniform_peak * 8 / 10;
+  const std::optional<Plan> best = plan_best(in);
+  ASSERT_TRUE(best.has_value());
+  const std::optional<Plan> second = runner_up(in, *best);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_TRUE(second->fits);
+  EXPECT_NE(second->layers, best->layers);
+  EXPECT_TRUE(second->bottleneck_s > best->bottleneck_s ||
+              (second->bottleneck_s == best->bottleneck_s && second->peak_bytes >= best->peak_bytes));
+  int moved = 0;
+  for (int s = 0; s < 4; ++s) moved += std::abs(second->layers[s] - best->layers[s]);
+  EXPECT_EQ(moved, 2);
+  const Plan uni = plan_for_split(in, uniform_split(4, 8));
+  EXPECT_TRUE(uni.fits);  // with recompute where it must
+  for (int s = 0; s < 4; ++s) {
+    if (uni.recompute[s] > 0) {  // one fewer recomputed block would not fit
+      std::vector<int> fewer = uni.recompute;
+      --fewer[s];
+      EXPECT_FALSE(evaluate(in, uni.layers, fewer).stages[s].fits) << "stage " << s;
+    }
+  }
 }
 
 TEST(Simulator, BalancedOneFOneBHasTheTextbookBubble) {
