@@ -9,8 +9,8 @@
 namespace nupipe::parallel {
 
 // Runs `step`; then all ranks exchange their outcome (a collective on `world`). If any rank
-// threw a nupipe::Error, every rank throws: a failing rank its own error, the others an error
-// with the same exit code naming the lowest failing rank. A failing non-root rank prints its
+// threw a nupipe::Error, every rank throws with the exit code of the lowest failing rank: a
+// failing rank its own message, the others an error naming that rank. A failing non-root rank prints its
 // own message to stderr (rank 0 prints for everyone else).
 void agree(parallel::Communicator& world, const std::function<void()>& step);
 
