@@ -147,7 +147,10 @@ void Watchdog::loop() {
 
 void Watchdog::fire(const std::string& what, double waited_s, const std::vector<int>& peers) {
   std::string ranks;
-  for (int r : peers) ranks += (ranks.empty() ? "" : ",") + std::to_string(r);
+  for (int r : peers) {
+    if (!ranks.empty()) ranks += ",";
+    ranks += std::to_string(r);
+  }
   std::string verdict;
   beat(true);  // peers sampling now see this rank as alive (timed out, not the cause)
   if (!beat_dir_.empty() && !peers.empty()) {
@@ -157,7 +160,8 @@ void Watchdog::fire(const std::string& what, double waited_s, const std::vector<
     std::string gone;
     for (size_t i = 0; i < peers.size(); ++i) {
       if (a[i] == b[i] && b[i] != kTimedOut) {
-        gone += (gone.empty() ? "" : ", ") + std::string("rank ") + std::to_string(peers[i]);
+        if (!gone.empty()) gone += ", ";
+        gone += "rank " + std::to_string(peers[i]);
       }
     }
     verdict = gone.empty()
