@@ -103,11 +103,10 @@ void load_rank_part(const std::string& dir, runtime::ParamStore& store, optim::A
 std::vector<std::pair<std::string, std::vector<int64_t>>> list_tensors(const std::string& dir) {
   H5TensorReader r(dir + "/" + kStateFileName);
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  std::vector<std::string> todo{"model", "optim"};
+  std::vector<std::string> todo{"model", "optim"};  // groups to walk (a written checkpoint has both)
   while (!todo.empty()) {
     const std::string g = todo.back();
     todo.pop_back();
-    if (!r.has(g) && g.find('/') == std::string::npos && r.list("/").empty()) continue;
     for (const std::string& name : r.list(g)) {
       const std::string full = g + "/" + name;
       if (r.has(full)) out.emplace_back(full, r.shape(full));

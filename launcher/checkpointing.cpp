@@ -1,5 +1,6 @@
 // checkpointing.cpp: resume resolution, config differences, and the periodic save.
 #include "launcher/checkpointing.h"
+#include "launcher/report.h"
 
 #include <algorithm>
 #include <chrono>
@@ -25,15 +26,6 @@ using Clock = std::chrono::steady_clock;
 const char* nupipe_version() { return NUPIPE_VERSION; }
 
 namespace {
-
-std::vector<std::string> split_nl(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
-    if (nl > start) out.push_back(text.substr(start, nl - start));
-  }
-  return out;
-}
 
 std::string join(const std::vector<std::string>& lines, const std::string& sep) {
   std::string out;
@@ -73,7 +65,7 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
       listing += e.path + "\n";
     }
   }
-  std::vector<std::string> candidates = split_nl(world.broadcast_text(listing));
+  std::vector<std::string> candidates = split_lines(world.broadcast_text(listing));
   rp.checkpoints_exist = !candidates.empty();
   const std::string& mode = cfg.checkpoint.resume;
   if (mode == "never") {

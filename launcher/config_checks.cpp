@@ -99,9 +99,7 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.within("parallel.zero", p.zero, 0, 1, true,
             "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "
             "data-parallel ranks of each stage)");
-  if (p.schedule != "1f1b" && p.schedule != "gpipe")
-    ck.fail("parallel.schedule",
-            "parallel.schedule must be \"1f1b\" or \"gpipe\", got " + quote(p.schedule),
+  ck.one_of("parallel.schedule", p.schedule, {"1f1b", "gpipe"},
             "set parallel.schedule = \"1f1b\" (one forward, one backward: fewer activations in "
             "flight) or \"gpipe\" (all forwards, then all backwards)");
 
@@ -143,9 +141,7 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   if (c.run.dir.empty())
     ck.fail("run.dir", "run.dir is empty", "set run.dir to the directory for this run's outputs");
   ck.at_least("run.log_every", c.run.log_every, 1);
-  if (c.runtime.device != "cpu" && c.runtime.device != "cuda")
-    ck.fail("runtime.device",
-            "runtime.device must be \"cpu\" or \"cuda\", got " + quote(c.runtime.device),
+  ck.one_of("runtime.device", c.runtime.device, {"cpu", "cuda"},
             "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
   ck.at_least("runtime.threads", c.runtime.threads, 0);
   for (const auto& [key, values, zero_ok] :
@@ -176,15 +172,10 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
     ck.fail("checkpoint.resume", "checkpoint.resume is empty",
             "set checkpoint.resume = \"auto\" (continue from the newest checkpoint), \"never\" "
             "or the path of a checkpoint directory");
-  if (k.on_signal != "save" && k.on_signal != "exit")
-    ck.fail("checkpoint.on_signal",
-            "checkpoint.on_signal must be \"save\" or \"exit\", got " + quote(k.on_signal),
+  ck.one_of("checkpoint.on_signal", k.on_signal, {"save", "exit"},
             "\"save\": SIGTERM/SIGINT finish the step, save a checkpoint and exit 0; \"exit\": "
             "finish the step and exit 0 without saving");
-  if (k.on_write_error != "stop" && k.on_write_error != "continue")
-    ck.fail("checkpoint.on_write_error",
-            "checkpoint.on_write_error must be \"stop\" or \"continue\", got " +
-                quote(k.on_write_error),
+  ck.one_of("checkpoint.on_write_error", k.on_write_error, {"stop", "continue"},
             "\"stop\": a failed save ends the run with exit code 4; \"continue\": keep training "
             "and try again at the next interval");
   return warnings;

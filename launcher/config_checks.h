@@ -18,6 +18,31 @@ namespace nupipe::launcher {
 // Where each key's value came from: "file:line:col" or "--set key=value".
 using Origins = std::map<std::string, std::string, std::less<>>;
 
+// `s` as a TOML basic string, quotes and escapes included.
+inline std::string quote(std::string_view s) {  // a TOML basic string
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\f': out += "\\f"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (ch < 0x20 || ch == 0x7f) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", ch);
+          out += buf;
+        } else {
+          out += static_cast<char>(ch);
+        }
+    }
+  }
+  return out + "\"";
+}
+
 class Checker {
  public:
   Checker(std::string_view source, const Origins& origins) : source_(source), origins_(origins) {}
@@ -54,6 +79,17 @@ class Checker {
            hint.empty() ? "set " + std::string(key) + " within that range" : std::move(hint));
   }
 
+  // v is one of `choices`; the refusal lists them, then the hint.
+  void one_of(std::string_view key, const std::string& v,
+              std::initializer_list<std::string_view> choices, std::string hint) const {
+    std::string names;
+    for (std::string_view c : choices) {
+      if (v == c) return;
+      names += (names.empty() ? "" : " or ") + quote(c);
+    }
+    fail(key, std::string(key) + " must be " + names + ", got " + quote(v), std::move(hint));
+  }
+
   template <typename T>
   static std::string str(T v) {  // shortest round-trip text; 1 rather than 1.0 in messages
     char buf[64];
@@ -64,31 +100,6 @@ class Checker {
   std::string source_;
   const Origins& origins_;
 };
-
-// `s` as a TOML basic string, quotes and escapes included.
-inline std::string quote(std::string_view s) {  // a TOML basic string
-  std::string out = "\"";
-  for (unsigned char ch : s) {
-    switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\f': out += "\\f"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (ch < 0x20 || ch == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", ch);
-          out += buf;
-        } else {
-          out += static_cast<char>(ch);
-        }
-    }
-  }
-  return out + "\"";
-}
 
 // Throws nupipe::Error (usage) for the first value out of range or inconsistent. Returns
 // the warnings for settings that are unusual but accepted (other trainers accept them too).

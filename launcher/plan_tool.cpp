@@ -51,12 +51,6 @@ std::vector<double> per_stage(const std::vector<double>& v, int p, const char* o
   return v;
 }
 
-std::string list_text(const std::vector<int>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 // Throughput figures of a plan: tokens/s, MFU over the dense peak, cost per million tokens.
 struct Economics {
   double tokens_per_s = 0, mfu = 0, usd_per_mtok = 0;
@@ -90,7 +84,7 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
                 const PlanCommand& cmd) {
   using runtime::format_bytes;
   std::printf("%s: stage_layers %s, recompute %s\n", plan.name.c_str(),
-              list_text(plan.layers).c_str(), list_text(plan.recompute).c_str());
+              parallel::format_list(plan.layers).c_str(), parallel::format_list(plan.recompute).c_str());
   std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s %11s %9s\n", "stage", "layers",
               "recompute", "params", "params B", "grads B", "optim B", "activ. B", "workspace",
               "peak", "budget", "time ms");
@@ -294,7 +288,7 @@ int run_plan(const PlanCommand& cmd) {
     }
     std::printf("nothing fits: the split with the lowest peak, %s, is %s over its budget on its "
                 "fullest stage.\n",
-                list_text(low.layers).c_str(), runtime::format_bytes(over).c_str());
+                parallel::format_list(low.layers).c_str(), runtime::format_bytes(over).c_str());
     std::printf("what would: %s%s, a smaller train.micro_batch (more microbatches), or more "
                 "pipeline stages (--world-size)\n",
                 in.recompute == parallel::RecomputeChoice::none ? "--recompute auto, " : "",

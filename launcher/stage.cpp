@@ -78,12 +78,6 @@ std::string budgets_text(const std::vector<int64_t>& b) {
   return t + "]";
 }
 
-std::string list_text(const std::vector<int>& v) {
-  std::string t = "[";
-  for (size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + std::to_string(v[i]);
-  return t + "]";
-}
-
 // parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
 // same on every rank (same inputs).
 void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) {
@@ -110,8 +104,8 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
         "parallel.stage_layers = \"auto\": no split of " + std::to_string(in.model.n_layer) +
             " blocks over " + std::to_string(in.pipeline) + " stages fits " +
             budgets_text(s.budgets) + " per rank (" + budget_source +
-            "); the lowest peak, " + list_text(low.layers) + " with recompute " +
-            list_text(low.recompute) + ", needs " + runtime::format_bytes(low.peak_bytes),
+            "); the lowest peak, " + parallel::format_list(low.layers) + " with recompute " +
+            parallel::format_list(low.recompute) + ", needs " + runtime::format_bytes(low.peak_bytes),
         std::string(in.recompute == parallel::RecomputeChoice::none
                         ? "set train.recompute = \"auto\", "
                         : "") +
@@ -125,18 +119,18 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
       "planner: stage_layers {} with recompute {} (slowest stage {:.3f} ms per microbatch at "
       "runtime.tflops, peak {}) within {} per rank ({}); {}; the uniform split {} would need {} "
       "({}), slowest stage {:.3f} ms",
-      list_text(best->layers), list_text(best->recompute), best->bottleneck_s * 1e3,
+      parallel::format_list(best->layers), parallel::format_list(best->recompute), best->bottleneck_s * 1e3,
       runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
       second ? fmt::format("runner-up one block away: {} with recompute {} (slowest stage "
                            "{:.3f} ms, peak {}){}",
-                           list_text(second->layers), list_text(second->recompute),
+                           parallel::format_list(second->layers), parallel::format_list(second->recompute),
                            second->bottleneck_s * 1e3, runtime::format_bytes(second->peak_bytes),
                            second->bottleneck_s > best->bottleneck_s
                                ? ": slower"
                                : (second->peak_bytes > best->peak_bytes ? ": as fast, more memory"
                                                                         : ": as good"))
              : std::string("no split one block away fits"),
-      list_text(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
+      parallel::format_list(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
       uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 1e3);
 }
 

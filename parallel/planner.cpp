@@ -78,11 +78,6 @@ class StageCosts {
   std::map<std::tuple<bool, bool, int>, StageShape> shapes_;
 };
 
-StageCost stage_cost(const PlanInputs& in, int s, int c, int r) {
-  StageCosts costs(in);
-  return costs.get(s, c, r);
-}
-
 std::vector<int> recompute_options(RecomputeChoice choice, int c) {
   switch (choice) {
     case RecomputeChoice::none: return {0};
@@ -174,8 +169,9 @@ Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
   plan.layers = layers;
   plan.recompute = recompute.empty() ? std::vector<int>(layers.size(), 0) : recompute;
   std::vector<StageTimes> times;
+  StageCosts costs(in);
   for (int s = 0; s < in.pipeline; ++s) {
-    const StageCost sc = stage_cost(in, s, layers[s], plan.recompute[s]);
+    const StageCost sc = costs.get(s, layers[s], plan.recompute[s]);
     plan.stages.push_back(sc.plan);
     plan.fits = plan.fits && sc.plan.fits;
     plan.peak_bytes = std::max(plan.peak_bytes, sc.total);

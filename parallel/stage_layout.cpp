@@ -9,15 +9,15 @@
 #include "runtime/error.h"
 
 namespace nupipe::parallel {
-namespace {
-
-constexpr const char* kKey = "parallel.stage_layers";
-
 std::string format_list(const std::vector<int>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
 }
+
+namespace {
+
+constexpr const char* kKey = "parallel.stage_layers";
 
 std::vector<int> uniform_counts(int pipeline, int n_layer) {
   const int base = n_layer / pipeline, extra = n_layer % pipeline;

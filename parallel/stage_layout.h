@@ -32,6 +32,9 @@ StageLayout make_stage_layout(const StageLayersSpec& spec, int pipeline, int n_l
 // The layout of an explicit list of blocks per stage (the planner's answer), validated.
 StageLayout layout_from_counts(const std::vector<int>& counts, int n_layer);
 
+// [2, 2, 3, 3]: a list as messages and TOML write it.
+std::string format_list(const std::vector<int>& values);
+
 // Blocks per stage, first to last: [2, 2, 3, 3].
 std::vector<int> layer_counts(const StageLayout& layout);
 
