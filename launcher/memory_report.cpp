@@ -22,11 +22,9 @@ void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const st
   tag(MemTag::grads, plan.grads);
   tag(MemTag::optimizer, plan.optimizer);
   tag(MemTag::activations, plan.activations);
-  // The cost model's workspace is the largest transient buffer of any layer, the loss chunk's
-  // included; the allocator splits it over two tags (and adds small ones the model omits).
   tag(MemTag::workspace, plan.workspace);
-  tag(MemTag::loss_workspace, nullptr);
-  tag(MemTag::comm, nullptr);
+  tag(MemTag::loss_workspace, plan.loss_workspace);
+  tag(MemTag::comm, 0);  // collectives run in place: nothing is allocated under it
   const nlohmann::json mine = {{"rank", topo.rank},
                                {"stage", topo.stage()},
                                {"replica", topo.replica()},

@@ -85,18 +85,19 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
   using runtime::format_bytes;
   std::printf("%s: stage_layers %s, recompute %s\n", plan.name.c_str(),
               parallel::format_list(plan.layers).c_str(), parallel::format_list(plan.recompute).c_str());
-  std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s %11s %9s\n", "stage", "layers",
-              "recompute", "params", "params B", "grads B", "optim B", "activ. B", "workspace",
-              "peak", "budget", "time ms");
+  std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s %11s %11s %9s\n", "stage",
+              "layers", "recompute", "params", "params B", "grads B", "optim B", "activ. B",
+              "workspace", "loss ws", "peak", "budget", "time ms");
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const parallel::StagePlan& st = plan.stages[s];
     const int64_t budget = in.devices[s].memory_bytes;
-    std::printf("  %-5zu %6d %9d %12lld %11s %11s %11s %11s %11s %11s %11s %9.2f%s\n", s,
+    std::printf("  %-5zu %6d %9d %12lld %11s %11s %11s %11s %11s %11s %11s %11s %9.2f%s\n", s,
                 st.layers, st.recompute, static_cast<long long>(st.params),
                 format_bytes(st.memory.params).c_str(), format_bytes(st.memory.grads).c_str(),
                 format_bytes(st.memory.optimizer).c_str(),
                 format_bytes(st.memory.activations).c_str(),
                 format_bytes(st.memory.workspace).c_str(),
+                format_bytes(st.memory.loss_workspace).c_str(),
                 format_bytes(st.memory.total()).c_str(),
                 budget == INT64_MAX ? "-" : format_bytes(budget).c_str(), st.time_s * 1e3,
                 st.fits ? "" : "  over budget");
@@ -130,7 +131,8 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
                                  {"grads", st.memory.grads},
                                  {"optimizer", st.memory.optimizer},
                                  {"activations", st.memory.activations},
-                                 {"workspace", st.memory.workspace}}},
+                                 {"workspace", st.memory.workspace},
+                                 {"loss_workspace", st.memory.loss_workspace}}},
                       {"time_ms", st.time_s * 1e3}});
   }
   return {{"name", plan.name},        {"stage_layers", plan.layers},

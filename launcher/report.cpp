@@ -41,8 +41,8 @@ void log_lines(spdlog::logger& log, const std::string& text, const std::string& 
 }
 
 void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
-                      const runtime::Backend& be, int64_t tokens_per_micro,
-                      const optim::ZeroOptimizer& optimizer) {
+                      const parallel::StageMemory& predicted, const runtime::Backend& be,
+                      int64_t tokens_per_micro, const optim::ZeroOptimizer& optimizer) {
   const auto& mem = be.memory();
   const optim::Shard& shard = optimizer.shard();
   log.info("memory of rank 0 (stage 0; expected from layer cost descriptors, allocator-accounted):");
@@ -61,8 +61,12 @@ void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
            runtime::format_bytes(static_cast<double>(total.activation_bytes_per_token) *
                                  tokens_per_micro),
            total.activation_bytes_per_token, tokens_per_micro);
-  log.info("  {:<12} {:>12}  (largest transient layer buffer)", "workspace",
-           runtime::format_bytes(static_cast<double>(total.workspace_bytes(tokens_per_micro))));
+  log.info("  {:<12} {:>12}  (peak over a step: the executor's buffers and backward's)",
+           "workspace", runtime::format_bytes(predicted.workspace));
+  if (predicted.loss_workspace > 0) {
+    log.info("  {:<12} {:>12}  (the loss chunk's buffers)", "loss ws",
+             runtime::format_bytes(predicted.loss_workspace));
+  }
 }
 
 nlohmann::json metrics_record(const StepStats& s, int64_t tokens_per_step,

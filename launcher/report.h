@@ -10,6 +10,7 @@
 #include <spdlog/logger.h>
 
 #include "optim/zero.h"
+#include "parallel/cost_model.h"
 #include "runtime/backend.h"
 #include "runtime/layers/layer_cost.h"
 
@@ -22,8 +23,8 @@ void log_lines(spdlog::logger& log, const std::string& text, const std::string& 
 
 // Rank 0's allocator-accounted memory against the layer cost descriptors.
 void log_memory_table(spdlog::logger& log, const runtime::LayerCost& stage_cost,
-                      const runtime::Backend& backend, int64_t tokens_per_micro,
-                      const optim::ZeroOptimizer& optimizer);
+                      const parallel::StageMemory& predicted, const runtime::Backend& backend,
+                      int64_t tokens_per_micro, const optim::ZeroOptimizer& optimizer);
 
 // One step's figures, identical on every rank (reduced over the world).
 struct StepStats {

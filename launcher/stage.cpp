@@ -58,7 +58,8 @@ const char* largest_kind(const parallel::StageMemory& m, int64_t* bytes) {
                                                    {"grads", m.grads},
                                                    {"optimizer", m.optimizer},
                                                    {"activations", m.activations},
-                                                   {"workspace", m.workspace}};
+                                                   {"workspace", m.workspace},
+                                                   {"loss_workspace", m.loss_workspace}};
   const auto* best = &kinds[0];
   for (const auto& k : kinds) {
     if (k.second > best->second) best = &k;
@@ -196,6 +197,12 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
     }
     s.backend = runtime::make_backend(cfg.runtime.device);
   });
+  // And at run time: what the prediction missed is refused by the allocator, not the kernel.
+  const parallel::Topology& topo = groups.topology();
+  if (s.budgets[topo.stage()] != INT64_MAX) {
+    s.backend->set_memory_limit(s.budgets[topo.stage()],
+                                fmt::format("stage {} (rank {})", topo.stage(), topo.rank));
+  }
 }
 
 void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
@@ -255,7 +262,8 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
            "recompute {}):",
            cfg.parallel.zero, parallel::format_recompute(cfg.train.recompute));
   log_lines(log, parallel::stage_memory_table(s.plan), "  ");
-  log_memory_table(log, s.stage_cost, *s.backend, s.tokens_per_micro, *s.optimizer);
+  log_memory_table(log, s.stage_cost, s.plan.at(0), *s.backend, s.tokens_per_micro,
+                   *s.optimizer);
 }
 
 }  // namespace nupipe::launcher

@@ -53,9 +53,63 @@ int64_t stage_activation_peak(const runtime::ModelConfig& mc, const runtime::Sta
                          tokens, kept_out);
 }
 
+StageRole stage_role(ScheduleKind kind, int stages, int stage, int microbatches) {
+  StageRole role;
+  role.first = stage == 0;
+  role.last = stage == stages - 1;
+  role.actions = make_schedule(kind, stages, stage, microbatches);
+  role.in_flight = max_in_flight(role.actions);
+  return role;
+}
+
+// The executor's workspace buffers: the first stage's uploaded token ids, kept until the
+// microbatch's backward; the last stage's uploaded targets while the head runs, and the gradient
+// the head returns, kept until backward; a gradient received from the next stage, kept until
+// backward, which hands on a gradient of the same size to send back (the executor completes the
+// previous send after posting one: one stays pending). Inside a backward, the first block (in
+// backward order) runs on the stage's gradient; each later one on the gradient the block after
+// it returned, while the stage's own is still held.
+int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& shape,
+                             const StageRole& role, int64_t tokens) {
+  const int64_t ids = 4 * tokens;                   // int32 token ids or targets
+  const int64_t hidden = 4 * tokens * mc.d_model;   // a gradient of the hidden states
+  const int64_t head = role.last ? shape.others.backward_bytes(tokens) : 0;  // the head's dx
+  const int64_t chain =
+      shape.blocks == 0 ? 0
+                        : runtime::Block::cost(mc).backward_bytes(tokens) +
+                              (shape.blocks > 1 ? hidden : 0);
+  int64_t live = 0, peak = 0;
+  auto at = [&](int64_t transient) { peak = std::max(peak, live + transient); };
+  bool pending = false;  // a gradient send not yet completed
+  for (const Action& a : role.actions) {
+    switch (a.type) {
+      case ActionType::forward:
+        if (role.first) live += ids, at(0);
+        if (role.last) at(ids + head), live += head;
+        break;
+      case ActionType::recv_gradient:
+        live += hidden, at(0);
+        break;
+      case ActionType::backward:
+        at(chain);
+        if (role.first) live -= (role.last ? head : hidden) + ids;  // nothing to send back
+        break;
+      case ActionType::send_gradient:
+        if (pending) live -= hidden;  // the previous send completes
+        pending = true;
+        break;
+      case ActionType::recv_activation:
+      case ActionType::send_activation:
+        break;  // activations-tag buffers
+    }
+  }
+  return peak;
+}
+
 StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape,
-                         bool received_input, int in_flight, const CostInputs& in,
-                         int recompute_blocks) {
+                         const StageRole& role, const CostInputs& in, int recompute_blocks) {
+  const int in_flight = role.in_flight;
+  const bool received_input = !role.first;
   const int dp = in.data;
   const bool zero = in.zero == 1;
   const int64_t tokens = static_cast<int64_t>(in.micro_batch) * mc.seq_len;
@@ -69,15 +123,16 @@ StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape
   m.recompute_blocks = recompute_blocks;
   m.activations = activation_peak(mc, shape, received_input, recompute_blocks, in_flight, tokens,
                                   &m.kept_per_microbatch);
-  m.workspace = shape.cost.workspace_bytes(tokens);
+  m.workspace = stage_workspace_peak(mc, shape, role, tokens);
+  m.loss_workspace = role.last ? shape.cost.loss_workspace_bytes(tokens) : 0;
   return m;
 }
 
 StageMemory stage_memory(const runtime::ModelConfig& mc, const runtime::StageSlice& slice,
                          int stage, int stages, const CostInputs& in, int recompute_blocks) {
-  return stage_memory(mc, stage_shape(mc, slice), stage > 0,
-                      max_in_flight(make_schedule(in.schedule, stages, stage, in.microbatches)),
-                      in, recompute_blocks);
+  return stage_memory(mc, stage_shape(mc, slice),
+                      stage_role(in.schedule, stages, stage, in.microbatches), in,
+                      recompute_blocks);
 }
 
 double stage_flops_per_microbatch(const runtime::ModelConfig& mc, const StageShape& shape,
@@ -106,15 +161,15 @@ std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& mc,
 
 std::string stage_memory_table(const std::vector<StageMemory>& stages) {
   using runtime::format_bytes;
-  std::string t = fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}\n", "stage",
-                              "params", "grads", "optimizer", "activations", "in flight",
-                              "recompute", "workspace");
+  std::string t = fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}{:>12}\n",
+                              "stage", "params", "grads", "optimizer", "activations",
+                              "in flight", "recompute", "workspace", "loss ws");
   for (size_t s = 0; s < stages.size(); ++s) {
     const StageMemory& m = stages[s];
-    t += fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}\n", s,
+    t += fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}{:>12}\n", s,
                      format_bytes(m.params), format_bytes(m.grads), format_bytes(m.optimizer),
                      format_bytes(m.activations), m.in_flight, m.recompute_blocks,
-                     format_bytes(m.workspace));
+                     format_bytes(m.workspace), format_bytes(m.loss_workspace));
   }
   return t;
 }

@@ -1,7 +1,7 @@
 // cost_model.h: the bytes every stage of a run holds per rank (parameters, gradients,
-// optimizer state, activations at their peak, workspace), from the layers' cost descriptors,
-// the schedule, ZeRO-1 and activation recompute, before anything is allocated. The start-up
-// table, the first step's check against the allocator and (next) the planner read it.
+// optimizer state, activations and transient buffers at their peaks), from the layers' cost
+// descriptors, the schedule, ZeRO-1 and activation recompute, before anything is allocated.
+// The start-up table, memory.json's check against the allocator and the planner read it.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +24,18 @@ struct CostInputs {
   std::vector<int> recompute;       // blocks of each stage that recompute (empty: none)
 };
 
+// Peak bytes per allocator tag (runtime/allocator.h) of one rank over a training step.
 struct StageMemory {
-  int64_t params = 0, grads = 0, optimizer = 0, activations = 0, workspace = 0;
+  int64_t params = 0, grads = 0, optimizer = 0, activations = 0, workspace = 0,
+          loss_workspace = 0;
   int in_flight = 0;         // microbatches whose activations the schedule keeps at once
   int recompute_blocks = 0;
   int64_t kept_per_microbatch = 0;  // activation bytes one microbatch keeps forward -> backward
-  int64_t total() const { return params + grads + optimizer + activations + workspace; }
+  // The sum of the tags' peaks: a bound on the rank's peak (the transient tags peak at
+  // different moments), the number budgets are checked against.
+  int64_t total() const {
+    return params + grads + optimizer + activations + workspace + loss_workspace;
+  }
 };
 
 // What a slice's memory and time are made of, from its specs and cost descriptors: the part
@@ -43,14 +49,28 @@ struct StageShape {
 };
 StageShape stage_shape(const runtime::ModelConfig& model, const runtime::StageSlice& slice);
 
+// Where a stage sits in the pipeline and what its schedule does: what its activations and
+// transient buffers depend on besides its layers.
+struct StageRole {
+  bool first = true, last = true;
+  int in_flight = 1;            // microbatches between forward and backward at once
+  std::vector<Action> actions;  // the stage's schedule
+};
+StageRole stage_role(ScheduleKind kind, int stages, int stage, int microbatches);
+
 // One stage of `stages` holding `slice` (stage index `stage`), `recompute_blocks` of its blocks
 // recomputing.
 StageMemory stage_memory(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
                          int stage, int stages, const CostInputs& in, int recompute_blocks);
-// The same from a precomputed shape and the schedule's in-flight count for the stage.
+// The same from a precomputed shape and role.
 StageMemory stage_memory(const runtime::ModelConfig& model, const StageShape& shape,
-                         bool received_input, int in_flight, const CostInputs& in,
-                         int recompute_blocks);
+                         const StageRole& role, const CostInputs& in, int recompute_blocks);
+
+// Peak workspace-tag bytes of a stage over one step: the executor's buffers replayed action by
+// action (parallel/pipeline_executor.cpp), with each backward's own transient buffers from the
+// layers' descriptors on top.
+int64_t stage_workspace_peak(const runtime::ModelConfig& model, const StageShape& shape,
+                             const StageRole& role, int64_t tokens);
 
 // Forward and backward FLOPs of one microbatch on a stage (recomputed blocks run their
 // forward twice: a third of a block's forward + backward FLOPs more each).

@@ -41,13 +41,12 @@ struct StageCost {
 };
 
 // The parts of a stage's cost that do not depend on its recompute count, computed once:
-// each (embedding?, head?, blocks) shape, and each stage's in-flight count.
+// each (embedding?, head?, blocks) shape, and each stage's role (its schedule).
 class StageCosts {
  public:
   explicit StageCosts(const PlanInputs& in) : in_(in) {
     for (int s = 0; s < in.pipeline; ++s) {
-      in_flight_.push_back(max_in_flight(make_schedule(in.cost.schedule, in.pipeline, s,
-                                                       in.cost.microbatches)));
+      roles_.push_back(stage_role(in.cost.schedule, in.pipeline, s, in.cost.microbatches));
     }
   }
 
@@ -64,7 +63,7 @@ class StageCosts {
     out.plan.layers = c;
     out.plan.recompute = r;
     out.plan.params = shape.params;
-    out.plan.memory = stage_memory(in_.model, shape, s > 0, in_flight_[s], in_.cost, r);
+    out.plan.memory = stage_memory(in_.model, shape, roles_[s], in_.cost, r);
     out.total = out.plan.memory.total();
     out.plan.time_s = stage_flops_per_microbatch(in_.model, shape, r, in_.cost.micro_batch) /
                       in_.devices.at(s).flops_per_s;
@@ -74,7 +73,7 @@ class StageCosts {
 
  private:
   const PlanInputs& in_;
-  std::vector<int> in_flight_;
+  std::vector<StageRole> roles_;
   std::map<std::tuple<bool, bool, int>, StageShape> shapes_;
 };
 

@@ -6,7 +6,28 @@
 
 namespace nupipe::runtime {
 
+void Backend::set_memory_limit(int64_t bytes, std::string owner) {
+  limit_ = bytes;
+  owner_ = std::move(owner);
+}
+
 void* Backend::allocate(size_t bytes, MemTag tag) {
+  if (limit_ > 0 && memory_.current_total() + static_cast<int64_t>(bytes) > limit_) {
+    std::string held;
+    for (int t = 0; t < kNumTags; ++t) {
+      const int64_t b = memory_.current(static_cast<MemTag>(t));
+      if (b > 0) held += std::string(held.empty() ? "" : ", ") + tag_name(static_cast<MemTag>(t)) +
+                         " " + format_bytes(static_cast<double>(b));
+    }
+    throw usage_error(owner_ + " is out of its memory budget: " +
+                          format_bytes(static_cast<double>(bytes)) + " more " + tag_name(tag) +
+                          " on top of the " + format_bytes(memory_.current_total()) + " held (" +
+                          held + ") exceeds " + format_bytes(static_cast<double>(limit_)),
+                      "raise runtime.memory_gib, lower train.micro_batch, or let the planner fit "
+                      "it (parallel.stage_layers = \"auto\", train.recompute = \"auto\"); the "
+                      "cost model predicted this stage within the budget, so please also report "
+                      "run.dir/memory.json");
+  }
   void* p = bytes ? raw_allocate(bytes) : nullptr;
   memory_.on_alloc(tag, bytes);
   return p;

@@ -24,6 +24,10 @@ class Backend {
   void release(void* ptr, size_t bytes, MemTag tag);
   MemoryAccounting& memory() { return memory_; }
   const MemoryAccounting& memory() const { return memory_; }
+  // From now on, refuse (usage_error, exit 2) an allocation that would take the bytes held
+  // under all tags over `bytes` (0: no limit), naming `owner` ("stage 1, rank 3"), the tag and
+  // what each tag holds, before any memory is taken.
+  void set_memory_limit(int64_t bytes, std::string owner);
 
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
@@ -102,6 +106,8 @@ class Backend {
 
  private:
   MemoryAccounting memory_;
+  int64_t limit_ = 0;
+  std::string owner_;
 };
 
 // Constructs the backend named by runtime.device ("cpu", or "cuda" when built with it).

@@ -19,8 +19,10 @@ LayerCost CausalSelfAttention::cost(const ModelConfig& cfg) {
   c.params = 3 * C * C + 3 * C + C * C + C;
   // qkv [3C] + probs [H*T] + att [C] per token
   c.activation_bytes_per_token = 4 * (3 * C + H * T + C);
-  // backward: dqkv [3C] + d_att [C] + one sequence's dP [H, T, T] / T tokens + dx [C]
-  c.workspace_bytes_per_token = 4 * (3 * C + C + H * T + C);
+  // backward: d_att [C], dqkv [3C] and dx [C] per token, and one sequence's dP [H, T, T]
+  // (reused by every sequence of the microbatch)
+  c.backward_bytes_per_token = 4 * (C + 3 * C + C);
+  c.backward_fixed_bytes = 4 * H * T * T;
   // matmuls: 2 flops/MAC, backward twice forward. Projections 4C^2; scores and values 2*T*C
   // (causal masking is not exploited by the dense GEMMs, so full T).
   c.flops_per_token = 3.0 * 2.0 * (4.0 * C * C + 2.0 * T * C);

@@ -2,6 +2,8 @@
 // output projections (they accumulate onto a copy of the residual stream).
 #include "runtime/layers/block.h"
 
+#include <algorithm>
+
 namespace nupipe::runtime {
 
 void Block::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg, int index) {
@@ -18,13 +20,20 @@ LayerCost Block::cost(const ModelConfig& cfg) {
   ln.params = 2 * C;
   ln.activation_bytes_per_token = 4 * (C + 2);  // normalised output, mean, rstd
   ln.flops_per_token = 3.0 * 8.0 * C;           // a few passes over the row
+  ln.backward_bytes_per_token = 4 * C;          // dx
+  const LayerCost attn = CausalSelfAttention::cost(cfg), mlp = Mlp::cost(cfg);
   LayerCost c;
   c += ln;
-  c += CausalSelfAttention::cost(cfg);
+  c += attn;
   c += ln;
-  c += Mlp::cost(cfg);
+  c += mlp;
   c.activation_bytes_per_token += 4 * (C + C);  // x2 and the block output
   c.recompute_bytes_per_token = 4 * C;          // only the input is kept under recompute
+  // Backward in order: mlp's buffers; ln2's dx (dx2) while mlp's dx is held; attention's
+  // buffers while dx2 is held; ln1's dx while dx2 and attention's dx are held.
+  c.backward_bytes_per_token = std::max({mlp.backward_bytes_per_token, 4 * C + 4 * C,
+                                         4 * C + attn.backward_bytes_per_token, 3 * 4 * C});
+  c.backward_fixed_bytes = attn.backward_fixed_bytes;
   return c;
 }
 

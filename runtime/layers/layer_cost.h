@@ -1,4 +1,4 @@
-// layer_cost.h: what one layer costs, read by the memory report and (later) the planner.
+// layer_cost.h: what one layer costs, read by the cost model (memory report, planner).
 // Computed from the same shapes the layer allocates, and checked against the allocator.
 #pragma once
 
@@ -11,33 +11,34 @@ struct LayerCost {
   int64_t params = 0;                      // parameter elements
   int64_t activation_bytes_per_token = 0;  // kept from forward until backward
   int64_t recompute_bytes_per_token = 0;   // kept when the layer recomputes in backward (its input)
-  int64_t workspace_bytes_per_token = 0;   // transient, freed before the layer returns
-  // A layer that also holds transient buffers for at most `chunk_tokens` tokens at a time,
-  // however many a call has (the LM head's loss chunk): chunk_bytes_per_token of them per
-  // chunk token, on top of chunk_base_bytes_per_token per token of the call. 0: none.
+  // Backward's buffers (MemTag::workspace) at their peak: the gradient the layer returns
+  // included, the one it receives not. Per token of the call, plus what a call allocates once
+  // whatever its tokens (attention's score gradient, one sequence at a time).
+  int64_t backward_bytes_per_token = 0;
+  int64_t backward_fixed_bytes = 0;
+  // The LM head's chunk buffers (MemTag::loss_workspace): chunk_bytes_per_token for each row of
+  // a chunk of at most chunk_tokens tokens (0: every token of the call in one chunk).
   int64_t chunk_tokens = 0;
   int64_t chunk_bytes_per_token = 0;
-  int64_t chunk_base_bytes_per_token = 0;
   double flops_per_token = 0.0;            // forward + backward
 
-  // Transient bytes of a microbatch of `tokens`: of this layer, or for a sum of layers of the
-  // largest one (exact with at most one chunked layer in the sum, as on any stage).
-  int64_t workspace_bytes(int64_t tokens) const {
-    const int64_t plain = workspace_bytes_per_token * tokens;
-    if (chunk_tokens <= 0) return plain;
-    return std::max(plain, chunk_base_bytes_per_token * tokens +
-                               chunk_bytes_per_token * std::min(tokens, chunk_tokens));
+  int64_t backward_bytes(int64_t tokens) const {
+    return backward_bytes_per_token * tokens + backward_fixed_bytes;
+  }
+  int64_t loss_workspace_bytes(int64_t tokens) const {
+    return chunk_bytes_per_token * (chunk_tokens > 0 ? std::min(tokens, chunk_tokens) : tokens);
   }
 
   LayerCost& operator+=(const LayerCost& o) {
     params += o.params;
     activation_bytes_per_token += o.activation_bytes_per_token;
     recompute_bytes_per_token += o.recompute_bytes_per_token;
-    // transient: max, not sum
-    workspace_bytes_per_token = std::max(workspace_bytes_per_token, o.workspace_bytes_per_token);
+    // Transient buffers of different layers do not coexist: the largest, not the sum (a block
+    // composes its own, whose parts do overlap; see Block::cost).
+    backward_bytes_per_token = std::max(backward_bytes_per_token, o.backward_bytes_per_token);
+    backward_fixed_bytes = std::max(backward_fixed_bytes, o.backward_fixed_bytes);
     chunk_tokens = std::max(chunk_tokens, o.chunk_tokens);
     chunk_bytes_per_token = std::max(chunk_bytes_per_token, o.chunk_bytes_per_token);
-    chunk_base_bytes_per_token = std::max(chunk_base_bytes_per_token, o.chunk_base_bytes_per_token);
     flops_per_token += o.flops_per_token;
     return *this;
   }

@@ -26,29 +26,18 @@ void LmHead::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg) {
   }
 }
 
-// Per chunk row: logits (V), the LayerNorm output (C; reused for d(LayerNorm output) once dW
-// has consumed it), mean and rstd (2).
-int64_t LmHead::loss_workspace_bytes(const ModelConfig& cfg, int64_t tokens) {
-  const int64_t rows = chunk_rows(cfg.loss_chunk, tokens);
-  return 4 * rows * (static_cast<int64_t>(cfg.vocab_size) + cfg.d_model + 2);
-}
-
 LayerCost LmHead::cost(const ModelConfig& cfg) {
   const int64_t C = cfg.d_model, V = cfg.vocab_size;
   LayerCost c;
   c.params = 2 * C + (cfg.tie_embeddings ? 0 : V * C);
-  // Forward and backward run back to back: nothing is kept. Transient: dx [tokens, C]
-  // (workspace) and the chunk buffers (loss_workspace): for every token when unchunked, for
-  // at most loss_chunk tokens when chunked.
-  const int64_t chunk_row = 4 * (V + C + 2);
-  if (cfg.loss_chunk > 0) {
-    c.workspace_bytes_per_token = 4 * C;
-    c.chunk_tokens = cfg.loss_chunk;
-    c.chunk_bytes_per_token = chunk_row;
-    c.chunk_base_bytes_per_token = 4 * C;
-  } else {
-    c.workspace_bytes_per_token = 4 * C + chunk_row;
-  }
+  // Forward and backward run back to back: nothing is kept. Transient: the chunk buffers
+  // (loss_workspace), for every token when unchunked, for at most loss_chunk tokens when
+  // chunked (per row: logits V, the LayerNorm output C, reused for d(LayerNorm output) once dW
+  // has consumed it, mean and rstd); and dx [tokens, C] (workspace), which the stage's backward
+  // then consumes.
+  c.backward_bytes_per_token = 4 * C;
+  c.chunk_tokens = cfg.loss_chunk;
+  c.chunk_bytes_per_token = 4 * (V + C + 2);
   c.flops_per_token = 3.0 * 2.0 * V * C;
   return c;
 }

@@ -18,8 +18,6 @@ class LmHead {
   static constexpr const char* kUntiedWeight = "head.lm.weight";
   static void add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg);
   static LayerCost cost(const ModelConfig& cfg);
-  // Bytes of the chunk buffers (MemTag::loss_workspace) for `tokens` tokens in one call.
-  static int64_t loss_workspace_bytes(const ModelConfig& cfg, int64_t tokens);
   LmHead(const ParamStore& store, const ModelConfig& cfg);
 
   // Sum of per-token cross-entropies of x [N, C] against targets i32 [N]. With dx given,

@@ -17,7 +17,7 @@ LayerCost Mlp::cost(const ModelConfig& cfg) {
   LayerCost c;
   c.params = 4 * C * C + 4 * C + 4 * C * C + C;
   c.activation_bytes_per_token = 4 * (4 * C + 4 * C);  // fc and act
-  c.workspace_bytes_per_token = 4 * (4 * C + C);       // d_act (reused as d_fc) and dx
+  c.backward_bytes_per_token = 4 * (4 * C + C);        // d_act (reused as d_fc) and dx
   c.flops_per_token = 3.0 * 2.0 * 8.0 * C * C;
   return c;
 }

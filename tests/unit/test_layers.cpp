@@ -425,5 +425,46 @@ TEST(Model, ParameterCountMatchesCostDescriptors) {
   }
 }
 
+// Each layer's backward_bytes descriptor (what the cost model replays) equals the workspace-tag
+// peak its backward reaches above the gradient it receives, for one and several sequences.
+TEST(Model, BackwardWorkspaceMatchesCostDescriptors) {
+  ModelConfig cfg = small_config();
+  for (int64_t B : {1, 3}) {
+    CpuBackend be;
+    const int64_t N = B * cfg.seq_len, C = cfg.d_model;
+    std::vector<TensorSpec> specs;
+    Block::add_specs(specs, cfg, 0);
+    ParamStore store(be, specs);
+    store.initialize(1);
+    Block block(store, cfg, 0);
+    Tensor x = host_tensor(be, {N, C}, random_values(N * C, 12), MemTag::activations);
+    auto peak_of = [&](const auto& backward) {
+      Tensor dy = host_tensor(be, {N, C}, random_values(N * C, 13), MemTag::workspace);
+      const int64_t base = be.memory().current(MemTag::workspace);
+      be.memory().reset_peaks();
+      Tensor dx = backward(dy);
+      return be.memory().peak(MemTag::workspace) - base;
+    };
+    Block::Saved bs;
+    block.forward(x, B, bs);
+    EXPECT_EQ(peak_of([&](const Tensor& dy) { return block.backward(dy, B, bs); }),
+              Block::cost(cfg).backward_bytes(N)) << "block, B " << B;
+    block.forward(x, B, bs, /*recompute=*/true);  // recomputing allocates activations only
+    EXPECT_EQ(peak_of([&](const Tensor& dy) { return block.backward(dy, B, bs); }),
+              Block::cost(cfg).backward_bytes(N)) << "recomputing block, B " << B;
+    CausalSelfAttention attn(store, Block::prefix(0) + ".attn", cfg);
+    CausalSelfAttention::Saved as;
+    Tensor out = Tensor::zeros(be, {N, C}, DType::f32, MemTag::activations);
+    attn.forward(x, B, out, as);
+    EXPECT_EQ(peak_of([&](const Tensor& dy) { return attn.backward(dy, x, B, as); }),
+              CausalSelfAttention::cost(cfg).backward_bytes(N)) << "attention, B " << B;
+    Mlp mlp(store, Block::prefix(0) + ".mlp");
+    Mlp::Saved ms;
+    mlp.forward(x, out, ms);
+    EXPECT_EQ(peak_of([&](const Tensor& dy) { return mlp.backward(dy, x, ms); }),
+              Mlp::cost(cfg).backward_bytes(N)) << "mlp, B " << B;
+  }
+}
+
 }  // namespace
 }  // namespace nupipe::runtime
