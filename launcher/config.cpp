@@ -2,6 +2,7 @@
 // type checks, `--set` overrides, range validation with the key named, and to_toml.
 #include "launcher/config.h"
 #include "launcher/config_checks.h"
+#include "launcher/config_devices.h"
 
 #include <toml++/toml.h>
 
@@ -481,6 +482,7 @@ Config parse_config(std::string_view toml_text, std::string_view source,
   }
   Origins origins;
   for (const std::string& o : overrides) apply_override(root, o, origins);
+  expand_devices(root, source, origins);
 
   Config config;
   std::vector<Problem> problems;

@@ -107,9 +107,11 @@ int main(int argc, char** argv) {
   plan->add_option("--set", plan_cmd.overrides, "override a config key (repeatable)")
       ->type_name("KEY=VALUE");
   plan->add_option("--memory-gib", plan_cmd.memory_gib,
-                   "memory budget per rank in GiB: one for all stages, or one per stage (80,80,40,40)");
+                   "memory budget per rank in GiB: one for all stages, or one per stage "
+                   "(80,80,40,40); default: the config's runtime.memory_gib or [[runtime.devices]]");
   plan->add_option("--tflops", plan_cmd.tflops,
-                   "throughput per stage in TFLOP/s: one for all, or one per stage (default 0.1)");
+                   "throughput per stage in TFLOP/s: one for all, or one per stage; default: the "
+                   "config's runtime.tflops or [[runtime.devices]]");
   plan->add_option("--world-size", plan_cmd.world_size,
                    "ranks to plan for (stages = world size / parallel.data)");
   plan->add_option("--compare", plan_cmd.compare, "also evaluate this split, e.g. 2,2,3,3,4,4,4,2");

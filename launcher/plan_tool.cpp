@@ -106,8 +106,12 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
   std::printf("  step %.2f ms (simulated, %d microbatches%s), bubble %.1f%%, slowest stage %.2f "
               "ms, peak %s: %s\n",
               plan.sim.step_s * 1e3, in.cost.microbatches,
-              plan.reduce_s > 0 ? fmt::format(", gradient reduction {:.2f} ms", plan.reduce_s * 1e3).c_str()
-                                : "",
+              (std::string(plan.reduce_s > 0 ? fmt::format(", gradient reduction {:.2f} ms",
+                                                           plan.reduce_s * 1e3)
+                                               : "") +
+               (plan.optimizer_s > 0 ? fmt::format(", AdamW {:.2f} ms", plan.optimizer_s * 1e3)
+                                     : ""))
+                  .c_str(),
               100.0 * plan.sim.bubble_fraction, plan.bottleneck_s * 1e3,
               format_bytes(plan.peak_bytes).c_str(), plan.fits ? "fits" : "does NOT fit");
   std::printf("  %.0f tokens/s, MFU %.1f%%%s\n\n", e.tokens_per_s, 100.0 * e.mfu,
@@ -140,6 +144,7 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
           {"peak_bytes", plan.peak_bytes}, {"step_ms", plan.sim.step_s * 1e3},
           {"bubble_fraction", plan.sim.bubble_fraction}, {"stages", stages},
           {"reduce_ms", plan.reduce_s * 1e3},
+          {"optimizer_ms", plan.optimizer_s * 1e3},
           {"tokens_per_s", economics(plan, in, cmd).tokens_per_s},
           {"mfu", economics(plan, in, cmd).mfu},
           {"usd_per_million_tokens", cmd.gpu_hour_usd > 0
@@ -147,10 +152,30 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
                                          : nlohmann::json()}};
 }
 
-// Forward + backward FLOP/s of the config's model on this machine's cpu backend: one
-// microbatch through a model of 2 blocks and of 1 block (the difference is a block), best of a
-// few repetitions. Returns the throughput of a block and of the rest (embedding and head).
-std::pair<double, double> calibrate(const runtime::ModelConfig& model, int micro_batch, int threads) {
+struct Calibration {
+  double block_flops_per_s = 0, others_flops_per_s = 0, adamw_elements_per_s = 0;
+};
+
+// Seconds of the fastest run of `f`, over at least 5 runs and 0.2 s.
+template <class F>
+double best_time(F&& f) {
+  double best = 1e300;
+  const auto start = std::chrono::steady_clock::now();
+  for (int rep = 0; rep < 5 || std::chrono::steady_clock::now() - start < std::chrono::milliseconds(200);
+       ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// This machine's cpu backend on the config's model: forward + backward FLOP/s of one
+// microbatch through a model of 3 blocks and of 1 block (half the difference is a block; the
+// rest of the 1-block model is the embedding and head), and AdamW's elements per second over a
+// 3-block model's parameters.
+Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int threads) {
+  Calibration out;
   auto time_model = [&](int blocks) {
     runtime::ModelConfig mc = model;
     mc.n_layer = blocks;
@@ -168,22 +193,32 @@ std::pair<double, double> calibrate(const runtime::ModelConfig& model, int micro
     runtime::Tensor g = runtime::Tensor::empty(*be, {n}, runtime::DType::i32, runtime::MemTag::workspace);
     runtime::from_host(t, tok);
     runtime::from_host(g, tgt);
-    double best = 1e300;
-    for (int rep = 0; rep < 4; ++rep) {
-      const auto t0 = std::chrono::steady_clock::now();
-      m.forward_backward(t, g, micro_batch, 1.0f / static_cast<float>(n));
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    const double s =
+        best_time([&] { m.forward_backward(t, g, micro_batch, 1.0f / static_cast<float>(n)); });
+    if (blocks == 3) {
+      runtime::ParamStore& ps = m.params();
+      const int64_t e = ps.numel();
+      runtime::Tensor mo = runtime::Tensor::zeros(*be, {e}, runtime::DType::f32, runtime::MemTag::optimizer);
+      runtime::Tensor v = runtime::Tensor::zeros(*be, {e}, runtime::DType::f32, runtime::MemTag::optimizer);
+      const double a = best_time([&] {
+        be->adamw(ps.flat_params().f32(), ps.flat_grads().f32(), mo.f32(), v.f32(), e, 1e-4f,
+                  0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f);
+      });
+      out.adamw_elements_per_s = static_cast<double>(e) / std::max(a, 1e-9);
     }
-    return best;
+    return s;
   };
-  const double one = time_model(1), two = time_model(2);
+  const double one = time_model(1), three = time_model(3);
   const double tokens = static_cast<double>(micro_batch) * model.seq_len;
   const double block_flops = runtime::Block::cost(model).flops_per_token * tokens;
   double rest_flops = 0;
   for (const auto& [name, c] : runtime::gpt_costs(model, {0, 0, true, true})) rest_flops += c.flops_per_token;
   rest_flops *= tokens;
-  const double block_s = std::max(two - one, 1e-9), rest_s = std::max(one - block_s, 1e-9);
-  return {block_flops / block_s, rest_flops / rest_s};
+  const double block_s = std::max((three - one) / 2.0, 1e-9);
+  const double rest_s = std::max(one - block_s, 1e-9);
+  out.block_flops_per_s = block_flops / block_s;
+  out.others_flops_per_s = rest_flops / rest_s;
+  return out;
 }
 
 }  // namespace
@@ -213,29 +248,35 @@ int run_plan(const PlanCommand& cmd) {
   in.recompute = parallel::parse_recompute_choice(cmd.recompute);
   in.p2p_bytes_per_s = cmd.p2p_gbps * 1e9;
   in.net_bytes_per_s = cmd.net_gbps * 1e9;
+  // Without --memory-gib / --tflops, the config's runtime.memory_gib and runtime.tflops (or its
+  // [[runtime.devices]]); memory 0 there means no budget here.
   const std::vector<double> gib = per_stage(
-      cmd.memory_gib.empty() ? std::vector<double>{0} : number_list(cmd.memory_gib, "--memory-gib"),
-      in.pipeline, "--memory-gib");
-  std::string tflops_text = cmd.tflops.empty() ? "0.1" : cmd.tflops;
+      cmd.memory_gib.empty() ? cfg.runtime.memory_gib : number_list(cmd.memory_gib, "--memory-gib"),
+      in.pipeline, cmd.memory_gib.empty() ? "runtime.memory_gib" : "--memory-gib");
+  std::vector<double> tflops = cmd.tflops.empty() ? cfg.runtime.tflops
+                                                  : number_list(cmd.tflops, "--tflops");
+  Calibration calibration;  // none: every layer at --tflops, the optimizer left out
   if (cmd.calibrate) {
     if (!cmd.tflops.empty()) {
       throw usage_error("--calibrate measures the throughput: it replaces --tflops",
                         "give one of --calibrate and --tflops");
     }
     const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : 1;
-    const auto [block, rest] = calibrate(in.model, cfg.train.micro_batch, threads);
-    tflops_text = fmt::format("{}", block / 1e12);
+    calibration = calibrate(in.model, cfg.train.micro_batch, threads);
+    tflops = {calibration.block_flops_per_s / 1e12};
     std::fprintf(cmd.json ? stderr : stdout,
                  "calibrated on this machine's cpu backend (%d thread%s, micro_batch %d): a "
-                 "block runs at %.2f GFLOP/s, embedding + head at %.2f GFLOP/s; planning with "
-                 "the block's\n\n",
-                 threads, threads == 1 ? "" : "s", cfg.train.micro_batch, block / 1e9, rest / 1e9);
+                 "block runs at %.2f GFLOP/s, embedding + head at %.2f GFLOP/s, AdamW at %.0f M "
+                 "elements/s\n\n",
+                 threads, threads == 1 ? "" : "s", cfg.train.micro_batch,
+                 calibration.block_flops_per_s / 1e9, calibration.others_flops_per_s / 1e9,
+                 calibration.adamw_elements_per_s / 1e6);
   }
-  const std::vector<double> tflops =
-      per_stage(number_list(tflops_text, "--tflops"), in.pipeline, "--tflops");
+  tflops = per_stage(tflops, in.pipeline, cmd.tflops.empty() ? "runtime.tflops" : "--tflops");
   for (int s = 0; s < in.pipeline; ++s) {
     in.devices.push_back({gib[s] > 0 ? static_cast<int64_t>(gib[s] * (1ull << 30)) : INT64_MAX,
-                          tflops[s] * 1e12});
+                          tflops[s] * 1e12, calibration.others_flops_per_s,
+                          calibration.adamw_elements_per_s});
   }
 
   std::vector<parallel::Plan> plans;

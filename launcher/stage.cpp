@@ -79,6 +79,20 @@ std::string budgets_text(const std::vector<int64_t>& b) {
   return t + "]";
 }
 
+// Why the planner's choice beat the runner-up: the objective is the slowest stage's time, then
+// the peak memory.
+std::string why_second(const parallel::Plan& best, const parallel::Plan& second) {
+  if (second.bottleneck_s > best.bottleneck_s) {
+    return fmt::format("slower by {:.1f}%",
+                       100.0 * (second.bottleneck_s / best.bottleneck_s - 1.0));
+  }
+  if (second.peak_bytes > best.peak_bytes) {
+    return "as fast, " + runtime::format_bytes(second.peak_bytes - best.peak_bytes) +
+           " more memory";
+  }
+  return "as good (a tie: the first found is kept)";
+}
+
 // parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
 // same on every rank (same inputs).
 void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) {
@@ -122,15 +136,11 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
       "({}), slowest stage {:.3f} ms",
       parallel::format_list(best->layers), parallel::format_list(best->recompute), best->bottleneck_s * 1e3,
       runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
-      second ? fmt::format("runner-up one block away: {} with recompute {} (slowest stage "
-                           "{:.3f} ms, peak {}){}",
-                           parallel::format_list(second->layers), parallel::format_list(second->recompute),
-                           second->bottleneck_s * 1e3, runtime::format_bytes(second->peak_bytes),
-                           second->bottleneck_s > best->bottleneck_s
-                               ? ": slower"
-                               : (second->peak_bytes > best->peak_bytes ? ": as fast, more memory"
-                                                                        : ": as good"))
-             : std::string("no split one block away fits"),
+      second ? fmt::format("runner-up: {} with recompute {} (slowest stage {:.3f} ms, peak {}): {}",
+                           parallel::format_list(second->layers),
+                           parallel::format_list(second->recompute), second->bottleneck_s * 1e3,
+                           runtime::format_bytes(second->peak_bytes), why_second(*best, *second))
+             : std::string("no other split fits"),
       parallel::format_list(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
       uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 1e3);
 }

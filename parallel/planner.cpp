@@ -38,6 +38,7 @@ namespace {
 struct StageCost {
   StagePlan plan;
   int64_t total = 0;
+  double forward_s = 0.0;  // of plan.time_s
 };
 
 // The parts of a stage's cost that do not depend on its recompute count, computed once:
@@ -65,8 +66,18 @@ class StageCosts {
     out.plan.params = shape.params;
     out.plan.memory = stage_memory(in_.model, shape, roles_[s], in_.cost, r);
     out.total = out.plan.memory.total();
-    out.plan.time_s = stage_flops_per_microbatch(in_.model, shape, r, in_.cost.micro_batch) /
-                      in_.devices.at(s).flops_per_s;
+    // Forward is a third of the FLOPs without recomputation; backward the rest, recomputation
+    // included. Blocks and the other layers (embedding, head) at their own rates.
+    const Device& d = in_.devices.at(s);
+    const double others_flops =
+        shape.others.flops_per_token * in_.cost.micro_batch * in_.model.seq_len;
+    const double others_s = others_flops / d.others_rate();
+    auto blocks_s = [&](int recompute) {
+      return (stage_flops_per_microbatch(in_.model, shape, recompute, in_.cost.micro_batch) -
+              others_flops) / d.flops_per_s;
+    };
+    out.forward_s = (blocks_s(0) + others_s) / 3.0;
+    out.plan.time_s = blocks_s(r) + others_s;
     out.plan.fits = out.total <= in_.devices.at(s).memory_bytes;
     return out;
   }
@@ -107,9 +118,22 @@ void insert(std::vector<Entry>& front, const Entry& e) {
   front.push_back(e);
 }
 
+// Splits a search may consider: the first prefix.size() stages hold exactly those blocks and
+// the next one any count but `avoid` (none of it: every split).
+struct SplitFilter {
+  std::vector<int> prefix;
+  int avoid = -1;
+  bool allows(int s, int c) const {
+    const size_t i = static_cast<size_t>(s);
+    if (i < prefix.size()) return c == prefix[i];
+    return !(i == prefix.size() && c == avoid);
+  }
+};
+
 // The DP; `respect_budget` false: every stage counts as fitting, the objective becomes
 // (peak, time).
-std::optional<Plan> solve(const PlanInputs& in, bool respect_budget) {
+std::optional<Plan> solve(const PlanInputs& in, bool respect_budget,
+                          const SplitFilter& filter = {}) {
   const int p = in.pipeline, L = in.model.n_layer;
   NUPIPE_CHECK(static_cast<int>(in.devices.size()) == p, "planner: one device per stage");
   // front[s][u]: prefixes of s stages holding u blocks.
@@ -122,7 +146,7 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget) {
     for (int u = 0; u <= L; ++u) {
       if (front[s][u].empty()) continue;
       for (int c = may_be_empty ? 0 : 1; u + c <= L; ++c) {
-        if (last && u + c != L) continue;
+        if ((last && u + c != L) || !filter.allows(s, c)) continue;
         for (int r : recompute_options(in.recompute, c)) {
           const StageCost sc = costs.get(s, c, r);
           if (respect_budget && !sc.plan.fits) continue;
@@ -175,25 +199,29 @@ Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
     plan.fits = plan.fits && sc.plan.fits;
     plan.peak_bytes = std::max(plan.peak_bytes, sc.total);
     plan.bottleneck_s = std::max(plan.bottleneck_s, sc.plan.time_s);
-    // Forward: a third of a block's FLOPs; backward the rest, with the recomputation.
-    const runtime::StageSlice slice{0, layers[s], s == 0, s == in.pipeline - 1};
-    const double plain = stage_flops_per_microbatch(in.model, slice, 0, in.cost.micro_batch) /
-                         in.devices[s].flops_per_s;
-    times.push_back({plain / 3.0, sc.plan.time_s - plain / 3.0});
+    times.push_back({sc.forward_s, sc.plan.time_s - sc.forward_s});
   }
   // Transfers between stages: one microbatch's hidden state, fp32.
   const double hidden_bytes =
       4.0 * in.cost.micro_batch * in.model.seq_len * static_cast<double>(in.model.d_model);
   const double p2p_s = in.p2p_bytes_per_s > 0 ? hidden_bytes / in.p2p_bytes_per_s : 0.0;
+  // After the pipeline, every stage reduces its gradients over the data replicas and steps
+  // AdamW over its elements (its ZeRO-1 shard); the step ends when the slowest stage is done.
   const int dp = in.cost.data;
-  if (in.net_bytes_per_s > 0 && dp > 1) {
-    for (const StagePlan& st : plan.stages) {
-      plan.reduce_s = std::max(plan.reduce_s, 2.0 * (dp - 1) / dp *
-                                                  static_cast<double>(st.memory.params) /
-                                                  in.net_bytes_per_s);
-    }
+  double tail_s = 0.0;
+  for (int s = 0; s < in.pipeline; ++s) {
+    const StagePlan& st = plan.stages[s];
+    const double reduce_s = in.net_bytes_per_s > 0 && dp > 1
+                                ? 2.0 * (dp - 1) / dp * static_cast<double>(st.memory.params) /
+                                      in.net_bytes_per_s
+                                : 0.0;
+    const double rate = in.devices[s].adamw_elements_per_s;
+    const double optimizer_s = rate > 0 ? static_cast<double>(st.memory.optimizer / 8) / rate : 0.0;
+    plan.reduce_s = std::max(plan.reduce_s, reduce_s);
+    plan.optimizer_s = std::max(plan.optimizer_s, optimizer_s);
+    tail_s = std::max(tail_s, reduce_s + optimizer_s);
   }
-  plan.sim = simulate(in.cost.schedule, times, in.cost.microbatches, p2p_s, plan.reduce_s);
+  plan.sim = simulate(in.cost.schedule, times, in.cost.microbatches, p2p_s, tail_s);
   return plan;
 }
 
@@ -226,20 +254,16 @@ Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers) {
   return evaluate(in, layers, rc);
 }
 
+// Lawler's partition of every split but `best`'s: those that first differ from it at stage i,
+// for each i. The best of each part is one DP, and the best of those is the second-best split.
 std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best) {
   std::optional<Plan> out;
-  for (int s = 0; s + 1 < in.pipeline; ++s) {
-    for (int dir : {-1, 1}) {  // a block from stage s to s+1, or back
-      std::vector<int> layers = best.layers;
-      layers[s] += dir;
-      layers[s + 1] -= dir;
-      if (!valid_split(layers, in.model.n_layer)) continue;
-      Plan p = plan_for_split(in, layers);
-      if (!p.fits) continue;
-      if (!out || p.bottleneck_s < out->bottleneck_s ||
-          (p.bottleneck_s == out->bottleneck_s && p.peak_bytes < out->peak_bytes)) {
-        out = std::move(p);
-      }
+  for (int i = 0; i + 1 < in.pipeline; ++i) {  // the last stage's count follows from the rest
+    const SplitFilter filter{{best.layers.begin(), best.layers.begin() + i}, best.layers[i]};
+    std::optional<Plan> p = solve(in, true, filter);
+    if (p && (!out || p->bottleneck_s < out->bottleneck_s ||
+              (p->bottleneck_s == out->bottleneck_s && p->peak_bytes < out->peak_bytes))) {
+      out = std::move(p);
     }
   }
   if (out) out->name = "runner-up";

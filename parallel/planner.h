@@ -18,8 +18,11 @@
 namespace nupipe::parallel {
 
 struct Device {
-  int64_t memory_bytes = 0;     // what a rank of this stage may hold
-  double flops_per_s = 1e11;    // the throughput its compute runs at
+  int64_t memory_bytes = 0;          // what a rank of this stage may hold
+  double flops_per_s = 1e11;         // the throughput blocks compute at
+  double others_flops_per_s = 0.0;   // the embedding's and head's (0: flops_per_s)
+  double adamw_elements_per_s = 0.0; // the optimizer step's rate (0: left out of the step)
+  double others_rate() const { return others_flops_per_s > 0 ? others_flops_per_s : flops_per_s; }
 };
 
 enum class RecomputeChoice { none, full, automatic };
@@ -56,6 +59,7 @@ struct Plan {
   int64_t peak_bytes = 0;        // the largest stage total
   double bottleneck_s = 0.0;     // the slowest stage's time per microbatch
   double reduce_s = 0.0;         // the slowest stage's data-parallel gradient reduction
+  double optimizer_s = 0.0;      // the slowest stage's AdamW step (0 when not modelled)
   Simulation sim;                // step time and bubble from replaying the schedule
 };
 
@@ -69,8 +73,8 @@ Plan plan_lowest_peak(const PlanInputs& in);
 // A given split with the recompute the inputs call for: none, full, or (auto) on each stage the
 // fewest recomputed blocks that fit its budget.
 Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers);
-// The best fitting split one block away from `best` (a block moved between neighbouring
-// stages), to say what the choice beat; nothing when no such split fits.
+// The second-best fitting split (best of every split other than `best`'s, recompute chosen as
+// for the best), to say what the choice beat; nothing when no other split fits.
 std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best);
 
 // Valid block counts per stage (parallel/stage_layout.h's rules): every entry >= 0, summing to
