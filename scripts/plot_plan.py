@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """plot_plan.py: per-stage stacked memory bars (params, grads, optimizer, activations,
-workspace) against each stage's budget, one panel per plan of `nupipe plan --json` (the
+workspace, loss workspace) against each stage's budget, one panel per plan of `nupipe plan --json` (the
 planner's split next to the uniform one, and any --compare), side by side.
 
 usage: nupipe plan CONFIG --json [...] > plan.json
@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-KINDS = ["params", "grads", "optimizer", "activations", "workspace"]
-COLORS = ["#4c72b0", "#55a868", "#c44e52", "#dd8452", "#8172b3"]
+KINDS = ["params", "grads", "optimizer", "activations", "workspace", "loss_workspace"]
+COLORS = ["#4c72b0", "#55a868", "#c44e52", "#dd8452", "#8172b3", "#937860"]
 
 
 def main():
@@ -41,7 +41,7 @@ def main():
         x = list(range(len(stages)))
         bottom = [0.0] * len(stages)
         for kind, color in zip(KINDS, COLORS):
-            vals = [s["bytes"][kind] / mib for s in stages]
+            vals = [s["bytes"].get(kind, 0) / mib for s in stages]
             ax.bar(x, vals, bottom=bottom, color=color, label=kind, width=0.7)
             bottom = [b + v for b, v in zip(bottom, vals)]
         budgets = [s.get("budget_bytes") for s in stages]
