@@ -107,7 +107,8 @@ int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& s
 }
 
 StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape,
-                         const StageRole& role, const CostInputs& in, int recompute_blocks) {
+                         const StageRole& role, const CostInputs& in, int recompute_blocks,
+                         int64_t workspace) {
   const int in_flight = role.in_flight;
   const bool received_input = !role.first;
   const int dp = in.data;
@@ -123,7 +124,7 @@ StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape
   m.recompute_blocks = recompute_blocks;
   m.activations = activation_peak(mc, shape, received_input, recompute_blocks, in_flight, tokens,
                                   &m.kept_per_microbatch);
-  m.workspace = stage_workspace_peak(mc, shape, role, tokens);
+  m.workspace = workspace >= 0 ? workspace : stage_workspace_peak(mc, shape, role, tokens);
   m.loss_workspace = role.last ? shape.cost.loss_workspace_bytes(tokens) : 0;
   return m;
 }

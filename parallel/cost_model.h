@@ -62,9 +62,12 @@ StageRole stage_role(ScheduleKind kind, int stages, int stage, int microbatches)
 // recomputing.
 StageMemory stage_memory(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
                          int stage, int stages, const CostInputs& in, int recompute_blocks);
-// The same from a precomputed shape and role.
+// The same from a precomputed shape and role, and the stage's workspace peak when given (>= 0):
+// it depends on the blocks only through whether there are none, one or more, so the planner
+// replays it once per stage and class.
 StageMemory stage_memory(const runtime::ModelConfig& model, const StageShape& shape,
-                         const StageRole& role, const CostInputs& in, int recompute_blocks);
+                         const StageRole& role, const CostInputs& in, int recompute_blocks,
+                         int64_t workspace = -1);
 
 // Peak workspace-tag bytes of a stage over one step: the executor's buffers replayed action by
 // action (parallel/pipeline_executor.cpp), with each backward's own transient buffers from the

@@ -64,7 +64,13 @@ class StageCosts {
     out.plan.layers = c;
     out.plan.recompute = r;
     out.plan.params = shape.params;
-    out.plan.memory = stage_memory(in_.model, shape, roles_[s], in_.cost, r);
+    const auto wkey = std::make_pair(s, std::min(c, 2));
+    auto w = workspace_.find(wkey);
+    if (w == workspace_.end()) {
+      const int64_t tokens = static_cast<int64_t>(in_.cost.micro_batch) * in_.model.seq_len;
+      w = workspace_.emplace(wkey, stage_workspace_peak(in_.model, shape, roles_[s], tokens)).first;
+    }
+    out.plan.memory = stage_memory(in_.model, shape, roles_[s], in_.cost, r, w->second);
     out.total = out.plan.memory.total();
     // Forward is a third of the FLOPs without recomputation; backward the rest, recomputation
     // included. Blocks and the other layers (embedding, head) at their own rates.
@@ -86,6 +92,7 @@ class StageCosts {
   const PlanInputs& in_;
   std::vector<StageRole> roles_;
   std::map<std::tuple<bool, bool, int>, StageShape> shapes_;
+  std::map<std::pair<int, int>, int64_t> workspace_;  // (stage, min(blocks, 2))
 };
 
 std::vector<int> recompute_options(RecomputeChoice choice, int c) {

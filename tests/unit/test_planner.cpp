@@ -181,5 +181,29 @@ TEST(Simulator, TheSlowestStageSetsTheSteadyState) {
   EXPECT_GT(with_p2p.step_s, simulate(ScheduleKind::one_f_one_b, {{1, 2}, {1, 2}}, 4).step_s);
 }
 
+// The planner's cached per-stage memory equals the cost model's direct answer for the layout
+// (the workspace replay is cached per stage and blocks class).
+TEST(Planner, CachedStageMemoryEqualsTheCostModel) {
+  PlanInputs in;
+  in.model.n_layer = 7;
+  in.pipeline = 3;
+  in.cost.microbatches = 5;
+  in.cost.micro_batch = 2;
+  in.devices.assign(3, {std::numeric_limits<int64_t>::max(), 1e9});
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::gpipe}) {
+    in.cost.schedule = kind;
+    for (const std::vector<int>& layers : std::vector<std::vector<int>>{
+             {0, 1, 6}, {1, 1, 5}, {2, 3, 2}, {5, 2, 0}, {3, 4, 0}}) {
+      const Plan plan = evaluate(in, layers);
+      const std::vector<StageMemory> direct =
+          plan_stage_memory(in.model, layout_from_counts(layers, in.model.n_layer), in.cost);
+      for (int s = 0; s < 3; ++s) {
+        EXPECT_EQ(plan.stages[s].memory.workspace, direct[s].workspace) << "stage " << s;
+        EXPECT_EQ(plan.stages[s].memory.total(), direct[s].total()) << "stage " << s;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nupipe::parallel
