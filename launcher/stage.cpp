@@ -95,7 +95,8 @@ std::string why_second(const parallel::Plan& best, const parallel::Plan& second)
 
 // parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
 // same on every rank (same inputs).
-void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) {
+// The planner's inputs for this run: its model, degrees, schedule, batch shape and budgets.
+parallel::PlanInputs plan_inputs(const Stage& s, const Config& cfg) {
   parallel::PlanInputs in;
   in.model = s.model_config;
   in.pipeline = cfg.parallel.pipeline;
@@ -108,6 +109,29 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
   in.recompute = cfg.train.recompute.kind == K::full        ? parallel::RecomputeChoice::full
                  : cfg.train.recompute.kind == K::automatic ? parallel::RecomputeChoice::automatic
                                                             : parallel::RecomputeChoice::none;
+  return in;
+}
+
+// What the planner would run instead of a split that does not fit: its best plan with
+// recompute chosen, as the config keys that select it, or what even the lowest peak needs.
+std::string planner_suggestion(const Stage& s, const Config& cfg) {
+  parallel::PlanInputs in = plan_inputs(s, cfg);
+  in.recompute = parallel::RecomputeChoice::automatic;
+  if (const std::optional<parallel::Plan> best = parallel::plan_best(in)) {
+    return fmt::format("the planner fits it: parallel.stage_layers = {} with train.recompute = {} "
+                       "(peak {} per rank; or parallel.stage_layers = \"auto\" and "
+                       "train.recompute = \"auto\")",
+                       parallel::format_list(best->layers), parallel::format_list(best->recompute),
+                       runtime::format_bytes(best->peak_bytes));
+  }
+  const parallel::Plan low = parallel::plan_lowest_peak(in);
+  return "no split fits even with recompute: the lowest peak, " +
+         parallel::format_list(low.layers) + " with recompute " +
+         parallel::format_list(low.recompute) + ", needs " + runtime::format_bytes(low.peak_bytes);
+}
+
+void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) {
+  const parallel::PlanInputs in = plan_inputs(s, cfg);
   const std::optional<parallel::Plan> best = parallel::plan_best(in);
   const std::vector<int> uniform_counts = parallel::uniform_split(in.pipeline, in.model.n_layer);
   const parallel::Plan uniform = parallel::evaluate(
@@ -191,7 +215,7 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
         "stage " + std::to_string(st) + " is predicted to need " +
             runtime::format_bytes(s.plan[st].total()) + " per rank, more than the " +
             runtime::format_bytes(budget) + " available (" + budget_source + "); most of it " +
-            kind + ": " + runtime::format_bytes(bytes),
+            kind + ": " + runtime::format_bytes(bytes) + "; " + planner_suggestion(s, cfg),
         "let the planner split the model (parallel.stage_layers = \"auto\", and train.recompute "
         "= \"auto\"), lower train.micro_batch, or add ranks; `nupipe plan CONFIG --memory-gib "
         "X` shows what fits");

@@ -36,8 +36,10 @@ uni, aut = os.path.join(WORK, "uniform"), os.path.join(WORK, "auto")
 for d in (uni, aut):
     shutil.rmtree(d, ignore_errors=True)
 p = train(uni, ["parallel.stage_layers=uniform"])
-if p.returncode != 2 or "predicted to need" not in p.stdout:
-    fail("uniform: exit %d, want 2 with the prediction:\n%s" % (p.returncode, p.stdout[-2000:]))
+if p.returncode != 2 or "predicted to need" not in p.stdout or \
+        "the planner fits it: parallel.stage_layers = [" not in p.stdout:
+    fail("uniform: exit %d, want 2 with the prediction and the planner's split:\n%s" %
+         (p.returncode, p.stdout[-2000:]))
 if os.path.exists(uni):
     fail("the refused run wrote " + uni)
 print("uniform: refused, exit 2: " + [l for l in p.stdout.splitlines() if "predicted" in l][0])
