@@ -97,6 +97,14 @@ void load_rank_part(const std::string& dir, runtime::ParamStore& store, optim::A
   }
   runtime::from_host(adamw.exp_avg(), m);
   runtime::from_host(adamw.exp_avg_sq(), v);
+  if (adamw.owns_master()) {  // the exact fp32 weights (the compute copy above is rounded)
+    std::vector<float> w(m.size(), 0.0f);
+    for (const runtime::SpecPiece& p : store.pieces(adamw.begin(), end)) {
+      r.read_range(model_dataset(p.spec->name), p.begin - p.spec->offset,
+                   w.data() + (p.begin - adamw.begin()), p.numel());
+    }
+    runtime::from_host(adamw.master(), w);
+  }
   adamw.set_steps_taken(optimizer_steps);
 }
 

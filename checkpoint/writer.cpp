@@ -81,12 +81,12 @@ std::vector<Piece> pieces_of(const RankPart& part) {
   NUPIPE_CHECK(adamw.begin() <= share.begin && end <= adamw.end(),
                "the optimizer state does not cover this rank's checkpoint share");
   std::vector<Piece> out;
-  const float* params = store.flat_params().f32();
+  const float* master = adamw.master().f32();  // fp32 master weights, whatever the precision
   for (const runtime::SpecPiece& p : store.pieces(share.begin, end)) {
     if (p.spec->tied_copy) continue;
     const int64_t in_tensor = p.begin - p.spec->offset;
     const int64_t in_state = p.begin - adamw.begin();
-    out.push_back({model_dataset(p.spec->name), in_tensor, params + p.begin, p.numel()});
+    out.push_back({model_dataset(p.spec->name), in_tensor, master + in_state, p.numel()});
     out.push_back({exp_avg_dataset(p.spec->name), in_tensor, adamw.exp_avg().f32() + in_state,
                    p.numel()});
     out.push_back({exp_avg_sq_dataset(p.spec->name), in_tensor,

@@ -105,6 +105,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("run.log_every", run.log_every),
       NUPIPE_KEY("run.trace", run.trace),
       NUPIPE_KEY("runtime.device", runtime.device),
+      NUPIPE_KEY("runtime.precision", runtime.precision),
       NUPIPE_KEY("runtime.threads", runtime.threads),
       NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
       NUPIPE_KEY("runtime.memory_gib", runtime.memory_gib),
@@ -530,6 +531,10 @@ std::vector<std::pair<std::string, std::string>> key_values(const Config& config
   std::vector<std::pair<std::string, std::string>> out;
   for (const Key& key : schema()) out.emplace_back(std::string(key.path), format_value(key, c));
   return out;
+}
+
+runtime::DType parse_precision(const std::string& precision) {
+  return precision == "bf16" ? runtime::DType::bf16 : runtime::DType::f32;
 }
 
 }  // namespace nupipe::launcher

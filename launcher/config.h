@@ -33,6 +33,9 @@ struct RunOptions {
 
 struct RuntimeOptions {
   std::string device = "cpu";
+  // "fp32", or "bf16": bf16 parameters (compute copy), activations and activation gradients,
+  // fp32 master weights, optimizer state, parameter gradients, LayerNorm statistics and loss.
+  std::string precision = "fp32";
   int threads = 0;  // 0: the host's cores divided by the ranks on the host
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.
@@ -88,6 +91,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 Config parse_config(std::string_view toml_text, std::string_view source,
                     const std::vector<std::string>& overrides = {});
 // The effective configuration as TOML (written to run.dir/config.toml), round-trips.
+// runtime.precision as the compute dtype: "fp32" -> f32, "bf16" -> bf16 (validated at load).
+runtime::DType parse_precision(const std::string& precision);
 std::string to_toml(const Config& config);
 // Every key with its value as to_toml writes it: {"model.n_layer", "4"}, in schema order.
 std::vector<std::pair<std::string, std::string>> key_values(const Config& config);

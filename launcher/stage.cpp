@@ -175,6 +175,7 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
                        parallel::ProcessGroups& groups) {
   s.model_config = cfg.model;
   s.model_config.loss_chunk = cfg.train.loss_chunk;  // the head's loss this many tokens at a time
+  s.model_config.dtype = parse_precision(cfg.runtime.precision);
   s.micro = cfg.train.micro_batch;
   s.n_micro = cfg.microbatches();
   s.tokens_per_micro = static_cast<int64_t>(s.micro) * s.model_config.seq_len;
@@ -251,6 +252,11 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   if (initialize) s.model->params().initialize(cfg.train.seed);
   s.optimizer = std::make_unique<optim::ZeroOptimizer>(
       s.model->params(), groups, mc.tie_embeddings, cfg.parallel.zero, cfg.adamw);
+  optim::AdamW& adamw = s.optimizer->adamw();
+  if (initialize && adamw.owns_master()) {  // bf16: the master weights start from exact values
+    runtime::from_host(adamw.master(), s.model->params().initial_values(
+                                           cfg.train.seed, adamw.begin(), adamw.end()));
+  }
   s.trace = std::make_unique<parallel::Trace>(cfg.run.trace);
   s.executor = std::make_unique<parallel::PipelineExecutor>(
       *s.model, groups.pipeline(), s.schedule, s.n_micro, s.micro, *s.trace);

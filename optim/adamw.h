@@ -1,6 +1,9 @@
 // adamw.h: AdamW with decoupled weight decay over a ParamStore's flat buffers, or over one
 // range of them (a ZeRO-1 shard). Decay is applied per tensor by its spec's `decay` flag
 // (matrices and embeddings yes; biases, LayerNorm no), on whatever piece of it the range holds.
+// The update runs on fp32 master weights: the store's parameters themselves when they are
+// fp32; with bf16 parameters (runtime.precision = "bf16") a master copy of the range that this
+// optimizer owns, sharded with its state, from which each step writes the bf16 compute copy.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,14 @@ class AdamW {
   // reduce-scattered shard).
   void step(float lr, const float* grads);
 
+  // The fp32 master weights of the range [begin(), end()).
+  const runtime::Tensor& master() const { return master_; }
+  runtime::Tensor& master() { return master_; }
+  bool owns_master() const { return owns_master_; }
+  // Writes the range of the store's parameters from the master weights (rounded to bf16; a
+  // no-op when they are the same memory).
+  void write_compute_copy();
+
   int64_t steps_taken() const { return t_; }
   int64_t begin() const { return begin_; }
   int64_t end() const { return end_; }
@@ -39,7 +50,8 @@ class AdamW {
   runtime::ParamStore& store_;
   AdamWOptions opt_;
   int64_t begin_ = 0, end_ = 0;
-  runtime::Tensor m_, v_;
+  bool owns_master_ = false;
+  runtime::Tensor master_, m_, v_;
   int64_t t_ = 0;
 };
 

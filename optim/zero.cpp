@@ -109,7 +109,7 @@ float ZeroOptimizer::update(float lr, double global_norm, const ClipOptions& cli
 
 void ZeroOptimizer::gather_params() {
   if (!sharded() || groups_.data().size() == 1) return;
-  float* p = store_.flat_params().f32();
+  const runtime::DevPtr p = store_.flat_params().data();  // the compute copy: bf16 moves bf16
   groups_.data().all_gather(p + shard_.begin, p, shard_.numel());  // in place
 }
 

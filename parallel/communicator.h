@@ -8,6 +8,8 @@
 #include <memory>
 #include <utility>
 
+#include "runtime/dtype.h"
+
 namespace nupipe::parallel {
 
 // A pending non-blocking operation. wait() completes it; the destructor waits if nobody did,
@@ -95,13 +97,25 @@ class Communicator {
   virtual void reduce_scatter_sum(const float* send, float* recv, int64_t count_per_rank) = 0;
   // recv (size() * count_per_rank) receives every rank's send block in rank order. In place
   // when send == recv + rank() * count_per_rank (the ZeRO pattern); no other overlap allowed.
-  virtual void all_gather(const float* send, float* recv, int64_t count_per_rank) = 0;
+  // Any element type (both of one), e.g. ZeRO-1's bf16 parameters.
+  virtual void all_gather(runtime::ConstDevPtr send, runtime::DevPtr recv,
+                          int64_t count_per_rank) = 0;
+  void all_gather(const float* send, float* recv, int64_t count_per_rank) {
+    all_gather(runtime::f32_ptr(send), runtime::f32_ptr(recv), count_per_rank);
+  }
   // data on every rank becomes root's data.
   virtual void broadcast(float* data, int64_t n, int root) = 0;
   // Point-to-point with another rank of the group; 0 <= tag <= 32767 is always valid. Messages
   // between the same pair with the same tag match in the order they were posted.
-  virtual Request isend(const float* data, int64_t n, int peer, int tag) = 0;
-  virtual Request irecv(float* data, int64_t n, int peer, int tag) = 0;
+  // Any element type, the same on both sides (the pipeline's bf16 hidden states).
+  virtual Request isend(runtime::ConstDevPtr data, int64_t n, int peer, int tag) = 0;
+  virtual Request irecv(runtime::DevPtr data, int64_t n, int peer, int tag) = 0;
+  Request isend(const float* data, int64_t n, int peer, int tag) {
+    return isend(runtime::f32_ptr(data), n, peer, tag);
+  }
+  Request irecv(float* data, int64_t n, int peer, int tag) {
+    return irecv(runtime::f32_ptr(data), n, peer, tag);
+  }
   virtual void barrier() = 0;
 
   // Bytes this rank put on the wire since construction or reset_bytes_sent(), counted by the

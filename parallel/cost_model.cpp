@@ -17,7 +17,8 @@ int64_t activation_peak(const runtime::ModelConfig& mc, const StageShape& shape,
                         int64_t* kept_out) {
   const runtime::LayerCost block = runtime::Block::cost(mc);
   const int n = shape.blocks, k = recompute_blocks;
-  const int64_t received = received_input ? 4 * int64_t{mc.d_model} : 0;
+  const int64_t es = static_cast<int64_t>(runtime::dtype_size(mc.dtype));
+  const int64_t received = received_input ? es * mc.d_model : 0;
   const int64_t before = shape.others.activation_bytes_per_token + received;
   // Per token: what precedes the blocks, the recomputing blocks' outputs, the other blocks'
   // whole activations, and the head's.
@@ -72,7 +73,8 @@ StageRole stage_role(ScheduleKind kind, int stages, int stage, int microbatches)
 int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& shape,
                              const StageRole& role, int64_t tokens) {
   const int64_t ids = 4 * tokens;                   // int32 token ids or targets
-  const int64_t hidden = 4 * tokens * mc.d_model;   // a gradient of the hidden states
+  // a gradient of the hidden states, in the compute precision
+  const int64_t hidden = static_cast<int64_t>(runtime::dtype_size(mc.dtype)) * tokens * mc.d_model;
   const int64_t head = role.last ? shape.others.backward_bytes(tokens) : 0;  // the head's dx
   const int64_t chain =
       shape.blocks == 0 ? 0
@@ -117,9 +119,11 @@ StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape
   const int64_t n = shape.params;
   const int64_t padded = zero ? (n + dp - 1) / dp * dp : n, shard = padded / dp;
   StageMemory m;
-  m.params = 4 * padded;
+  const bool bf16 = mc.dtype == runtime::DType::bf16;
+  m.params = static_cast<int64_t>(runtime::dtype_size(mc.dtype)) * padded;  // the compute copy
   m.grads = 4 * padded + (zero && dp > 1 ? 4 * shard : 0);  // ZeRO-1's reduce-scattered shard
-  m.optimizer = 8 * (zero ? shard : n);                     // AdamW exp_avg + exp_avg_sq
+  // AdamW exp_avg + exp_avg_sq, and under bf16 the fp32 master weights, of the rank's range
+  m.optimizer = (8 + (bf16 ? 4 : 0)) * (zero ? shard : n);
   m.in_flight = in_flight;
   m.recompute_blocks = recompute_blocks;
   m.activations = activation_peak(mc, shape, received_input, recompute_blocks, in_flight, tokens,

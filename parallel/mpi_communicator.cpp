@@ -25,6 +25,16 @@ MPI_Datatype mpi_type<double>() {
   return MPI_DOUBLE;
 }
 
+// The MPI type of a buffer's elements (bf16 moves as 16-bit words: nothing is reduced).
+MPI_Datatype mpi_type_of(runtime::DType t) {
+  switch (t) {
+    case runtime::DType::f32: return MPI_FLOAT;
+    case runtime::DType::bf16: return MPI_UINT16_T;
+    case runtime::DType::i32: return MPI_INT32_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
 bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
   const auto pa = reinterpret_cast<std::uintptr_t>(a);
   const auto pb = reinterpret_cast<std::uintptr_t>(b);
@@ -42,9 +52,9 @@ void for_each_chunk(int64_t n, int64_t chunk, Fn&& fn) {
 class MpiRequest final : public Request::Impl {
  public:
   MpiRequest(bool receive, int peer, int tag, Watchdog* watchdog, const std::string* group,
-             int peer_world)
+             int peer_world, MPI_Datatype type)
       : receive_(receive), peer_(peer), tag_(tag), watchdog_(watchdog), group_(group),
-        peer_world_(peer_world) {}
+        peer_world_(peer_world), type_(type) {}
 
   void add(MPI_Request r, int count) {
     requests_.push_back(r);
@@ -59,9 +69,9 @@ class MpiRequest final : public Request::Impl {
     if (!receive_) return;
     for (size_t i = 0; i < status.size(); ++i) {
       int got = 0;
-      NUPIPE_MPI(MPI_Get_count(&status[i], MPI_FLOAT, &got));
+      NUPIPE_MPI(MPI_Get_count(&status[i], type_, &got));
       NUPIPE_CHECK(got == counts_[i],
-                   "received " + std::to_string(got) + " floats from rank " +
+                   "received " + std::to_string(got) + " elements from rank " +
                        std::to_string(peer_) + " (tag " + std::to_string(tag_) + ") where " +
                        std::to_string(counts_[i]) +
                        " were expected: sender and receiver disagree on the message size");
@@ -85,6 +95,7 @@ class MpiRequest final : public Request::Impl {
   Watchdog* watchdog_;
   const std::string* group_;
   int peer_world_;
+  MPI_Datatype type_;
   std::vector<MPI_Request> requests_;
   std::vector<int> counts_;
 };
@@ -200,35 +211,38 @@ void MpiCommunicator::reduce_scatter_sum(const float* send, float* recv, int64_t
   count_reduce_scatter(count * 4);
 }
 
-void MpiCommunicator::all_gather(const float* send, float* recv, int64_t count_per_rank) {
+void MpiCommunicator::all_gather(runtime::ConstDevPtr send, runtime::DevPtr recv,
+                                 int64_t count_per_rank) {
   const int64_t count = count_per_rank;
   NUPIPE_CHECK(count >= 0, "all_gather of " + std::to_string(count) + " per rank");
+  NUPIPE_CHECK(send.dtype == recv.dtype, "all_gather between element types");
   if (count == 0) return;
-  const int64_t total = count * size_;
-  NUPIPE_CHECK(send != nullptr && recv != nullptr, "all_gather on a null buffer");
-  float* mine = recv + rank_ * count;
-  const bool in_place = send == mine;
-  NUPIPE_CHECK(in_place || !overlaps(send, count * 4, recv, total * 4),
+  const int64_t total = count * size_, es = static_cast<int64_t>(runtime::dtype_size(recv.dtype));
+  const MPI_Datatype type = mpi_type_of(recv.dtype);
+  NUPIPE_CHECK(send.ptr != nullptr && recv.ptr != nullptr, "all_gather on a null buffer");
+  const runtime::DevPtr mine = recv + rank_ * count;
+  const bool in_place = send.ptr == mine.ptr;
+  NUPIPE_CHECK(in_place || !overlaps(send.ptr, count * es, recv.ptr, total * es),
                "all_gather: send overlaps recv without being this rank's block of it "
                "(in place means send == recv + rank() * count_per_rank)");
   if (size_ == 1) {
-    if (!in_place) std::memcpy(recv, send, count * sizeof(float));
+    if (!in_place) std::memcpy(recv.ptr, send.ptr, count * es);
     return;
   }
   Watchdog::Scope scope(watchdog_, "all-gather", &name_, &world_ranks_);
   if (total <= chunk_) {
     const int c = static_cast<int>(count);
-    NUPIPE_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : send, c, MPI_FLOAT, recv, c, MPI_FLOAT,
+    NUPIPE_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : send.ptr, c, type, recv.ptr, c, type,
                              comm_));
   } else {
-    if (!in_place) std::memcpy(mine, send, count * sizeof(float));
+    if (!in_place) std::memcpy(mine.ptr, send.ptr, count * es);
     for (int root = 0; root < size_; ++root) {
       for_each_chunk(count, chunk_, [&](int64_t off, int len) {
-        NUPIPE_MPI(MPI_Bcast(recv + root * count + off, len, MPI_FLOAT, root, comm_));
+        NUPIPE_MPI(MPI_Bcast((recv + root * count + off).ptr, len, type, root, comm_));
       });
     }
   }
-  count_all_gather(count * 4);
+  count_all_gather(count * es);
 }
 
 void MpiCommunicator::broadcast(float* data, int64_t n, int root) {
@@ -254,32 +268,34 @@ void MpiCommunicator::check_p2p(int64_t n, int peer, int tag, const char* what) 
 
 // A message of n elements goes as ceil(n / chunk) MPI messages (one when n == 0); MPI matches
 // messages between a pair with one tag in order, so the receiver's chunks line up.
-Request MpiCommunicator::isend(const float* data, int64_t n, int peer, int tag) {
+Request MpiCommunicator::isend(runtime::ConstDevPtr data, int64_t n, int peer, int tag) {
   check_p2p(n, peer, tag, "isend");
+  const MPI_Datatype type = mpi_type_of(data.dtype);
   auto impl = std::make_unique<MpiRequest>(false, peer, tag, watchdog_, &name_,
-                                           world_ranks_[static_cast<size_t>(peer)]);
+                                           world_ranks_[static_cast<size_t>(peer)], type);
   MpiRequest* posted = impl.get();
   Request request(std::move(impl));  // waits (or cancels) what was posted if a post fails
   for_each_chunk(std::max<int64_t>(n, 1), chunk_, [&](int64_t off, int len) {
     MPI_Request r = MPI_REQUEST_NULL;
     if (n == 0) len = 0;
-    NUPIPE_MPI(MPI_Isend(data + off, len, MPI_FLOAT, peer, tag, comm_, &r));
+    NUPIPE_MPI(MPI_Isend((data + off).ptr, len, type, peer, tag, comm_, &r));
     posted->add(r, len);
   });
-  count_send(n * 4, peer);
+  count_send(n * static_cast<int64_t>(runtime::dtype_size(data.dtype)), peer);
   return request;
 }
 
-Request MpiCommunicator::irecv(float* data, int64_t n, int peer, int tag) {
+Request MpiCommunicator::irecv(runtime::DevPtr data, int64_t n, int peer, int tag) {
   check_p2p(n, peer, tag, "irecv");
+  const MPI_Datatype type = mpi_type_of(data.dtype);
   auto impl = std::make_unique<MpiRequest>(true, peer, tag, watchdog_, &name_,
-                                           world_ranks_[static_cast<size_t>(peer)]);
+                                           world_ranks_[static_cast<size_t>(peer)], type);
   MpiRequest* posted = impl.get();
   Request request(std::move(impl));
   for_each_chunk(std::max<int64_t>(n, 1), chunk_, [&](int64_t off, int len) {
     MPI_Request r = MPI_REQUEST_NULL;
     if (n == 0) len = 0;
-    NUPIPE_MPI(MPI_Irecv(data + off, len, MPI_FLOAT, peer, tag, comm_, &r));
+    NUPIPE_MPI(MPI_Irecv((data + off).ptr, len, type, peer, tag, comm_, &r));
     posted->add(r, len);
   });
   return request;

@@ -45,10 +45,14 @@ class MpiCommunicator : public Communicator {
   void all_reduce_sum(float* data, int64_t n) override;
   void all_reduce_sum(double* data, int64_t n) override;
   void reduce_scatter_sum(const float* send, float* recv, int64_t count_per_rank) override;
-  void all_gather(const float* send, float* recv, int64_t count_per_rank) override;
+  using Communicator::all_gather;
+  using Communicator::irecv;
+  using Communicator::isend;
+  void all_gather(runtime::ConstDevPtr send, runtime::DevPtr recv,
+                  int64_t count_per_rank) override;
   void broadcast(float* data, int64_t n, int root) override;
-  Request isend(const float* data, int64_t n, int peer, int tag) override;
-  Request irecv(float* data, int64_t n, int peer, int tag) override;
+  Request isend(runtime::ConstDevPtr data, int64_t n, int peer, int tag) override;
+  Request irecv(runtime::DevPtr data, int64_t n, int peer, int tag) override;
   void barrier() override;
 
   // Host control plane: every rank's `mine` arrives at `root`, in rank order (elsewhere the

@@ -41,18 +41,19 @@ Tensor PipelineExecutor::upload(const std::vector<int32_t>& host) const {
 Tensor PipelineExecutor::recv_hidden(int mb, int kind) {
   const int64_t rows = static_cast<int64_t>(micro_batch_) * model_.config().seq_len;
   // Received activations are kept for backward (the first block's input): tag them so.
-  Tensor t = Tensor::empty(model_.backend(), {rows, model_.config().d_model}, DType::f32,
+  Tensor t = Tensor::empty(model_.backend(), {rows, model_.config().d_model},
+                           model_.config().dtype,
                            kind == kActivation ? MemTag::activations : MemTag::workspace);
   const int peer = kind == kActivation ? stage_ - 1 : stage_ + 1;
   Trace::Scope span(trace_, "recv", "comm", mb);
-  comm_.irecv(t.f32(), t.numel(), peer, tag_of(mb, kind)).wait();
+  comm_.irecv(t.data(), t.numel(), peer, tag_of(mb, kind)).wait();
   return t;
 }
 
 void PipelineExecutor::send_hidden(const Tensor& t, int mb, int kind) {
   const int peer = kind == kActivation ? stage_ + 1 : stage_ - 1;
   Trace::Scope span(trace_, "send", "comm", mb);
-  pending_.push_back({mb, kind, comm_.isend(t.f32(), t.numel(), peer, tag_of(mb, kind)), t});
+  pending_.push_back({mb, kind, comm_.isend(t.data(), t.numel(), peer, tag_of(mb, kind)), t});
 }
 
 void PipelineExecutor::finish_send(int mb, int kind) {

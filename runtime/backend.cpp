@@ -47,6 +47,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device) {
 
 std::vector<float> to_host(const Tensor& t) {
   std::vector<float> out(t.numel());
+  if (t.dtype() == DType::bf16) {
+    std::vector<uint16_t> raw(t.numel());
+    t.backend().copy_to_host(raw.data(), t.bf16(), t.bytes());
+    for (size_t i = 0; i < raw.size(); ++i) out[i] = f32_from_bf16(raw[i]);
+    return out;
+  }
   t.backend().copy_to_host(out.data(), t.f32(), t.bytes());
   return out;
 }
@@ -59,6 +65,12 @@ std::vector<int32_t> to_host_i32(const Tensor& t) {
 
 void from_host(Tensor& t, const std::vector<float>& values) {
   NUPIPE_CHECK(static_cast<int64_t>(values.size()) == t.numel(), "from_host size mismatch");
+  if (t.dtype() == DType::bf16) {  // rounded to nearest even
+    std::vector<uint16_t> raw(values.size());
+    for (size_t i = 0; i < raw.size(); ++i) raw[i] = bf16_from_f32(values[i]);
+    t.backend().copy_from_host(t.bf16(), raw.data(), t.bytes());
+    return;
+  }
   t.backend().copy_from_host(t.f32(), values.data(), t.bytes());
 }
 

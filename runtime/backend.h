@@ -12,8 +12,19 @@
 
 namespace nupipe::runtime {
 
-// All pointers are device pointers of the backend; all matrices are row-major.
-// Kernels that "accumulate" add into their output (gradients summed over microbatches).
+// All pointers are device pointers of the backend; all matrices are row-major. Kernels that
+// "accumulate" add into their output (gradients summed over microbatches).
+//
+// Precision: operands written `DevPtr` / `ConstDevPtr` may be f32 or bf16, independently of
+// each other; every kernel reads its inputs, computes in fp32 (reductions in double on the cpu
+// backend) and rounds each output once, to nearest even, where it is bf16. LayerNorm's mean
+// and rstd, parameter gradients, the loss's logits and the optimizer state are fp32 (`float*`).
+// So one layer runs in fp32 or bf16 by the dtype of the tensors it is given.
+//
+// Ordering: every call is ordered after the calls before it on this backend, as on one CUDA
+// stream; the cpu backend runs them at once. A GPU backend will add synchronize() and events
+// (record on one stream, wait on another: the communicator's) behind this same interface;
+// the kernels' signatures do not change.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -33,53 +44,55 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  // dst = src elementwise across dtypes (f32 -> bf16 rounds to nearest even; bf16 -> f32 exact).
+  virtual void convert(DevPtr dst, ConstDevPtr src, int64_t n) = 0;
 
   // --- BLAS ---
   // C[M,N] = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T; lda/ldb/ldc are row strides.
   virtual void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
-                    float* C, int64_t ldc) = 0;
+                    ConstDevPtr A, int64_t lda, ConstDevPtr B, int64_t ldb, float beta,
+                    DevPtr C, int64_t ldc) = 0;
   // `batch` independent GEMMs, matrix i at A + i*stride_a etc.
   virtual void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                            float alpha, const float* A, int64_t lda, int64_t stride_a,
-                            const float* B, int64_t ldb, int64_t stride_b, float beta, float* C,
+                            float alpha, ConstDevPtr A, int64_t lda, int64_t stride_a,
+                            ConstDevPtr B, int64_t ldb, int64_t stride_b, float beta, DevPtr C,
                             int64_t ldc, int64_t stride_c, int64_t batch) = 0;
 
   // --- elementwise and reductions ---
-  virtual void add(float* out, const float* a, const float* b, int64_t n) = 0;  // out = a + b
-  virtual void accumulate(float* y, const float* x, int64_t n) = 0;             // y += x
-  virtual void scale(float* x, float s, int64_t n) = 0;                         // x *= s
-  virtual double sum_squares(const float* x, int64_t n) = 0;                    // in double
+  virtual void add(DevPtr out, ConstDevPtr a, ConstDevPtr b, int64_t n) = 0;  // out = a + b
+  virtual void accumulate(DevPtr y, ConstDevPtr x, int64_t n) = 0;            // y += x
+  virtual void scale(float* x, float s, int64_t n) = 0;                       // x *= s
+  virtual double sum_squares(const float* x, int64_t n) = 0;                  // in double
   virtual bool all_finite(const float* x, int64_t n) = 0;
 
   // --- layer kernels ---
   // out[N,C] = wte[tokens[i]] + wpe[i % T]
-  virtual void embedding_forward(float* out, const int32_t* tokens, const float* wte,
-                                 const float* wpe, int64_t N, int64_t T, int64_t C) = 0;
+  virtual void embedding_forward(DevPtr out, const int32_t* tokens, ConstDevPtr wte,
+                                 ConstDevPtr wpe, int64_t N, int64_t T, int64_t C) = 0;
   // dwte[tokens[i]] += dout[i]; dwpe[i % T] += dout[i]
-  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout,
+  virtual void embedding_backward(float* dwte, float* dwpe, ConstDevPtr dout,
                                   const int32_t* tokens, int64_t N, int64_t T, int64_t C) = 0;
   // Per row: out = (x - mean) * rstd * w + b; saves mean and rstd [N].
-  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
-                                 const float* w, const float* b, int64_t N, int64_t C,
+  virtual void layernorm_forward(DevPtr out, float* mean, float* rstd, ConstDevPtr x,
+                                 ConstDevPtr w, ConstDevPtr b, int64_t N, int64_t C,
                                  float eps) = 0;
   // dx = (overwritten); dw, db accumulate.
-  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dout,
-                                  const float* x, const float* w, const float* mean,
+  virtual void layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPtr dout,
+                                  ConstDevPtr x, ConstDevPtr w, const float* mean,
                                   const float* rstd, int64_t N, int64_t C) = 0;
   // out[N,C] += b[C]
-  virtual void add_bias(float* out, const float* b, int64_t N, int64_t C) = 0;
+  virtual void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) = 0;
   // db[C] += sum_rows dout[N,C]
-  virtual void bias_backward(float* db, const float* dout, int64_t N, int64_t C) = 0;
+  virtual void bias_backward(float* db, ConstDevPtr dout, int64_t N, int64_t C) = 0;
   // GELU, tanh approximation (GPT-2).
-  virtual void gelu_forward(float* out, const float* x, int64_t n) = 0;
-  virtual void gelu_backward(float* dx, const float* x, const float* dout, int64_t n) = 0;
+  virtual void gelu_forward(DevPtr out, ConstDevPtr x, int64_t n) = 0;
+  virtual void gelu_backward(DevPtr dx, ConstDevPtr x, ConstDevPtr dout, int64_t n) = 0;
   // In place over `rows` independent [T,T] score matrices: p = softmax(scale * s) with the
   // causal mask (column j > row i gets probability 0).
-  virtual void causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T,
+  virtual void causal_softmax_forward(DevPtr p, ConstDevPtr s, int64_t rows, int64_t T,
                                       float scale) = 0;
   // ds = scale * p * (dp - rowsum(dp * p)), masked entries 0. ds may alias dp.
-  virtual void causal_softmax_backward(float* ds, const float* p, const float* dp, int64_t rows,
+  virtual void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows,
                                        int64_t T, float scale) = 0;
   // For each row i of logits[N,V]: loss_i = logsumexp - logit[target]; writes the gradient
   // dlogits = (softmax - onehot) * dloss (in place over logits when dlogits == logits).
@@ -92,7 +105,8 @@ class Backend {
                                        int64_t V) = 0;
 
   // --- optimizer ---
-  // AdamW on n elements: m, v moments; bias corrections c1 = 1 - b1^t, c2 = 1 - b2^t.
+  // AdamW on n elements of fp32 master weights: m, v moments; bias corrections c1 = 1 - b1^t,
+  // c2 = 1 - b2^t.
   virtual void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                      float beta1, float beta2, float eps, float weight_decay, float c1,
                      float c2) = 0;
@@ -113,7 +127,8 @@ class Backend {
 // Constructs the backend named by runtime.device ("cpu", or "cuda" when built with it).
 std::unique_ptr<Backend> make_backend(const std::string& device);
 
-// Host round trips, mostly for tests and I/O.
+// Host round trips, mostly for tests and I/O: fp32 on the host whatever the tensor's dtype
+// (bf16 widened exactly on the way out, rounded to nearest even on the way in).
 std::vector<float> to_host(const Tensor& t);
 std::vector<int32_t> to_host_i32(const Tensor& t);
 void from_host(Tensor& t, const std::vector<float>& values);

@@ -35,7 +35,7 @@ std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
 GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to,
                    int recompute_blocks)
     : cfg_(cfg), slice_(slice), recompute_blocks_(recompute_blocks),
-      store_(backend, gpt_specs(cfg, slice), pad_to) {
+      store_(backend, gpt_specs(cfg, slice), pad_to, cfg.dtype) {
   NUPIPE_CHECK(slice.layer_begin >= 0 && slice.layer_begin <= slice.layer_end &&
                    slice.layer_end <= cfg.n_layer,
                "bad stage slice");

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "runtime/dtype.h"
+
 namespace nupipe::runtime {
 
 struct ModelConfig {
@@ -18,6 +20,10 @@ struct ModelConfig {
   // Tokens per LM-head/cross-entropy chunk (train.loss_chunk): the [tokens x vocab] logits
   // exist only loss_chunk rows at a time. 0: all tokens in one piece.
   int loss_chunk = 0;
+  // The compute precision (runtime.precision): the dtype of the parameters' compute copy, the
+  // activations and their gradients. Parameter gradients, LayerNorm statistics, the loss and
+  // the optimizer's master weights and state are fp32 either way.
+  DType dtype = DType::f32;
 
   int head_dim() const { return d_model / n_head; }
 };

@@ -35,7 +35,8 @@ void fill_normal(std::vector<float>& out, uint64_t seed, const std::string& key,
   }
 }
 
-ParamStore::ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t pad_to)
+ParamStore::ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t pad_to,
+                       DType dtype)
     : backend_(backend), specs_(std::move(specs)) {
   NUPIPE_CHECK(pad_to >= 1, "ParamStore pad_to = " + std::to_string(pad_to));
   int64_t offset = 0;
@@ -46,7 +47,9 @@ ParamStore::ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t 
   }
   numel_ = offset;
   const int64_t padded = (numel_ + pad_to - 1) / pad_to * pad_to;
-  params_ = Tensor::zeros(backend_, {padded}, DType::f32, MemTag::params);
+  NUPIPE_CHECK(dtype == DType::f32 || dtype == DType::bf16,
+               std::string("parameters in ") + dtype_name(dtype));
+  params_ = Tensor::zeros(backend_, {padded}, dtype, MemTag::params);
   grads_ = Tensor::zeros(backend_, {padded}, DType::f32, MemTag::grads);
 }
 
@@ -75,14 +78,20 @@ Tensor ParamStore::grad(const std::string& name) const {
   return grads_.view(s.offset, s.shape);
 }
 
-void ParamStore::initialize(uint64_t seed) {
-  for (const TensorSpec& s : specs_) {
+std::vector<float> ParamStore::initial_values(uint64_t seed, int64_t begin, int64_t end) const {
+  NUPIPE_CHECK(0 <= begin && begin <= end && end <= padded_numel(), "initial_values range");
+  std::vector<float> out(static_cast<size_t>(end - begin), 0.0f);
+  for (const SpecPiece& p : pieces(begin, end)) {
+    const TensorSpec& s = *p.spec;
     std::vector<float> values(s.numel(), s.init == Init::ones ? 1.0f : 0.0f);
     if (s.init == Init::normal) fill_normal(values, seed, s.name, s.init_std);
-    Tensor t = param(s.name);
-    from_host(t, values);
+    std::copy(values.begin() + (p.begin - s.offset), values.begin() + (p.end - s.offset),
+              out.begin() + (p.begin - begin));
   }
+  return out;
 }
+
+void ParamStore::initialize(uint64_t seed) { from_host(params_, initial_values(seed, 0, padded_numel())); }
 
 void ParamStore::zero_grads() { backend_.fill_zero(grads_.f32(), grads_.bytes()); }
 

@@ -40,12 +40,19 @@ class ParamStore {
  public:
   // The flat buffers hold the tensors and then zeros up to the smallest multiple of `pad_to`
   // (ZeRO-1 pads to the data degree so equal shards cut it). The padding is in no tensor: it
-  // is never updated and its gradient stays zero.
-  ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t pad_to = 1);
+  // is never updated and its gradient stays zero. The parameters are held in `dtype` (the
+  // compute copy: f32, or bf16 with the fp32 master weights in the optimizer); the gradients
+  // are fp32.
+  ParamStore(Backend& backend, std::vector<TensorSpec> specs, int64_t pad_to = 1,
+             DType dtype = DType::f32);
 
   // Deterministic: each tensor draws from its own stream keyed by (seed, name), so values do
-  // not depend on which other tensors this store (or this stage) holds.
+  // not depend on which other tensors this store (or this stage) holds. Rounded to the
+  // store's dtype.
   void initialize(uint64_t seed);
+  // The fp32 initial values of flat elements [begin, end) (0 in the padding): what
+  // initialize() rounds, and what fp32 master weights start from.
+  std::vector<float> initial_values(uint64_t seed, int64_t begin, int64_t end) const;
   void zero_grads();
 
   const std::vector<TensorSpec>& specs() const { return specs_; }
@@ -53,6 +60,7 @@ class ParamStore {
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   Tensor param(const std::string& name) const;
   Tensor grad(const std::string& name) const;
+  DType dtype() const { return params_.dtype(); }
   // The flat buffers, padded_numel() elements each: the tensors, then zeros.
   const Tensor& flat_params() const { return params_; }
   const Tensor& flat_grads() const { return grads_; }

@@ -8,7 +8,23 @@
 
 namespace nupipe::runtime {
 
-size_t dtype_size(DType d) { return d == DType::f32 ? sizeof(float) : sizeof(int32_t); }
+size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::f32: return sizeof(float);
+    case DType::bf16: return sizeof(uint16_t);
+    case DType::i32: return sizeof(int32_t);
+  }
+  NUPIPE_CHECK(false, "unknown DType " + std::to_string(static_cast<int>(d)));
+}
+
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::f32: return "f32";
+    case DType::bf16: return "bf16";
+    case DType::i32: return "i32";
+  }
+  return "?";
+}
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
@@ -59,6 +75,16 @@ Tensor Tensor::view(int64_t offset, Shape shape) const {
 float* Tensor::f32() const {
   NUPIPE_CHECK(defined() && dtype_ == DType::f32, "f32() on a tensor that is not f32");
   return static_cast<float*>(storage_->ptr) + offset_;
+}
+
+uint16_t* Tensor::bf16() const {
+  NUPIPE_CHECK(defined() && dtype_ == DType::bf16, "bf16() on a tensor that is not bf16");
+  return static_cast<uint16_t*>(storage_->ptr) + offset_;
+}
+
+DevPtr Tensor::data() const {
+  NUPIPE_CHECK(defined(), "data() of an undefined tensor");
+  return DevPtr{storage_->ptr, dtype_} + offset_;
 }
 
 int32_t* Tensor::i32() const {

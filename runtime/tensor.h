@@ -8,13 +8,11 @@
 #include <vector>
 
 #include "runtime/allocator.h"
+#include "runtime/dtype.h"
 
 namespace nupipe::runtime {
 
 class Backend;
-
-enum class DType { f32, i32 };
-size_t dtype_size(DType d);
 
 using Shape = std::vector<int64_t>;
 int64_t numel(const Shape& s);
@@ -56,6 +54,9 @@ class Tensor {
   // Device pointers (host memory on the cpu backend). Checked against the dtype.
   float* f32() const;
   int32_t* i32() const;
+  uint16_t* bf16() const;
+  // The typed pointer kernels take, whatever the dtype.
+  DevPtr data() const;
 
  private:
   std::shared_ptr<Storage> storage_;

@@ -1,24 +1,34 @@
-// cpu_backend.cpp: fp32 reference kernels (OpenMP loops) and OpenBLAS-backed GEMMs.
-// Reductions accumulate in double where rounding would otherwise depend on the row length.
+// cpu_backend.cpp: host memory, copies, and the typed Backend interface over the fp32 kernels:
+// f32 operands go straight through, bf16 ones are staged (widened, computed in fp32, rounded
+// back once). Products too: Debian's OpenBLAS is built without its bf16 GEMM (sbgemm), so a
+// bf16 product widens its operands and runs sgemm, which accumulates in fp32 as sbgemm would.
 #include "runtime/cpu/cpu_backend.h"
 
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <new>
-#include <vector>
+#include <initializer_list>
 
 #include "runtime/check.h"
+#include "runtime/cpu/cpu_kernels.h"
+#include "runtime/cpu/staging.h"
 
 namespace nupipe::runtime {
 
 namespace {
 constexpr size_t kAlign = 64;
-constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+
+// Elements a row-major [rows, cols] matrix with row stride ld spans.
+int64_t extent(int64_t rows, int64_t cols, int64_t ld) {
+  return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
+}
+// ... and `batch` of them, `stride` elements apart.
+int64_t extent(int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t batch) {
+  return batch == 0 ? 0 : (batch - 1) * stride + extent(rows, cols, ld);
+}
 }  // namespace
 
 CpuBackend::CpuBackend() : threads_(std::max(1, omp_get_max_threads())) {}
@@ -46,296 +56,139 @@ void CpuBackend::copy_from_host(void* dst, const void* src, size_t n) { std::mem
 void CpuBackend::copy_to_host(void* dst, const void* src, size_t n) { std::memcpy(dst, src, n); }
 void CpuBackend::copy(void* dst, const void* src, size_t n) { std::memmove(dst, src, n); }
 
+void CpuBackend::convert(DevPtr dst, ConstDevPtr src, int64_t n) {
+  NUPIPE_CHECK(dst.dtype != DType::i32 && src.dtype != DType::i32, "convert of i32");
+  if (dst.dtype == src.dtype) {
+    std::memmove(dst.ptr, src.ptr, n * dtype_size(src.dtype));
+  } else if (dst.dtype == DType::bf16) {
+    cpu::narrow(static_cast<uint16_t*>(dst.ptr), static_cast<const float*>(src.ptr), n);
+  } else {
+    cpu::widen(static_cast<float*>(dst.ptr), static_cast<const uint16_t*>(src.ptr), n);
+  }
+}
+
 // ---------------------------------------------------------------------------------- BLAS
 
 void CpuBackend::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
-                      float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+                      ConstDevPtr A, int64_t lda, ConstDevPtr B, int64_t ldb, float beta,
+                      DevPtr C, int64_t ldc) {
+  cpu::Staging st;
+  float* c = st.out(C, extent(M, N, ldc));
+  const float* a = st.in(A, ta ? extent(K, M, lda) : extent(M, K, lda));
+  const float* b = st.in(B, tb ? extent(N, K, ldb) : extent(K, N, ldb));
+  cpu::gemm(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void CpuBackend::gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                              const float* A, int64_t lda, int64_t sa, const float* B,
-                              int64_t ldb, int64_t sb, float beta, float* C, int64_t ldc,
-                              int64_t sc, int64_t batch) {
-  // Many small products: one sgemm per OpenMP thread beats one threaded sgemm at a time.
-  // (OpenBLAS is the OpenMP build: inside a parallel region it runs single-threaded.)
-  if (batch >= threads_ && threads_ > 1) {
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < batch; ++i) {
-      gemm(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
-    }
-  } else {
-    for (int64_t i = 0; i < batch; ++i) {
-      gemm(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
-    }
-  }
+                              ConstDevPtr A, int64_t lda, int64_t sa, ConstDevPtr B, int64_t ldb,
+                              int64_t sb, float beta, DevPtr C, int64_t ldc, int64_t sc,
+                              int64_t batch) {
+  cpu::Staging st;
+  float* c = st.out(C, extent(M, N, ldc, sc, batch));
+  const float* a = st.in(A, ta ? extent(K, M, lda, sa, batch) : extent(M, K, lda, sa, batch));
+  const float* b = st.in(B, tb ? extent(N, K, ldb, sb, batch) : extent(K, N, ldb, sb, batch));
+  cpu::gemm_batched(threads_, ta, tb, M, N, K, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc,
+                    batch);
 }
 
 // ------------------------------------------------------------------- elementwise, reductions
 
-void CpuBackend::add(float* out, const float* a, const float* b, int64_t n) {
-#pragma omp parallel for simd
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+void CpuBackend::add(DevPtr out, ConstDevPtr a, ConstDevPtr b, int64_t n) {
+  cpu::Staging st;
+  cpu::add(st.out(out, n), st.in(a, n), st.in(b, n), n);
 }
 
-void CpuBackend::accumulate(float* y, const float* x, int64_t n) {
-#pragma omp parallel for simd
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+void CpuBackend::accumulate(DevPtr y, ConstDevPtr x, int64_t n) {
+  cpu::Staging st;
+  cpu::accumulate(st.out(y, n), st.in(x, n), n);
 }
 
-void CpuBackend::scale(float* x, float s, int64_t n) {
-#pragma omp parallel for simd
-  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+void CpuBackend::scale(float* x, float s, int64_t n) { cpu::scale(x, s, n); }
+double CpuBackend::sum_squares(const float* x, int64_t n) { return cpu::sum_squares(x, n); }
+bool CpuBackend::all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
+
+// ---------------------------------------------------------------------------- layer kernels
+
+void CpuBackend::embedding_forward(DevPtr out, const int32_t* tokens, ConstDevPtr wte,
+                                   ConstDevPtr wpe, int64_t N, int64_t T, int64_t C) {
+  cpu::Staging st;
+  int64_t rows = 0;  // the token table's rows the tokens reach
+  for (int64_t i = 0; i < N; ++i) rows = std::max<int64_t>(rows, tokens[i] + 1);
+  cpu::embedding_forward(st.out(out, N * C), tokens, st.in(wte, rows * C),
+                         st.in(wpe, std::min(N, T) * C), N, T, C);
 }
 
-double CpuBackend::sum_squares(const float* x, int64_t n) {
-  double s = 0.0;
-#pragma omp parallel for reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
-  return s;
-}
-
-bool CpuBackend::all_finite(const float* x, int64_t n) {
-  int64_t bad = 0;
-#pragma omp parallel for reduction(+ : bad)
-  for (int64_t i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
-  return bad == 0;
-}
-
-// ------------------------------------------------------------------------------- embedding
-
-void CpuBackend::embedding_forward(float* out, const int32_t* tokens, const float* wte,
-                                   const float* wpe, int64_t N, int64_t T, int64_t C) {
-#pragma omp parallel for
-  for (int64_t i = 0; i < N; ++i) {
-    const float* e = wte + static_cast<int64_t>(tokens[i]) * C;
-    const float* p = wpe + (i % T) * C;
-    float* o = out + i * C;
-    for (int64_t c = 0; c < C; ++c) o[c] = e[c] + p[c];
-  }
-}
-
-void CpuBackend::embedding_backward(float* dwte, float* dwpe, const float* dout,
+void CpuBackend::embedding_backward(float* dwte, float* dwpe, ConstDevPtr dout,
                                     const int32_t* tokens, int64_t N, int64_t T, int64_t C) {
-  // Token rows may repeat, so dwte is scattered serially over rows, in parallel over columns.
-#pragma omp parallel for
-  for (int64_t c0 = 0; c0 < C; c0 += 16) {
-    const int64_t c1 = std::min(C, c0 + 16);
-    for (int64_t i = 0; i < N; ++i) {
-      float* d = dwte + static_cast<int64_t>(tokens[i]) * C;
-      const float* g = dout + i * C;
-      for (int64_t c = c0; c < c1; ++c) d[c] += g[c];
-    }
-  }
-#pragma omp parallel for
-  for (int64_t t = 0; t < T; ++t) {
-    float* d = dwpe + t * C;
-    for (int64_t i = t; i < N; i += T) {
-      const float* g = dout + i * C;
-      for (int64_t c = 0; c < C; ++c) d[c] += g[c];
-    }
-  }
+  cpu::Staging st;
+  cpu::embedding_backward(dwte, dwpe, st.in(dout, N * C), tokens, N, T, C);
 }
 
-// ------------------------------------------------------------------------------- layernorm
-
-void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* x,
-                                   const float* w, const float* b, int64_t N, int64_t C,
+void CpuBackend::layernorm_forward(DevPtr out, float* mean, float* rstd, ConstDevPtr x,
+                                   ConstDevPtr w, ConstDevPtr b, int64_t N, int64_t C,
                                    float eps) {
-#pragma omp parallel for
-  for (int64_t i = 0; i < N; ++i) {
-    const float* xi = x + i * C;
-    double m = 0.0;
-    for (int64_t c = 0; c < C; ++c) m += xi[c];
-    m /= C;
-    double var = 0.0;
-    for (int64_t c = 0; c < C; ++c) var += (xi[c] - m) * (xi[c] - m);
-    var /= C;
-    const float s = static_cast<float>(1.0 / std::sqrt(var + eps));
-    const float mf = static_cast<float>(m);
-    float* o = out + i * C;
-    for (int64_t c = 0; c < C; ++c) o[c] = (xi[c] - mf) * s * w[c] + b[c];
-    mean[i] = mf;
-    rstd[i] = s;
-  }
+  cpu::Staging st;
+  cpu::layernorm_forward(st.out(out, N * C), mean, rstd, st.in(x, N * C), st.in(w, C),
+                         st.in(b, C), N, C, eps);
 }
 
-// Column sums over rows (for weight/bias gradients): per-thread partials, then combined.
-template <typename RowFn>
-static void column_reduce(int64_t N, int64_t C, int nthreads, float* acc_a, float* acc_b,
-                          RowFn row_fn) {
-  std::vector<double> partial(static_cast<size_t>(nthreads) * 2 * C, 0.0);
-#pragma omp parallel num_threads(nthreads)
-  {
-    double* pa = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
-    double* pb = pa + C;
-#pragma omp for
-    for (int64_t i = 0; i < N; ++i) row_fn(i, pa, pb);
-  }
-  for (int t = 0; t < nthreads; ++t) {
-    const double* pa = partial.data() + static_cast<size_t>(t) * 2 * C;
-    for (int64_t c = 0; c < C; ++c) {
-      if (acc_a) acc_a[c] += static_cast<float>(pa[c]);
-      if (acc_b) acc_b[c] += static_cast<float>(pa[C + c]);
-    }
-  }
-}
-
-void CpuBackend::layernorm_backward(float* dx, float* dw, float* db, const float* dout,
-                                    const float* x, const float* w, const float* mean,
+void CpuBackend::layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPtr dout,
+                                    ConstDevPtr x, ConstDevPtr w, const float* mean,
                                     const float* rstd, int64_t N, int64_t C) {
-  column_reduce(N, C, threads_, dw, db, [&](int64_t i, double* pdw, double* pdb) {
-    const float* xi = x + i * C;
-    const float* gi = dout + i * C;
-    const float m = mean[i], s = rstd[i];
-    double sum_g = 0.0, sum_gx = 0.0;  // mean(dxhat), mean(dxhat * xhat)
-    for (int64_t c = 0; c < C; ++c) {
-      const float xhat = (xi[c] - m) * s;
-      const float g = gi[c] * w[c];
-      sum_g += g;
-      sum_gx += static_cast<double>(g) * xhat;
-      pdw[c] += static_cast<double>(gi[c]) * xhat;
-      pdb[c] += gi[c];
-    }
-    const float mg = static_cast<float>(sum_g / C), mgx = static_cast<float>(sum_gx / C);
-    float* dxi = dx + i * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const float xhat = (xi[c] - m) * s;
-      dxi[c] = s * (gi[c] * w[c] - mg - xhat * mgx);
-    }
-  });
+  cpu::Staging st;
+  cpu::layernorm_backward(threads_, st.out(dx, N * C), dw, db, st.in(dout, N * C),
+                          st.in(x, N * C), st.in(w, C), mean, rstd, N, C);
 }
 
-// ---------------------------------------------------------------------------- bias, GELU
-
-void CpuBackend::add_bias(float* out, const float* b, int64_t N, int64_t C) {
-#pragma omp parallel for
-  for (int64_t i = 0; i < N; ++i) {
-    float* o = out + i * C;
-    for (int64_t c = 0; c < C; ++c) o[c] += b[c];
-  }
+void CpuBackend::add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) {
+  cpu::Staging st;
+  cpu::add_bias(st.out(out, N * C), st.in(b, C), N, C);
 }
 
-void CpuBackend::bias_backward(float* db, const float* dout, int64_t N, int64_t C) {
-  column_reduce(N, C, threads_, db, nullptr, [&](int64_t i, double* pdb, double*) {
-    const float* g = dout + i * C;
-    for (int64_t c = 0; c < C; ++c) pdb[c] += g[c];
-  });
+void CpuBackend::bias_backward(float* db, ConstDevPtr dout, int64_t N, int64_t C) {
+  cpu::Staging st;
+  cpu::bias_backward(threads_, db, st.in(dout, N * C), N, C);
 }
 
-void CpuBackend::gelu_forward(float* out, const float* x, int64_t n) {
-#pragma omp parallel for simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    out[i] = 0.5f * v * (1.0f + std::tanh(kGeluC * (v + 0.044715f * v * v * v)));
-  }
+void CpuBackend::gelu_forward(DevPtr out, ConstDevPtr x, int64_t n) {
+  cpu::Staging st;
+  cpu::gelu_forward(st.out(out, n), st.in(x, n), n);
 }
 
-void CpuBackend::gelu_backward(float* dx, const float* x, const float* dout, int64_t n) {
-#pragma omp parallel for simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    const float u = kGeluC * (v + 0.044715f * v * v * v);
-    const float t = std::tanh(u);
-    const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
-    dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
-  }
+void CpuBackend::gelu_backward(DevPtr dx, ConstDevPtr x, ConstDevPtr dout, int64_t n) {
+  cpu::Staging st;
+  cpu::gelu_backward(st.out(dx, n), st.in(x, n), st.in(dout, n), n);
 }
 
-// ------------------------------------------------------------------------------ attention
-
-void CpuBackend::causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T,
+void CpuBackend::causal_softmax_forward(DevPtr p, ConstDevPtr s, int64_t rows, int64_t T,
                                         float scale) {
-#pragma omp parallel for
-  for (int64_t r = 0; r < rows * T; ++r) {
-    const int64_t i = r % T;  // query position: keys 0..i are visible
-    const float* si = s + r * T;
-    float* pi = p + r * T;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, scale * si[j]);
-    double sum = 0.0;
-    for (int64_t j = 0; j <= i; ++j) {
-      pi[j] = std::exp(scale * si[j] - mx);
-      sum += pi[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j <= i; ++j) pi[j] *= inv;
-    for (int64_t j = i + 1; j < T; ++j) pi[j] = 0.0f;
-  }
+  cpu::Staging st;
+  const int64_t n = rows * T * T;
+  cpu::causal_softmax_forward(st.out(p, n), st.in(s, n), rows, T, scale);
 }
 
-void CpuBackend::causal_softmax_backward(float* ds, const float* p, const float* dp,
-                                         int64_t rows, int64_t T, float scale) {
-#pragma omp parallel for
-  for (int64_t r = 0; r < rows * T; ++r) {
-    const int64_t i = r % T;
-    const float* pi = p + r * T;
-    const float* gi = dp + r * T;
-    double dot = 0.0;
-    for (int64_t j = 0; j <= i; ++j) dot += static_cast<double>(pi[j]) * gi[j];
-    const float d = static_cast<float>(dot);
-    float* o = ds + r * T;
-    for (int64_t j = 0; j <= i; ++j) o[j] = scale * pi[j] * (gi[j] - d);
-    for (int64_t j = i + 1; j < T; ++j) o[j] = 0.0f;
-  }
+void CpuBackend::causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows,
+                                         int64_t T, float scale) {
+  cpu::Staging st;
+  const int64_t n = rows * T * T;
+  cpu::causal_softmax_backward(st.out(ds, n), st.in(p, n), st.in(dp, n), rows, T, scale);
 }
-
-// --------------------------------------------------------------------------- cross-entropy
 
 double CpuBackend::cross_entropy_forward_backward(float* dlogits, const float* logits,
                                                   const int32_t* targets, int64_t N, int64_t V,
                                                   float dloss) {
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total)
-  for (int64_t i = 0; i < N; ++i) {
-    const float* l = logits + i * V;
-    float* d = dlogits + i * V;
-    float mx = -INFINITY;
-    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
-    double sum = 0.0;
-    for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
-    const double lse = mx + std::log(sum);
-    const int64_t t = targets[i];
-    total += lse - l[t];
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t v = 0; v < V; ++v) d[v] = std::exp(l[v] - mx) * inv * dloss;
-    d[t] -= dloss;
-  }
-  return total;
+  return cpu::cross_entropy_forward_backward(dlogits, logits, targets, N, V, dloss);
 }
 
 double CpuBackend::cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N,
                                          int64_t V) {
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total)
-  for (int64_t i = 0; i < N; ++i) {
-    const float* l = logits + i * V;
-    float mx = -INFINITY;
-    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
-    double sum = 0.0;
-    for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
-    total += mx + std::log(sum) - l[targets[i]];
-  }
-  return total;
+  return cpu::cross_entropy_forward(logits, targets, N, V);
 }
-
-// ------------------------------------------------------------------------------- optimizer
 
 void CpuBackend::adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                        float beta1, float beta2, float eps, float weight_decay, float c1,
                        float c2) {
-  const float step = lr / c1;
-  const float inv_sqrt_c2 = 1.0f / std::sqrt(c2);
-  const float decay = 1.0f - lr * weight_decay;
-#pragma omp parallel for simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
-    m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-    v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-    param[i] = param[i] * decay - step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps);
-  }
+  cpu::adamw(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, c1, c2);
 }
 
 }  // namespace nupipe::runtime

@@ -1,5 +1,5 @@
-// cpu_backend.h: the fp32 reference backend: OpenBLAS sgemm for matrix products and
-// OpenMP loops for the kernels. Runs everywhere, CI included.
+// cpu_backend.h: the reference backend: OpenBLAS sgemm and OpenMP loops in fp32 (runtime/cpu/cpu_kernels.h), bf16 operands widened around them and
+// rounded back (runtime/cpu/staging.h). Runs everywhere, CI included.
 #pragma once
 
 #include "runtime/backend.h"
@@ -15,38 +15,39 @@ class CpuBackend final : public Backend {
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   void copy(void* dst, const void* src, size_t bytes) override;
+  void convert(DevPtr dst, ConstDevPtr src, int64_t n) override;
 
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-            const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+            ConstDevPtr A, int64_t lda, ConstDevPtr B, int64_t ldb, float beta, DevPtr C,
             int64_t ldc) override;
   void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                    const float* A, int64_t lda, int64_t stride_a, const float* B, int64_t ldb,
-                    int64_t stride_b, float beta, float* C, int64_t ldc, int64_t stride_c,
+                    ConstDevPtr A, int64_t lda, int64_t stride_a, ConstDevPtr B, int64_t ldb,
+                    int64_t stride_b, float beta, DevPtr C, int64_t ldc, int64_t stride_c,
                     int64_t batch) override;
 
-  void add(float* out, const float* a, const float* b, int64_t n) override;
-  void accumulate(float* y, const float* x, int64_t n) override;
+  void add(DevPtr out, ConstDevPtr a, ConstDevPtr b, int64_t n) override;
+  void accumulate(DevPtr y, ConstDevPtr x, int64_t n) override;
   void scale(float* x, float s, int64_t n) override;
   double sum_squares(const float* x, int64_t n) override;
   bool all_finite(const float* x, int64_t n) override;
 
-  void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
+  void embedding_forward(DevPtr out, const int32_t* tokens, ConstDevPtr wte, ConstDevPtr wpe,
                          int64_t N, int64_t T, int64_t C) override;
-  void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
+  void embedding_backward(float* dwte, float* dwpe, ConstDevPtr dout, const int32_t* tokens,
                           int64_t N, int64_t T, int64_t C) override;
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* w,
-                         const float* b, int64_t N, int64_t C, float eps) override;
-  void layernorm_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
-                          const float* w, const float* mean, const float* rstd, int64_t N,
+  void layernorm_forward(DevPtr out, float* mean, float* rstd, ConstDevPtr x, ConstDevPtr w,
+                         ConstDevPtr b, int64_t N, int64_t C, float eps) override;
+  void layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
+                          ConstDevPtr w, const float* mean, const float* rstd, int64_t N,
                           int64_t C) override;
-  void add_bias(float* out, const float* b, int64_t N, int64_t C) override;
-  void bias_backward(float* db, const float* dout, int64_t N, int64_t C) override;
-  void gelu_forward(float* out, const float* x, int64_t n) override;
-  void gelu_backward(float* dx, const float* x, const float* dout, int64_t n) override;
-  void causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T,
+  void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) override;
+  void bias_backward(float* db, ConstDevPtr dout, int64_t N, int64_t C) override;
+  void gelu_forward(DevPtr out, ConstDevPtr x, int64_t n) override;
+  void gelu_backward(DevPtr dx, ConstDevPtr x, ConstDevPtr dout, int64_t n) override;
+  void causal_softmax_forward(DevPtr p, ConstDevPtr s, int64_t rows, int64_t T,
                               float scale) override;
-  void causal_softmax_backward(float* ds, const float* p, const float* dp, int64_t rows,
-                               int64_t T, float scale) override;
+  void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
+                               float scale) override;
   double cross_entropy_forward_backward(float* dlogits, const float* logits,
                                         const int32_t* targets, int64_t N, int64_t V,
                                         float dloss) override;

@@ -15,14 +15,15 @@ void CausalSelfAttention::add_specs(std::vector<TensorSpec>& specs, const std::s
 
 LayerCost CausalSelfAttention::cost(const ModelConfig& cfg) {
   const int64_t C = cfg.d_model, T = cfg.seq_len, H = cfg.n_head;
+  const int64_t es = static_cast<int64_t>(dtype_size(cfg.dtype));  // activations' element
   LayerCost c;
   c.params = 3 * C * C + 3 * C + C * C + C;
   // qkv [3C] + probs [H*T] + att [C] per token
-  c.activation_bytes_per_token = 4 * (3 * C + H * T + C);
+  c.activation_bytes_per_token = es * (3 * C + H * T + C);
   // backward: d_att [C], dqkv [3C] and dx [C] per token, and one sequence's dP [H, T, T]
   // (reused by every sequence of the microbatch)
-  c.backward_bytes_per_token = 4 * (C + 3 * C + C);
-  c.backward_fixed_bytes = 4 * H * T * T;
+  c.backward_bytes_per_token = es * (C + 3 * C + C);
+  c.backward_fixed_bytes = es * H * T * T;
   // matmuls: 2 flops/MAC, backward twice forward. Projections 4C^2; scores and values 2*T*C
   // (causal masking is not exploited by the dense GEMMs, so full T).
   c.flops_per_token = 3.0 * 2.0 * (4.0 * C * C + 2.0 * T * C);
@@ -42,20 +43,20 @@ void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved
   Backend& be = x.backend();
   const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-  s.qkv = Tensor::empty(be, {N, C3}, DType::f32, MemTag::activations);
-  s.probs = Tensor::empty(be, {B, H_, T_, T_}, DType::f32, MemTag::activations);
-  s.att = Tensor::empty(be, {N, C_}, DType::f32, MemTag::activations);
+  s.qkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::activations);
+  s.probs = Tensor::empty(be, {B, H_, T_, T_}, x.dtype(), MemTag::activations);
+  s.att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::activations);
   qkv_.forward(x, s.qkv);
   for (int64_t b = 0; b < B; ++b) {
-    const float* q = s.qkv.f32() + b * T_ * C3;
-    float* p = s.probs.f32() + b * H_ * TT;
+    const ConstDevPtr q = s.qkv.data() + b * T_ * C3;
+    const DevPtr p = s.probs.data() + b * H_ * TT;
     // scores[h] = q_h k_h^T, then causal softmax in place
     be.gemm_batched(false, true, T_, T_, D_, 1.0f, q, C3, D_, q + C_, C3, D_, 0.0f, p, T_, TT,
                     H_);
     be.causal_softmax_forward(p, p, H_, T_, scale);
     // att[:, h] = probs[h] v_h
     be.gemm_batched(false, false, T_, D_, T_, 1.0f, p, T_, TT, q + 2 * C_, C3, D_, 0.0f,
-                    s.att.f32() + b * T_ * C_, C_, D_, H_);
+                    s.att.data() + b * T_ * C_, C_, D_, H_);
   }
   proj_.forward(s.att, out, 1.0f);
 }
@@ -65,29 +66,29 @@ Tensor CausalSelfAttention::backward(const Tensor& dout, const Tensor& x, int64_
   Backend& be = x.backend();
   const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
-  Tensor d_att = Tensor::empty(be, {N, C_}, DType::f32, MemTag::workspace);
+  Tensor d_att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::workspace);
   proj_.backward(dout, s.att, &d_att);
 
-  Tensor dqkv = Tensor::empty(be, {N, C3}, DType::f32, MemTag::workspace);
-  Tensor dp = Tensor::empty(be, {H_, T_, T_}, DType::f32, MemTag::workspace);
+  Tensor dqkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::workspace);
+  Tensor dp = Tensor::empty(be, {H_, T_, T_}, x.dtype(), MemTag::workspace);
   for (int64_t b = 0; b < B; ++b) {
-    const float* q = s.qkv.f32() + b * T_ * C3;
-    const float* p = s.probs.f32() + b * H_ * TT;
-    const float* g = d_att.f32() + b * T_ * C_;
-    float* dq = dqkv.f32() + b * T_ * C3;
+    const ConstDevPtr q = s.qkv.data() + b * T_ * C3;
+    const ConstDevPtr p = s.probs.data() + b * H_ * TT;
+    const ConstDevPtr g = d_att.data() + b * T_ * C_;
+    const DevPtr dq = dqkv.data() + b * T_ * C3;
     // dP = d_att_h v_h^T ; dv_h = P^T d_att_h
-    be.gemm_batched(false, true, T_, T_, D_, 1.0f, g, C_, D_, q + 2 * C_, C3, D_, 0.0f, dp.f32(),
+    be.gemm_batched(false, true, T_, T_, D_, 1.0f, g, C_, D_, q + 2 * C_, C3, D_, 0.0f, dp.data(),
                     T_, TT, H_);
     be.gemm_batched(true, false, T_, D_, T_, 1.0f, p, T_, TT, g, C_, D_, 0.0f, dq + 2 * C_, C3,
                     D_, H_);
     // dS (scaled, masked) in place, then dq_h = dS k_h ; dk_h = dS^T q_h
-    be.causal_softmax_backward(dp.f32(), p, dp.f32(), H_, T_, scale);
-    be.gemm_batched(false, false, T_, D_, T_, 1.0f, dp.f32(), T_, TT, q + C_, C3, D_, 0.0f, dq,
+    be.causal_softmax_backward(dp.data(), p, dp.data(), H_, T_, scale);
+    be.gemm_batched(false, false, T_, D_, T_, 1.0f, dp.data(), T_, TT, q + C_, C3, D_, 0.0f, dq,
                     C3, D_, H_);
-    be.gemm_batched(true, false, T_, D_, T_, 1.0f, dp.f32(), T_, TT, q, C3, D_, 0.0f, dq + C_,
+    be.gemm_batched(true, false, T_, D_, T_, 1.0f, dp.data(), T_, TT, q, C3, D_, 0.0f, dq + C_,
                     C3, D_, H_);
   }
-  Tensor dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
+  Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
   qkv_.backward(dqkv, x, &dx);
   return dx;
 }

@@ -15,24 +15,24 @@ void Block::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg, in
 }
 
 LayerCost Block::cost(const ModelConfig& cfg) {
-  const int64_t C = cfg.d_model;
+  const int64_t C = cfg.d_model, es = static_cast<int64_t>(dtype_size(cfg.dtype));
   LayerCost ln;
   ln.params = 2 * C;
-  ln.activation_bytes_per_token = 4 * (C + 2);  // normalised output, mean, rstd
+  ln.activation_bytes_per_token = es * C + 4 * 2;  // normalised output; mean, rstd in fp32
   ln.flops_per_token = 3.0 * 8.0 * C;           // a few passes over the row
-  ln.backward_bytes_per_token = 4 * C;          // dx
+  ln.backward_bytes_per_token = es * C;          // dx
   const LayerCost attn = CausalSelfAttention::cost(cfg), mlp = Mlp::cost(cfg);
   LayerCost c;
   c += ln;
   c += attn;
   c += ln;
   c += mlp;
-  c.activation_bytes_per_token += 4 * (C + C);  // x2 and the block output
-  c.recompute_bytes_per_token = 4 * C;          // only the input is kept under recompute
+  c.activation_bytes_per_token += es * (C + C);  // x2 and the block output
+  c.recompute_bytes_per_token = es * C;          // only the input is kept under recompute
   // Backward in order: mlp's buffers; ln2's dx (dx2) while mlp's dx is held; attention's
   // buffers while dx2 is held; ln1's dx while dx2 and attention's dx are held.
-  c.backward_bytes_per_token = std::max({mlp.backward_bytes_per_token, 4 * C + 4 * C,
-                                         4 * C + attn.backward_bytes_per_token, 3 * 4 * C});
+  c.backward_bytes_per_token = std::max({mlp.backward_bytes_per_token, es * C + es * C,
+                                         es * C + attn.backward_bytes_per_token, 3 * es * C});
   c.backward_fixed_bytes = attn.backward_fixed_bytes;
   return c;
 }
@@ -48,12 +48,12 @@ Tensor Block::forward(const Tensor& x, int64_t B, Saved& s, bool recompute) cons
   s = {};
   s.x = x;
   s.ln1 = ln1_.forward(x);
-  s.x2 = Tensor::empty(be, x.shape(), DType::f32, MemTag::activations);
-  be.copy(s.x2.f32(), x.f32(), x.bytes());
+  s.x2 = Tensor::empty(be, x.shape(), x.dtype(), MemTag::activations);
+  be.copy(s.x2.data().ptr, x.data().ptr, x.bytes());
   attn_.forward(s.ln1.out, B, s.x2, s.attn);
   s.ln2 = ln2_.forward(s.x2);
-  Tensor out = Tensor::empty(be, x.shape(), DType::f32, MemTag::activations);
-  be.copy(out.f32(), s.x2.f32(), x.bytes());
+  Tensor out = Tensor::empty(be, x.shape(), x.dtype(), MemTag::activations);
+  be.copy(out.data().ptr, s.x2.data().ptr, x.bytes());
   mlp_.forward(s.ln2.out, out, s.mlp);
   if (recompute) {  // keep the input only
     s = {};
@@ -71,12 +71,12 @@ Tensor Block::backward(const Tensor& dout, int64_t B, Saved& s) const {
   }
   // d(x2) = dout + ln2'(mlp'(dout))
   Tensor dx2 = ln2_.backward(mlp_.backward(dout, s.ln2.out, s.mlp), s.x2, s.ln2);
-  be.accumulate(dx2.f32(), dout.f32(), dout.numel());
+  be.accumulate(dx2.data(), dout.data(), dout.numel());
   s.mlp = {};
   s.ln2 = {};
   // dx = dx2 + ln1'(attn'(dx2))
   Tensor dx = ln1_.backward(attn_.backward(dx2, s.ln1.out, B, s.attn), s.x, s.ln1);
-  be.accumulate(dx.f32(), dx2.f32(), dx2.numel());
+  be.accumulate(dx.data(), dx2.data(), dx2.numel());
   s = {};
   return dx;
 }

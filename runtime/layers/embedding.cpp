@@ -11,7 +11,8 @@ void Embedding::add_specs(std::vector<TensorSpec>& specs, const ModelConfig& cfg
 LayerCost Embedding::cost(const ModelConfig& cfg) {
   LayerCost c;
   c.params = static_cast<int64_t>(cfg.vocab_size + cfg.seq_len) * cfg.d_model;
-  c.activation_bytes_per_token = 4 * cfg.d_model;  // its output, the first block's input
+  // its output, the first block's input
+  c.activation_bytes_per_token = static_cast<int64_t>(dtype_size(cfg.dtype)) * cfg.d_model;
   c.flops_per_token = 2.0 * cfg.d_model;
   return c;
 }
@@ -27,13 +28,13 @@ Embedding::Embedding(const ParamStore& store, const ModelConfig& cfg)
 Tensor Embedding::forward(const Tensor& tokens) const {
   Backend& be = wte_.backend();
   const int64_t N = tokens.numel();
-  Tensor x = Tensor::empty(be, {N, C_}, DType::f32, MemTag::activations);
-  be.embedding_forward(x.f32(), tokens.i32(), wte_.f32(), wpe_.f32(), N, T_, C_);
+  Tensor x = Tensor::empty(be, {N, C_}, wte_.dtype(), MemTag::activations);
+  be.embedding_forward(x.data(), tokens.i32(), wte_.data(), wpe_.data(), N, T_, C_);
   return x;
 }
 
 void Embedding::backward(const Tensor& dx, const Tensor& tokens) const {
-  wte_.backend().embedding_backward(dwte_.f32(), dwpe_.f32(), dx.f32(), tokens.i32(),
+  wte_.backend().embedding_backward(dwte_.f32(), dwpe_.f32(), dx.data(), tokens.i32(),
                                     tokens.numel(), T_, C_);
 }
 

@@ -23,18 +23,18 @@ void Linear::forward(const Tensor& x, Tensor& y, float beta) const {
   Backend& be = w_.backend();
   const int64_t N = x.numel() / in_;
   NUPIPE_CHECK(y.numel() == N * out_, "Linear output size mismatch");
-  be.gemm(false, true, N, out_, in_, 1.0f, x.f32(), in_, w_.f32(), in_, beta, y.f32(), out_);
-  be.add_bias(y.f32(), b_.f32(), N, out_);
+  be.gemm(false, true, N, out_, in_, 1.0f, x.data(), in_, w_.data(), in_, beta, y.data(), out_);
+  be.add_bias(y.data(), b_.data(), N, out_);
 }
 
 void Linear::backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate) const {
   Backend& be = w_.backend();
   const int64_t N = x.numel() / in_;
-  be.gemm(true, false, out_, in_, N, 1.0f, dy.f32(), out_, x.f32(), in_, 1.0f, dw_.f32(), in_);
-  be.bias_backward(db_.f32(), dy.f32(), N, out_);
+  be.gemm(true, false, out_, in_, N, 1.0f, dy.data(), out_, x.data(), in_, 1.0f, dw_.data(), in_);
+  be.bias_backward(db_.f32(), dy.data(), N, out_);
   if (dx) {
-    be.gemm(false, false, N, in_, out_, 1.0f, dy.f32(), out_, w_.f32(), in_,
-            accumulate ? 1.0f : 0.0f, dx->f32(), in_);
+    be.gemm(false, false, N, in_, out_, 1.0f, dy.data(), out_, w_.data(), in_,
+            accumulate ? 1.0f : 0.0f, dx->data(), in_);
   }
 }
 
@@ -53,9 +53,9 @@ LayerNorm::LayerNorm(const ParamStore& store, const std::string& prefix, float e
 LayerNorm::Saved LayerNorm::forward(const Tensor& x, MemTag tag) const {
   Backend& be = w_.backend();
   const int64_t C = w_.numel(), N = x.numel() / C;
-  Saved s{Tensor::empty(be, x.shape(), DType::f32, tag), Tensor::empty(be, {N}, DType::f32, tag),
-          Tensor::empty(be, {N}, DType::f32, tag)};
-  be.layernorm_forward(s.out.f32(), s.mean.f32(), s.rstd.f32(), x.f32(), w_.f32(), b_.f32(), N,
+  Saved s{Tensor::empty(be, x.shape(), x.dtype(), tag), Tensor::empty(be, {N}, DType::f32, tag),
+          Tensor::empty(be, {N}, DType::f32, tag)};  // statistics in fp32
+  be.layernorm_forward(s.out.data(), s.mean.f32(), s.rstd.f32(), x.data(), w_.data(), b_.data(), N,
                        C, eps_);
   return s;
 }
@@ -63,8 +63,8 @@ LayerNorm::Saved LayerNorm::forward(const Tensor& x, MemTag tag) const {
 Tensor LayerNorm::backward(const Tensor& dout, const Tensor& x, const Saved& saved) const {
   Backend& be = w_.backend();
   const int64_t C = w_.numel(), N = x.numel() / C;
-  Tensor dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
-  be.layernorm_backward(dx.f32(), dw_.f32(), db_.f32(), dout.f32(), x.f32(), w_.f32(),
+  Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
+  be.layernorm_backward(dx.data(), dw_.f32(), db_.f32(), dout.data(), x.data(), w_.data(),
                         saved.mean.f32(), saved.rstd.f32(), N, C);
   return dx;
 }

@@ -35,8 +35,8 @@ LayerCost LmHead::cost(const ModelConfig& cfg) {
   // chunked (per row: logits V, the LayerNorm output C, reused for d(LayerNorm output) once dW
   // has consumed it, mean and rstd); and dx [tokens, C] (workspace), which the stage's backward
   // then consumes.
-  c.backward_bytes_per_token = 4 * C;
-  c.chunk_tokens = cfg.loss_chunk;
+  c.backward_bytes_per_token = static_cast<int64_t>(dtype_size(cfg.dtype)) * C;
+  c.chunk_tokens = cfg.loss_chunk;  // the chunk buffers are fp32 in any precision
   c.chunk_bytes_per_token = 4 * (V + C + 2);
   c.flops_per_token = 3.0 * 2.0 * V * C;
   return c;
@@ -62,7 +62,7 @@ double LmHead::forward_backward(const Tensor& x, const Tensor& targets, float dl
   const int64_t N = x.numel() / C_;
   NUPIPE_CHECK(targets.numel() == N, "LmHead: targets and hidden states differ in tokens");
   const int64_t K = chunk_rows(chunk_, N);
-  if (dx) *dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
+  if (dx) *dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
   if (N == 0) return 0.0;
 
   // The chunk buffers, reused by every chunk. `ln` holds the LayerNorm output, then (after
@@ -75,21 +75,21 @@ double LmHead::forward_backward(const Tensor& x, const Tensor& targets, float dl
   double loss = 0.0;
   for (int64_t s = 0; s < N; s += K) {
     const int64_t k = std::min(K, N - s);
-    const float* xs = x.f32() + s * C_;
+    const ConstDevPtr xs = x.data() + s * C_;
     const int32_t* ts = targets.i32() + s;
-    be.layernorm_forward(ln.f32(), mean.f32(), rstd.f32(), xs, ln_w_.f32(), ln_b_.f32(), k, C_,
+    be.layernorm_forward(ln.data(), mean.f32(), rstd.f32(), xs, ln_w_.data(), ln_b_.data(), k, C_,
                          eps_);
-    be.gemm(false, true, k, V_, C_, 1.0f, ln.f32(), C_, w_.f32(), C_, 0.0f, logits.f32(), V_);
+    be.gemm(false, true, k, V_, C_, 1.0f, ln.data(), C_, w_.data(), C_, 0.0f, logits.data(), V_);
     if (!dx) {
       loss += be.cross_entropy_forward(logits.f32(), ts, k, V_);
       continue;
     }
     loss += be.cross_entropy_forward_backward(logits.f32(), logits.f32(), ts, k, V_, dloss);
     // logits now hold d(logits): dW += dlogits^T ln ; then ln := dlogits W ; dx = LN backward
-    be.gemm(true, false, V_, C_, k, 1.0f, logits.f32(), V_, ln.f32(), C_, 1.0f, dw_.f32(), C_);
-    be.gemm(false, false, k, C_, V_, 1.0f, logits.f32(), V_, w_.f32(), C_, 0.0f, ln.f32(), C_);
-    be.layernorm_backward(dx->f32() + s * C_, ln_dw_.f32(), ln_db_.f32(), ln.f32(), xs,
-                          ln_w_.f32(), mean.f32(), rstd.f32(), k, C_);
+    be.gemm(true, false, V_, C_, k, 1.0f, logits.data(), V_, ln.data(), C_, 1.0f, dw_.data(), C_);
+    be.gemm(false, false, k, C_, V_, 1.0f, logits.data(), V_, w_.data(), C_, 0.0f, ln.data(), C_);
+    be.layernorm_backward(dx->data() + s * C_, ln_dw_.f32(), ln_db_.f32(), ln.data(), xs,
+                          ln_w_.data(), mean.f32(), rstd.f32(), k, C_);
   }
   return loss;
 }

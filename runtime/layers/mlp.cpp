@@ -13,11 +13,11 @@ void Mlp::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix,
 }
 
 LayerCost Mlp::cost(const ModelConfig& cfg) {
-  const int64_t C = cfg.d_model;
+  const int64_t C = cfg.d_model, es = static_cast<int64_t>(dtype_size(cfg.dtype));
   LayerCost c;
   c.params = 4 * C * C + 4 * C + 4 * C * C + C;
-  c.activation_bytes_per_token = 4 * (4 * C + 4 * C);  // fc and act
-  c.backward_bytes_per_token = 4 * (4 * C + C);        // d_act (reused as d_fc) and dx
+  c.activation_bytes_per_token = es * (4 * C + 4 * C);  // fc and act
+  c.backward_bytes_per_token = es * (4 * C + C);        // d_act (reused as d_fc) and dx
   c.flops_per_token = 3.0 * 2.0 * 8.0 * C * C;
   return c;
 }
@@ -28,19 +28,19 @@ Mlp::Mlp(const ParamStore& store, const std::string& prefix)
 void Mlp::forward(const Tensor& x, Tensor& out, Saved& s) const {
   Backend& be = x.backend();
   const int64_t N = x.numel() / fc_.in();
-  s.fc = Tensor::empty(be, {N, fc_.out()}, DType::f32, MemTag::activations);
-  s.act = Tensor::empty(be, {N, fc_.out()}, DType::f32, MemTag::activations);
+  s.fc = Tensor::empty(be, {N, fc_.out()}, x.dtype(), MemTag::activations);
+  s.act = Tensor::empty(be, {N, fc_.out()}, x.dtype(), MemTag::activations);
   fc_.forward(x, s.fc);
-  be.gelu_forward(s.act.f32(), s.fc.f32(), s.fc.numel());
+  be.gelu_forward(s.act.data(), s.fc.data(), s.fc.numel());
   proj_.forward(s.act, out, 1.0f);
 }
 
 Tensor Mlp::backward(const Tensor& dout, const Tensor& x, const Saved& s) const {
   Backend& be = x.backend();
-  Tensor d_act = Tensor::empty(be, s.act.shape(), DType::f32, MemTag::workspace);
+  Tensor d_act = Tensor::empty(be, s.act.shape(), x.dtype(), MemTag::workspace);
   proj_.backward(dout, s.act, &d_act);
-  be.gelu_backward(d_act.f32(), s.fc.f32(), d_act.f32(), d_act.numel());  // now d_fc
-  Tensor dx = Tensor::empty(be, x.shape(), DType::f32, MemTag::workspace);
+  be.gelu_backward(d_act.data(), s.fc.data(), d_act.data(), d_act.numel());  // now d_fc
+  Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
   fc_.backward(d_act, x, &dx);
   return dx;
 }

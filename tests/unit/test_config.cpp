@@ -88,6 +88,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.run.dir, b.run.dir);
   EXPECT_EQ(a.run.log_every, b.run.log_every);
   EXPECT_EQ(a.runtime.device, b.runtime.device);
+  EXPECT_EQ(a.runtime.precision, b.runtime.precision);
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
   EXPECT_EQ(a.runtime.peer_timeout_s, b.runtime.peer_timeout_s);
   EXPECT_EQ(a.runtime.memory_gib, b.runtime.memory_gib);
@@ -158,6 +159,7 @@ dir = "runs/x"
 log_every = 7
 [runtime]
 device = "cuda"
+precision = "bf16"
 threads = 3
 peer_timeout_s = 12.5
 memory_gib = [7.25, 8, 9]
@@ -214,6 +216,8 @@ TEST(Config, EveryKeyReachesItsField) {
   EXPECT_EQ(c.run.dir, "runs/x");
   EXPECT_EQ(c.run.log_every, 7);
   EXPECT_EQ(c.runtime.device, "cuda");
+  EXPECT_EQ(c.runtime.precision, "bf16");
+  EXPECT_EQ(parse_precision(c.runtime.precision), runtime::DType::bf16);
   EXPECT_EQ(c.runtime.threads, 3);
 }
 
@@ -390,6 +394,7 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[optim]\ngrad_clip = -1", "optim.grad_clip"},
       {"[run]\ndir = \"\"", "run.dir"},
       {"[run]\nlog_every = 0", "run.log_every"},
+      {"[runtime]\nprecision = \"fp16\"", "runtime.precision"},
       {"[runtime]\ndevice = \"gpu\"", "runtime.device"},
       {"[runtime]\nthreads = -1", "runtime.threads"},
   };
@@ -462,7 +467,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 53u) << emitted;
+  EXPECT_EQ(lines, 54u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");

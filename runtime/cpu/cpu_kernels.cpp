@@ -1,0 +1,310 @@
+// cpu_kernels.cpp: the fp32 reference kernels (OpenMP loops, OpenBLAS sgemm). Reductions
+// accumulate in double where rounding would otherwise depend on the row length.
+#include "runtime/cpu/cpu_kernels.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace nupipe::runtime::cpu {
+
+namespace {
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+}  // namespace
+
+// ---------------------------------------------------------------------------------- BLAS
+
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                      float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_batched(int threads, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float* A, int64_t lda, int64_t sa, const float* B,
+                              int64_t ldb, int64_t sb, float beta, float* C, int64_t ldc,
+                              int64_t sc, int64_t batch) {
+  // Many small products: one sgemm per OpenMP thread beats one threaded sgemm at a time.
+  // (OpenBLAS is the OpenMP build: inside a parallel region it runs single-threaded.)
+  if (batch >= threads && threads > 1) {
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < batch; ++i) {
+      gemm(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+    }
+  } else {
+    for (int64_t i = 0; i < batch; ++i) {
+      gemm(ta, tb, M, N, K, alpha, A + i * sa, lda, B + i * sb, ldb, beta, C + i * sc, ldc);
+    }
+  }
+}
+
+// ------------------------------------------------------------------- elementwise, reductions
+
+void add(float* out, const float* a, const float* b, int64_t n) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void accumulate(float* y, const float* x, int64_t n) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void scale(float* x, float s, int64_t n) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+double sum_squares(const float* x, int64_t n) {
+  double s = 0.0;
+#pragma omp parallel for reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+  return s;
+}
+
+bool all_finite(const float* x, int64_t n) {
+  int64_t bad = 0;
+#pragma omp parallel for reduction(+ : bad)
+  for (int64_t i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
+  return bad == 0;
+}
+
+// ------------------------------------------------------------------------------- embedding
+
+void embedding_forward(float* out, const int32_t* tokens, const float* wte,
+                                   const float* wpe, int64_t N, int64_t T, int64_t C) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* e = wte + static_cast<int64_t>(tokens[i]) * C;
+    const float* p = wpe + (i % T) * C;
+    float* o = out + i * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = e[c] + p[c];
+  }
+}
+
+void embedding_backward(float* dwte, float* dwpe, const float* dout,
+                                    const int32_t* tokens, int64_t N, int64_t T, int64_t C) {
+  // Token rows may repeat, so dwte is scattered serially over rows, in parallel over columns.
+#pragma omp parallel for
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    const int64_t c1 = std::min(C, c0 + 16);
+    for (int64_t i = 0; i < N; ++i) {
+      float* d = dwte + static_cast<int64_t>(tokens[i]) * C;
+      const float* g = dout + i * C;
+      for (int64_t c = c0; c < c1; ++c) d[c] += g[c];
+    }
+  }
+#pragma omp parallel for
+  for (int64_t t = 0; t < T; ++t) {
+    float* d = dwpe + t * C;
+    for (int64_t i = t; i < N; i += T) {
+      const float* g = dout + i * C;
+      for (int64_t c = 0; c < C; ++c) d[c] += g[c];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------- layernorm
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x,
+                                   const float* w, const float* b, int64_t N, int64_t C,
+                                   float eps) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* xi = x + i * C;
+    double m = 0.0;
+    for (int64_t c = 0; c < C; ++c) m += xi[c];
+    m /= C;
+    double var = 0.0;
+    for (int64_t c = 0; c < C; ++c) var += (xi[c] - m) * (xi[c] - m);
+    var /= C;
+    const float s = static_cast<float>(1.0 / std::sqrt(var + eps));
+    const float mf = static_cast<float>(m);
+    float* o = out + i * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = (xi[c] - mf) * s * w[c] + b[c];
+    mean[i] = mf;
+    rstd[i] = s;
+  }
+}
+
+// Column sums over rows (for weight/bias gradients): per-thread partials, then combined.
+template <typename RowFn>
+static void column_reduce(int64_t N, int64_t C, int nthreads, float* acc_a, float* acc_b,
+                          RowFn row_fn) {
+  std::vector<double> partial(static_cast<size_t>(nthreads) * 2 * C, 0.0);
+#pragma omp parallel num_threads(nthreads)
+  {
+    double* pa = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
+    double* pb = pa + C;
+#pragma omp for
+    for (int64_t i = 0; i < N; ++i) row_fn(i, pa, pb);
+  }
+  for (int t = 0; t < nthreads; ++t) {
+    const double* pa = partial.data() + static_cast<size_t>(t) * 2 * C;
+    for (int64_t c = 0; c < C; ++c) {
+      if (acc_a) acc_a[c] += static_cast<float>(pa[c]);
+      if (acc_b) acc_b[c] += static_cast<float>(pa[C + c]);
+    }
+  }
+}
+
+void layernorm_backward(int threads, float* dx, float* dw, float* db, const float* dout,
+                                    const float* x, const float* w, const float* mean,
+                                    const float* rstd, int64_t N, int64_t C) {
+  column_reduce(N, C, threads, dw, db, [&](int64_t i, double* pdw, double* pdb) {
+    const float* xi = x + i * C;
+    const float* gi = dout + i * C;
+    const float m = mean[i], s = rstd[i];
+    double sum_g = 0.0, sum_gx = 0.0;  // mean(dxhat), mean(dxhat * xhat)
+    for (int64_t c = 0; c < C; ++c) {
+      const float xhat = (xi[c] - m) * s;
+      const float g = gi[c] * w[c];
+      sum_g += g;
+      sum_gx += static_cast<double>(g) * xhat;
+      pdw[c] += static_cast<double>(gi[c]) * xhat;
+      pdb[c] += gi[c];
+    }
+    const float mg = static_cast<float>(sum_g / C), mgx = static_cast<float>(sum_gx / C);
+    float* dxi = dx + i * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xhat = (xi[c] - m) * s;
+      dxi[c] = s * (gi[c] * w[c] - mg - xhat * mgx);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------- bias, GELU
+
+void add_bias(float* out, const float* b, int64_t N, int64_t C) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    float* o = out + i * C;
+    for (int64_t c = 0; c < C; ++c) o[c] += b[c];
+  }
+}
+
+void bias_backward(int threads, float* db, const float* dout, int64_t N, int64_t C) {
+  column_reduce(N, C, threads, db, nullptr, [&](int64_t i, double* pdb, double*) {
+    const float* g = dout + i * C;
+    for (int64_t c = 0; c < C; ++c) pdb[c] += g[c];
+  });
+}
+
+void gelu_forward(float* out, const float* x, int64_t n) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    out[i] = 0.5f * v * (1.0f + std::tanh(kGeluC * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void gelu_backward(float* dx, const float* x, const float* dout, int64_t n) {
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    const float u = kGeluC * (v + 0.044715f * v * v * v);
+    const float t = std::tanh(u);
+    const float du = kGeluC * (1.0f + 3.0f * 0.044715f * v * v);
+    dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
+  }
+}
+
+// ------------------------------------------------------------------------------ attention
+
+void causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T,
+                                        float scale) {
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows * T; ++r) {
+    const int64_t i = r % T;  // query position: keys 0..i are visible
+    const float* si = s + r * T;
+    float* pi = p + r * T;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, scale * si[j]);
+    double sum = 0.0;
+    for (int64_t j = 0; j <= i; ++j) {
+      pi[j] = std::exp(scale * si[j] - mx);
+      sum += pi[j];
+    }
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t j = 0; j <= i; ++j) pi[j] *= inv;
+    for (int64_t j = i + 1; j < T; ++j) pi[j] = 0.0f;
+  }
+}
+
+void causal_softmax_backward(float* ds, const float* p, const float* dp,
+                                         int64_t rows, int64_t T, float scale) {
+#pragma omp parallel for
+  for (int64_t r = 0; r < rows * T; ++r) {
+    const int64_t i = r % T;
+    const float* pi = p + r * T;
+    const float* gi = dp + r * T;
+    double dot = 0.0;
+    for (int64_t j = 0; j <= i; ++j) dot += static_cast<double>(pi[j]) * gi[j];
+    const float d = static_cast<float>(dot);
+    float* o = ds + r * T;
+    for (int64_t j = 0; j <= i; ++j) o[j] = scale * pi[j] * (gi[j] - d);
+    for (int64_t j = i + 1; j < T; ++j) o[j] = 0.0f;
+  }
+}
+
+// --------------------------------------------------------------------------- cross-entropy
+
+double cross_entropy_forward_backward(float* dlogits, const float* logits,
+                                                  const int32_t* targets, int64_t N, int64_t V,
+                                                  float dloss) {
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total)
+  for (int64_t i = 0; i < N; ++i) {
+    const float* l = logits + i * V;
+    float* d = dlogits + i * V;
+    float mx = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
+    double sum = 0.0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
+    const double lse = mx + std::log(sum);
+    const int64_t t = targets[i];
+    total += lse - l[t];
+    const float inv = static_cast<float>(1.0 / sum);
+    for (int64_t v = 0; v < V; ++v) d[v] = std::exp(l[v] - mx) * inv * dloss;
+    d[t] -= dloss;
+  }
+  return total;
+}
+
+double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N,
+                                         int64_t V) {
+  double total = 0.0;
+#pragma omp parallel for reduction(+ : total)
+  for (int64_t i = 0; i < N; ++i) {
+    const float* l = logits + i * V;
+    float mx = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
+    double sum = 0.0;
+    for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(l[v] - mx));
+    total += mx + std::log(sum) - l[targets[i]];
+  }
+  return total;
+}
+
+// ------------------------------------------------------------------------------- optimizer
+
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, float c1,
+                       float c2) {
+  const float step = lr / c1;
+  const float inv_sqrt_c2 = 1.0f / std::sqrt(c2);
+  const float decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i];
+    m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+    v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+    param[i] = param[i] * decay - step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps);
+  }
+}
+
+}  // namespace nupipe::runtime::cpu
