@@ -286,10 +286,14 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
              cfg.data.synthetic.branching, s.data.entropy_rate, mc.seq_len, s.data.loss_floor);
   }
   log.info("model: GPT-2, {} layers, d_model {}, {} heads, vocab {}, seq_len {}, {} "
-           "embeddings; {:.3f}M parameters, {:.1f} MFLOP/token (forward+backward)",
+           "embeddings; {:.3f}M parameters, {:.1f} MFLOP/token (forward+backward); precision {}",
            mc.n_layer, mc.d_model, mc.n_head, mc.vocab_size, mc.seq_len,
            mc.tie_embeddings ? "tied" : "untied", s.model_params / 1e6,
-           s.model_cost.flops_per_token / 1e6);
+           s.model_cost.flops_per_token / 1e6,
+           mc.dtype == runtime::DType::bf16
+               ? "bf16 (bf16 parameters and activations; fp32 master weights, optimizer "
+                 "state, gradients and loss)"
+               : "fp32");
   log.info("parallel: {} ranks = pipeline {} x data {}, schedule {}; {} sequences/step = {} "
            "micro-batches of {} x {} replicas; {} tokens/step; {} threads per rank on backend "
            "{}",
