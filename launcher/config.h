@@ -36,6 +36,9 @@ struct RuntimeOptions {
   // "fp32", or "bf16": bf16 parameters (compute copy), activations and activation gradients,
   // fp32 master weights, optimizer state, parameter gradients, LayerNorm statistics and loss.
   std::string precision = "fp32";
+  // Flush subnormal floats to zero in host compute (x86 FTZ/DAZ; the cpu backend). Off by
+  // default: results then follow IEEE arithmetic exactly.
+  bool flush_denormals = false;
   int threads = 0;  // 0: the host's cores divided by the ranks on the host
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.

@@ -245,6 +245,10 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   const runtime::ModelConfig& mc = s.model_config;
   s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   s.backend->set_threads(s.threads);
+  if (cfg.runtime.flush_denormals && !s.backend->set_flush_denormals(true)) {
+    throw usage_error("runtime.flush_denormals = true is not supported by this CPU",
+                      "set runtime.flush_denormals = false");
+  }
   // ZeRO-1 cuts the flat buffers into data-degree equal shards: pad them for it.
   s.model = std::make_unique<runtime::GptModel>(
       *s.backend, mc, s.slice, cfg.parallel.zero ? cfg.parallel.data : 1,

@@ -113,6 +113,9 @@ class Backend {
 
   // Threads used by host-side compute (cpu backend); ignored elsewhere.
   virtual void set_threads(int threads) = 0;
+  // Host-side compute flushes subnormal results and inputs to zero (x86 FTZ/DAZ) on every
+  // compute thread; ignored elsewhere. Returns whether this backend did it.
+  virtual bool set_flush_denormals(bool on) = 0;
 
  protected:
   virtual void* raw_allocate(size_t bytes) = 0;

@@ -6,6 +6,9 @@
 
 #include <cblas.h>
 #include <omp.h>
+#if defined(__SSE3__)
+#include <pmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -37,6 +40,30 @@ void CpuBackend::set_threads(int threads) {
   threads_ = std::max(1, threads);
   omp_set_num_threads(threads_);
   openblas_set_num_threads(threads_);
+  apply_flush_denormals();  // new threads take the mode too
+}
+
+bool CpuBackend::set_flush_denormals(bool on) {
+  flush_denormals_ = on;
+  return apply_flush_denormals();
+}
+
+// The mode is a per-thread register (MXCSR): set on this thread and on each thread of the
+// OpenMP pool, which runs the kernels and (the OpenMP build of) OpenBLAS.
+bool CpuBackend::apply_flush_denormals() {
+#if defined(__SSE3__)
+  const bool on = flush_denormals_;
+  auto set = [on] {
+    _MM_SET_FLUSH_ZERO_MODE(on ? _MM_FLUSH_ZERO_ON : _MM_FLUSH_ZERO_OFF);
+    _MM_SET_DENORMALS_ZERO_MODE(on ? _MM_DENORMALS_ZERO_ON : _MM_DENORMALS_ZERO_OFF);
+  };
+  set();
+#pragma omp parallel num_threads(threads_)
+  set();
+  return true;
+#else
+  return !flush_denormals_;
+#endif
 }
 
 void* CpuBackend::raw_allocate(size_t bytes) {

@@ -59,6 +59,7 @@ class CpuBackend final : public Backend {
              float c2) override;
 
   void set_threads(int threads) override;
+  bool set_flush_denormals(bool on) override;
   int threads() const { return threads_; }
 
  protected:
@@ -67,6 +68,8 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
+  bool flush_denormals_ = false;
+  bool apply_flush_denormals();  // on the calling thread and every OpenMP thread
 };
 
 }  // namespace nupipe::runtime

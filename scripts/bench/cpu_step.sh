@@ -8,8 +8,9 @@
 #
 # The PyTorch peer (torch_step.py) is a nanoGPT-style GPT-2 run as its users run it at its best:
 # denormals flushed to zero, the fastest AdamW this torch offers (timed at its start-up), and for
-# bf16 torch.autocast with fp32 master weights. nupipe runs with --set runtime.precision=<p>; a
-# precision nupipe rejects (exit 2) reads n/a in its row and is not an error.
+# bf16 torch.autocast with fp32 master weights. nupipe runs with --set runtime.precision=<p>,
+# once as it runs by default (IEEE subnormals) and once with runtime.flush_denormals = true
+# (the "nupipe FTZ" columns); a precision nupipe rejects (exit 2) reads n/a and is not an error.
 #
 # Environment: N_LAYER (2), SEQ (256), BATCH (4 sequences per step), STEPS (5; the first is
 # warm-up), THREADS (all cores), PRECISIONS ("fp32 bf16"), FLUSH_DENORMAL (1; 0 runs PyTorch
@@ -123,16 +124,19 @@ untied_flag=""
 [ "$TIED" = 0 ] && untied_flag=--untied
 : >"$TMP/rows"
 : >"$TMP/setup"
-for p in $PRECISIONS; do
+# run_nupipe PRECISION FLUSH: sets nupipe_tps, nupipe_gflops, nupipe_loss.
+run_nupipe() {
+  local p=$1 flush=$2
   nupipe_tps=n/a nupipe_gflops=n/a nupipe_loss=n/a
-  RUN="$TMP/run-$p"
+  RUN="$TMP/run-$p-$flush"
   if [ -x "$NUPIPE" ]; then
-    echo "== nupipe $p: $NUPIPE train $CONFIG" \
+    echo "== nupipe $p (flush_denormals=$flush): $NUPIPE train $CONFIG" \
       "(n_layer=$N_LAYER seq=$SEQ batch=$BATCH threads=$THREADS)"
     "$NUPIPE" train "$CONFIG" --set model.n_layer="$N_LAYER" --set model.seq_len="$SEQ" \
       --set train.micro_batch="$BATCH" --set train.global_batch="$BATCH" \
       --set train.steps="$STEPS" --set run.log_every=1 --set run.dir="$RUN" \
-      --set runtime.threads="$THREADS" --set runtime.precision="$p" 2>&1 | tee "$TMP/nupipe-$p.log"
+      --set runtime.threads="$THREADS" --set runtime.precision="$p" \
+      --set runtime.flush_denormals="$flush" 2>&1 | tee "$TMP/nupipe-$p-$flush.log"
     rc=${PIPESTATUS[0]}
     if [ "$rc" = 0 ]; then
       # The effective configuration is the truth about what ran.
@@ -148,6 +152,12 @@ for p in $PRECISIONS; do
       status=1
     fi
   fi
+}
+
+for p in $PRECISIONS; do
+  run_nupipe "$p" true
+  ftz_tps=$nupipe_tps
+  run_nupipe "$p" false
 
   echo "== PyTorch $p: scripts/bench/torch_step.py (same model, batch and threads)"
   torch_tps=n/a torch_loss=n/a
@@ -161,7 +171,7 @@ for p in $PRECISIONS; do
   fi
   [ -n "$torch_tps" ] && [ "$torch_tps" != n/a ] ||
     { torch_tps=n/a torch_loss=n/a; note "ERROR: torch_step.py ($p) failed"; status=1; }
-  echo "$p $nupipe_tps $torch_tps $nupipe_loss ${torch_loss:-n/a} $nupipe_gflops" >>"$TMP/rows"
+  echo "$p $nupipe_tps $torch_tps $nupipe_loss ${torch_loss:-n/a} $nupipe_gflops $ftz_tps" >>"$TMP/rows"
 done
 
 # ---- sgemm ceiling ------------------------------------------------------------------------
@@ -198,15 +208,16 @@ print("cpu_step: n_layer=$N_LAYER d_model=$D_MODEL n_head=$N_HEAD vocab=$VOCAB s
       "loss at step $STEPS; build=${build_type:-?}")
 for line in open(sys.argv[2]):
     print("cpu_step:", line.strip())
-cols = ("precision", "nupipe tok/s", "PyTorch tok/s", "nupipe/PyTorch", "nupipe loss",
-        "PyTorch loss", "nupipe GFLOP/s")
-print("".join(f"{c:>15}" for c in cols))
+cols = ("precision", "nupipe tok/s", "PyTorch tok/s", "nupipe/PyTorch", "nupipe FTZ tok/s",
+        "FTZ/PyTorch", "nupipe loss", "PyTorch loss", "nupipe GFLOP/s")
+print("".join(f"{c:>17}" for c in cols))
 fp32_gf = None
-for p, tps, ttps, loss, tloss, gf in rows:
-    tps, ttps, loss, tloss, gf = map(num, (tps, ttps, loss, tloss, gf))
+for p, tps, ttps, loss, tloss, gf, ftz in rows:
+    tps, ttps, loss, tloss, gf, ftz = map(num, (tps, ttps, loss, tloss, gf, ftz))
     fp32_gf = gf if p == "fp32" else fp32_gf
-    cells = (p, fmt(tps), fmt(ttps), ratio(tps, ttps), fmt(loss, 4), fmt(tloss, 4), fmt(gf))
-    print("".join(f"{c:>15}" for c in cells))
+    cells = (p, fmt(tps), fmt(ttps), ratio(tps, ttps), fmt(ftz), ratio(ftz, ttps), fmt(loss, 4),
+             fmt(tloss, 4), fmt(gf))
+    print("".join(f"{c:>17}" for c in cells))
 print(f"{'sgemm ceiling GFLOP/s (fp32)':<36}{fmt(peak):>12}")
 print(f"{'fp32 fraction of ceiling':<36}{ratio(fp32_gf, peak):>12}")
 EOF

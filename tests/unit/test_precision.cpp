@@ -130,5 +130,21 @@ TEST(Precision, MasterWeightsStayFp32AndTheComputeCopyIsTheirRounding) {
   EXPECT_GT(not_bf16, store.numel() / 2) << "the master weights must carry fp32 precision";
 }
 
+// runtime.flush_denormals: the cpu backend's kernels flush subnormal inputs and results to zero
+// on every compute thread when asked, and follow IEEE arithmetic otherwise.
+TEST(Precision, FlushDenormalsIsAppliedToTheKernels) {
+  CpuBackend be;
+  be.set_threads(2);
+  std::vector<float> x(1024, 1e-39f);  // subnormal (below 1.18e-38)
+  auto scaled = [&](bool flush) {
+    EXPECT_TRUE(be.set_flush_denormals(flush));
+    std::vector<float> y = x;
+    be.scale(y.data(), 1.0f, static_cast<int64_t>(y.size()));
+    return y;
+  };
+  for (float v : scaled(true)) ASSERT_EQ(v, 0.0f);
+  for (float v : scaled(false)) ASSERT_EQ(v, 1e-39f);
+}
+
 }  // namespace
 }  // namespace nupipe::runtime
