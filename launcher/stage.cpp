@@ -130,6 +130,32 @@ std::string planner_suggestion(const Stage& s, const Config& cfg) {
          parallel::format_list(low.recompute) + ", needs " + runtime::format_bytes(low.peak_bytes);
 }
 
+// What bf16 saves on the fullest stage against the same run in fp32, per tag, from the cost
+// model (the same numbers memory.json checks against the allocator).
+std::string bf16_saving(const Stage& s, const Config& cfg) {
+  runtime::ModelConfig fp32 = s.model_config;
+  fp32.dtype = runtime::DType::f32;
+  const parallel::CostInputs in{cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro,
+                                s.micro, s.recompute};
+  const std::vector<parallel::StageMemory> f = parallel::plan_stage_memory(fp32, s.layout, in);
+  size_t st = 0;
+  for (size_t i = 1; i < s.plan.size(); ++i) {
+    if (s.plan[i].total() > s.plan[st].total()) st = i;
+  }
+  const parallel::StageMemory& b = s.plan[st];
+  auto delta = [](int64_t now, int64_t before) {
+    const int64_t d = now - before;
+    return fmt::format("{}{} ({:+.0f}%)", d < 0 ? "-" : "+", runtime::format_bytes(std::abs(d)),
+                       before > 0 ? 100.0 * d / before : 0.0);
+  };
+  return fmt::format(
+      "bf16 against fp32 on stage {} (the fullest): params {}, activations {}, workspace {}, "
+      "optimizer {} (the fp32 master weights), grads unchanged; total {} -> {}",
+      st, delta(b.params, f[st].params), delta(b.activations, f[st].activations),
+      delta(b.workspace, f[st].workspace), delta(b.optimizer, f[st].optimizer),
+      runtime::format_bytes(f[st].total()), runtime::format_bytes(b.total()));
+}
+
 void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) {
   const parallel::PlanInputs in = plan_inputs(s, cfg);
   const std::optional<parallel::Plan> best = parallel::plan_best(in);
@@ -310,6 +336,7 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
            "recompute {}):",
            cfg.parallel.zero, parallel::format_recompute(cfg.train.recompute));
   log_lines(log, parallel::stage_memory_table(s.plan), "  ");
+  if (mc.dtype == runtime::DType::bf16) log.info("{}", bf16_saving(s, cfg));
   log_memory_table(log, s.stage_cost, s.plan.at(0), *s.backend, s.tokens_per_micro,
                    *s.optimizer);
 }
