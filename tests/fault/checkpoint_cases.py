@@ -1,7 +1,9 @@
 """checkpoint_cases.py: end-to-end checks of checkpoints, resume and bounded failure, each
 case a ctest (tests/fault/CMakeLists.txt): bitwise resume after a stop signal and after kill -9
 (also during a checkpoint write), resharding onto other layouts, corruption, a full disk, a
-model mismatch, h5py against `nupipe ckpt inspect`, peer timeouts and automatic restarts.
+model mismatch, h5py against `nupipe ckpt inspect`, peer timeouts and automatic restarts;
+under runtime.precision = bf16 bitwise resume, the master weights' round trip, and resuming
+across precisions.
 
 usage: checkpoint_cases.py CASE WORKDIR NUPIPE TRAIN_AND_DUMP CONFIG MPIRUN [MPIRUN_FLAGS...]
 Exit 0: pass; 1: fail; 77: skipped (what it needs is missing here).
@@ -36,6 +38,8 @@ LAYOUT = ["parallel.pipeline=2", "parallel.data=2", "parallel.stage_layers=[1,3]
 BASE = ["train.steps=24", "checkpoint.every=8", "checkpoint.keep=10", "runtime.threads=1",
         "run.log_every=1", "train.loss_chunk=48", "train.val_every=8", "train.val_batches=2",
         "runtime.peer_timeout_s=20"]
+# The bf16 cases: a bf16 compute copy and activations, fp32 master weights in AdamW.
+BF16 = ["runtime.precision=bf16"]
 
 
 class Fail(Exception):
@@ -157,16 +161,18 @@ def metrics_lines(run_dir):
         return 0
 
 
-def reference_run():
+def reference_run(extra=()):
     """The uninterrupted run every case compares with (24 steps, checkpoints 8, 16, 24),
-    made once for all cases (ctest may run several at a time: a lock orders them)."""
-    ref = os.path.join(WORK, "uninterrupted")
+    made once for all cases (ctest may run several at a time: a lock orders them). The bf16
+    one (extra = BF16) is made by the first case that needs it."""
+    name = "uninterrupted" + "".join("_" + s.split("=")[-1] for s in extra)
+    ref = os.path.join(WORK, name)
     with open(os.path.join(WORK, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(WORK, "uninterrupted.done")):
+        if not os.path.exists(os.path.join(WORK, name + ".done")):
             shutil.rmtree(ref, ignore_errors=True)
-            run(train_cmd(ref), expect=0)
-            open(os.path.join(WORK, "uninterrupted.done"), "w").close()
+            run(train_cmd(ref, extra), expect=0)
+            open(os.path.join(WORK, name + ".done"), "w").close()
     return ref
 
 
@@ -196,13 +202,13 @@ def case_reference():
     print("PASS: uninterrupted run in %s: %d records" % (ref, len(records(ref))))
 
 
-def case_bitwise_signal():
+def signal_trial(name, extra=()):
     """SIGTERM to every rank mid-run: each finishes its step, a checkpoint is saved, exit 0;
     the same command continues; losses and final tensors equal the uninterrupted run's."""
-    ref = reference_run()
-    b = os.path.join(WORK, "signal")
+    ref = reference_run(extra)
+    b = os.path.join(WORK, name)
     shutil.rmtree(b, ignore_errors=True)
-    job = start_job(b)
+    job = start_job(b, extra)
     wait_for(lambda: metrics_lines(b) >= 11, 60, "11 metrics lines")
     pids = job_pids(b)
     check(len(pids) == 4, "expected 4 ranks, found %s" % pids)
@@ -213,19 +219,23 @@ def case_bitwise_signal():
     check("stop requested" in out and "on signal" in out, "no stop/save log line:\n" + out[-3000:])
     saved = [d for d in os.listdir(b + "/checkpoints") if not d.endswith(".tmp")]
     print("stopped with checkpoints %s" % sorted(saved))
-    p = run(train_cmd(b), expect=0)
+    p = run(train_cmd(b, extra), expect=0)
     check("resuming from" in p.stdout, "the relaunch did not resume:\n" + p.stdout[-3000:])
     n = same_records(ref, b)
     t = same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(b + "/checkpoints", 24))
     print("PASS: %d metrics records and %d datasets bitwise equal after stop + resume" % (n, t))
 
 
-def kill_trial(name, during_write, seed):
+def case_bitwise_signal():
+    signal_trial("signal")
+
+
+def kill_trial(name, during_write, seed, extra=(), after_lines=1):
     rnd = random.Random(seed)
-    ref = reference_run()
+    ref = reference_run(extra)
     b = os.path.join(WORK, name)
     shutil.rmtree(b, ignore_errors=True)
-    job = start_job(b)
+    job = start_job(b, extra)
     root = b + "/checkpoints"
     if during_write:
         # The moment a save's temporary directory exists, some rank is writing.
@@ -233,7 +243,7 @@ def kill_trial(name, during_write, seed):
         tmp = ckpt(root, target) + ".tmp"
         wait_for(lambda: os.path.exists(tmp), 60, tmp)
     else:
-        wait_for(lambda: metrics_lines(b) >= 1, 60, "the first metrics line")
+        wait_for(lambda: metrics_lines(b) >= after_lines, 60, "%d metrics lines" % after_lines)
         time.sleep(rnd.uniform(0.0, 0.8))
     pids = job_pids(b)
     victim = rnd.choice(sorted(pids))
@@ -250,7 +260,7 @@ def kill_trial(name, during_write, seed):
           % (name, victim, "during the write of step %d" % target if during_write else
              "at a random moment", rc, time.time() - t_kill, committed, usable))
     check(usable, "the newest committed checkpoint does not verify")
-    p = run(train_cmd(b), expect=0)
+    p = run(train_cmd(b, extra), expect=0)
     same_records(ref, b)
     same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(root, 24))
     print("PASS: %s ended bitwise equal to the uninterrupted run" % name)
@@ -273,6 +283,24 @@ RESHARD = [  # name, ranks, pipeline, data, stage_layers, zero
 ]
 
 
+def resave(name, src, extra=(), np_=4, layout=LAYOUT):
+    """train_and_dump --resave-at-start: loads checkpoint `src` (of step 8) under `layout` and
+    `extra`, saves the loaded state at once (before any update) as OUT/ckpt/step_00000008,
+    then trains steps 8-15. Returns OUT and the 8 losses (of steps 8-15)."""
+    out = os.path.join(WORK, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    cmd = ([MPIRUN] + MPIFLAGS + ["-np", str(np_), DUMP, "--config", CONFIG, "--out", out,
+                                  "--resave-at-start"] +
+           sets(BASE + ["train.steps=16", "checkpoint.resume=" + src,
+                        "checkpoint.dir=" + out + "/ckpt"] + list(layout) + list(extra)))
+    run(cmd, expect=0)
+    with open(out + "/losses.txt") as f:
+        losses = [float(x) for x in f.read().split()]
+    check(len(losses) == 8, "%s trained %d steps, expected 8" % (name, len(losses)))
+    return out, losses
+
+
 def case_reshard():
     """A checkpoint of (pp 2 [1,3], dp 2, zero 1) loaded under other layouts: saved again at
     once, every global tensor equals the original bitwise; training continues."""
@@ -280,20 +308,10 @@ def case_reshard():
     src = ckpt(ref + "/checkpoints", 8)
     ref_losses = {r["step"]: r["loss"] for r in records(ref)}
     for name, np_, pp, dp, split, zero in RESHARD:
-        out = os.path.join(WORK, "reshard_" + name)
-        shutil.rmtree(out, ignore_errors=True)
-        os.makedirs(out)
-        cmd = ([MPIRUN] + MPIFLAGS + ["-np", str(np_), DUMP, "--config", CONFIG, "--out", out,
-                                      "--resave-at-start"] +
-               sets(BASE + ["train.steps=16", "checkpoint.resume=" + src,
-                            "checkpoint.dir=" + out + "/ckpt", "parallel.pipeline=%d" % pp,
-                            "parallel.data=%d" % dp, "parallel.stage_layers=" + split,
-                            "parallel.zero=%d" % zero]))
-        run(cmd, expect=0)
+        out, losses = resave("reshard_" + name, src, np_=np_, layout=[
+            "parallel.pipeline=%d" % pp, "parallel.data=%d" % dp,
+            "parallel.stage_layers=" + split, "parallel.zero=%d" % zero])
         n = same_tensors(src, ckpt(out + "/ckpt", 8))
-        with open(out + "/losses.txt") as f:
-            losses = [float(x) for x in f.read().split()]
-        check(len(losses) == 8, "%s trained %d steps, expected 8" % (name, len(losses)))
         worst = max(abs(l - ref_losses[8 + i]) / ref_losses[8 + i] for i, l in enumerate(losses))
         bitwise = all(l == ref_losses[8 + i] for i, l in enumerate(losses))
         print("%-24s %d datasets bitwise equal after resharding; steps 8-15: %s (worst rel %.1e)"
@@ -302,6 +320,131 @@ def case_reshard():
         if dp == 2 and zero == 1:
             check(bitwise, "%s: same data degree and ZeRO, losses should be bitwise" % name)
     print("PASS: resharding")
+
+
+def bf16_round(a):
+    """float32 values rounded to bfloat16 (round to nearest even on the upper 16 bits), as
+    float32: what the bf16 compute copy of a master weight holds (finite values only)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return (r & 0xFFFFFFFF).astype(np.uint32).view(np.float32).reshape(np.shape(a))
+
+
+def master_weights(dir_):
+    """The model/* datasets of a bf16 run's checkpoint are AdamW's fp32 master weights, not the
+    rounded compute copy: float32, and (after some updates) most values not bf16-representable.
+    Returns (values not representable, values)."""
+    d = datasets(os.path.join(dir_, "state.h5"))
+    model = {n: a for n, a in d.items() if n.startswith("model/")}
+    check(model, "no model/* datasets in " + dir_)
+    off = total = 0
+    for n, a in sorted(model.items()):
+        check(a.dtype == np.float32, "%s is %s, not float32" % (n, a.dtype))
+        k = int(np.count_nonzero(bf16_round(a) != a))
+        check(k > 0, "%s: every value is bf16-representable (a rounded copy?)" % n)
+        off, total = off + k, total + a.size
+    check(off > total // 2, "only %d of %d values are not bf16-representable" % (off, total))
+    return off, total
+
+
+def case_bf16_resume_bitwise():
+    """Under runtime.precision = bf16: SIGTERM and relaunch, as bitwise_signal."""
+    signal_trial("bf16_signal", BF16)
+
+
+def case_bf16_kill_random():
+    """Under bf16: kill -9 of a random rank after the first checkpoint (step 8), relaunched:
+    ends bitwise equal to the uninterrupted bf16 run."""
+    kill_trial("bf16_kill_random", False, int(os.environ.get("NUPIPE_TRIAL_SEED", "7")), BF16,
+               after_lines=10)
+
+
+BF16_RESAVE = [  # name, ranks, layout
+    ("pp2_13_dp2_zero1", 4, LAYOUT),  # the writer's layout
+    ("pp1_dp4_zero1", 4, ["parallel.pipeline=1", "parallel.data=4",
+                          'parallel.stage_layers="uniform"', "parallel.zero=1"]),
+]
+
+
+def case_bf16_roundtrip():
+    """A bf16 checkpoint holds real fp32 master weights; loaded under bf16 and saved again at
+    once (same layout, and another ZeRO-1 sharding of the master) every dataset is bitwise the
+    original; in the same layout training continues bitwise, and the final compute copy is
+    the bf16 rounding of the uninterrupted run's master weights."""
+    ref = reference_run(BF16)
+    root = ref + "/checkpoints"
+    for step in (8, 24):
+        off, total = master_weights(ckpt(root, step))
+        print("step %d: model/* float32, %d of %d values (%.1f%%) not bf16-representable"
+              % (step, off, total, 100.0 * off / total))
+    src = ckpt(root, 8)
+    ref_losses = {r["step"]: r["loss"] for r in records(ref)}
+    for name, np_, layout in BF16_RESAVE:
+        out, losses = resave("bf16_roundtrip_" + name, src, BF16, np_=np_, layout=layout)
+        n = same_tensors(src, ckpt(out + "/ckpt", 8))
+        bitwise = all(l == ref_losses[8 + i] for i, l in enumerate(losses))
+        worst = max(abs(l - ref_losses[8 + i]) / ref_losses[8 + i] for i, l in enumerate(losses))
+        print("%-18s %d datasets bitwise equal after load + save; steps 8-15: %s (worst rel "
+              "%.1e)" % (name, n, "losses bitwise equal" if bitwise else "losses differ", worst))
+        if layout == LAYOUT:
+            check(bitwise, "bf16 resume in the writer's layout: losses not bitwise")
+            # The compute copy after step 15: the rounding of the master weights of step 16.
+            master = datasets(os.path.join(ckpt(root, 16), "state.h5"))
+            seen = 0
+            for f in sorted(os.listdir(out)):
+                if f.startswith("weights.rank") and f.endswith(".h5"):
+                    for t, a in datasets(os.path.join(out, f)).items():
+                        want = bf16_round(master["model/" + t])
+                        check(a.tobytes() == want.tobytes(),
+                              "%s: %s is not the bf16 rounding of the master" % (f, t))
+                        seen += 1
+            check(seen > 0, "no weights dumped in " + out)
+            print("%-18s %d compute-copy tensors bitwise = bf16 rounding of step 16's master"
+                  % ("", seen))
+        else:
+            check(worst < 1e-2, "%s: continued bf16 losses drift" % name)
+    print("PASS: bf16 master weights and optimizer state round-trip bitwise")
+
+
+# A checkpoint's first loss under the other precision: the same master weights, the loss
+# computed with and without bf16 rounding of the compute copy and the activations. On this
+# model (logits still small at step 8) that moves the loss by 1.4e-6 (bf16 -> fp32) and 4.4e-7
+# (fp32 -> bf16) relative; the two uninterrupted runs' step-0 losses (same initial weights)
+# differ by 1.6e-6. The bound leaves a factor of 60: any real loss of state (a tensor loaded
+# wrong, a moment reset) moves it by far more. Later steps drift apart as the updates differ
+# (3e-4 by step 15), bounded loosely.
+CROSS_LOSS_RTOL = 1e-4
+CROSS_DRIFT_RTOL = 1e-2
+
+
+def case_cross_precision():
+    """A bf16 checkpoint resumes under fp32 and an fp32 one under bf16: the state saved at once
+    is bitwise the checkpoint (master weights and moments pass through), and the first loss
+    is the writer's loss of that step up to bf16 rounding."""
+    for writer, reader in (("bf16", "fp32"), ("fp32", "bf16")):
+        ref = reference_run(BF16 if writer == "bf16" else ())
+        src = ckpt(ref + "/checkpoints", 8)
+        ref_losses = {r["step"]: r["loss"] for r in records(ref)}
+        out, losses = resave("cross_%s_to_%s" % (writer, reader), src,
+                             ["runtime.precision=" + reader])
+        saved = ckpt(out + "/ckpt", 8)
+        da = datasets(os.path.join(src, "state.h5"))
+        db = datasets(os.path.join(saved, "state.h5"))
+        model = sorted(n for n in da if n.startswith("model/"))
+        check(sorted(da) == sorted(db), "different datasets in %s and %s" % (src, saved))
+        bad = [n for n in model if db[n].dtype != np.float32 or da[n].tobytes() != db[n].tobytes()]
+        check(not bad, "%s -> %s: model/* not passed through bitwise, e.g. %s" % (writer, reader,
+                                                                               bad[:3]))
+        n = same_tensors(src, saved)
+        rels = [abs(l - ref_losses[8 + i]) / ref_losses[8 + i] for i, l in enumerate(losses)]
+        print("%s -> %s: %d datasets (%d model/*) bitwise after load + save; loss at step 8 "
+              "%.9f vs the writer's %.9f (rel %.2e); steps 8-15 worst rel %.2e"
+              % (writer, reader, n, len(model), losses[0], ref_losses[8], rels[0], max(rels)))
+        check(rels[0] < CROSS_LOSS_RTOL, "%s -> %s: first loss off by %.2e relative (bound %.0e)"
+              % (writer, reader, rels[0], CROSS_LOSS_RTOL))
+        check(max(rels) < CROSS_DRIFT_RTOL, "%s -> %s: steps 8-15 drift by %.2e relative"
+              % (writer, reader, max(rels)))
+    print("PASS: checkpoints resume across precisions")
 
 
 def corrupt_copy(name):
