@@ -135,7 +135,7 @@ run_nupipe() {
     "$NUPIPE" train "$CONFIG" --set model.n_layer="$N_LAYER" --set model.seq_len="$SEQ" \
       --set train.micro_batch="$BATCH" --set train.global_batch="$BATCH" \
       --set train.steps="$STEPS" --set run.log_every=1 --set run.dir="$RUN" \
-      --set runtime.threads="$THREADS" --set runtime.precision="$p" \
+      --set runtime.threads="$THREADS" --set runtime.precision="$p" --set checkpoint.every=0 \
       --set runtime.flush_denormals="$flush" 2>&1 | tee "$TMP/nupipe-$p-$flush.log"
     rc=${PIPESTATUS[0]}
     if [ "$rc" = 0 ]; then

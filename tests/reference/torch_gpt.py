@@ -14,8 +14,8 @@ Linear layers follow nn.Linear (y = x W^T + b); attn.qkv's output columns are [q
 head h uses columns h*D..(h+1)*D of each; attention is causal softmax(q k^T / sqrt(D)) v.
 LayerNorm uses the biased variance and eps = ln_eps.
 
-Used by check_reference.py (float64, gradients by autograd) and scripts/bench/torch_step.py
-(float32 training steps).
+Used by check_reference.py (float64, gradients by autograd). scripts/bench/torch_step.py has
+its own nanoGPT-style model for timed training steps.
 """
 
 import math
