@@ -107,6 +107,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("runtime.device", runtime.device),
       NUPIPE_KEY("runtime.precision", runtime.precision),
       NUPIPE_KEY("runtime.flush_denormals", runtime.flush_denormals),
+      NUPIPE_KEY("runtime.comm", runtime.comm),
       NUPIPE_KEY("runtime.threads", runtime.threads),
       NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
       NUPIPE_KEY("runtime.memory_gib", runtime.memory_gib),

@@ -39,6 +39,10 @@ struct RuntimeOptions {
   // Flush subnormal floats to zero in host compute (x86 FTZ/DAZ; the cpu backend). Off by
   // default: results then follow IEEE arithmetic exactly.
   bool flush_denormals = false;
+  // Collectives and pipeline transfers: "nccl" (device buffers, one GPU per rank), "mpi"
+  // (host-staged; ranks sharing a GPU, or the cpu backend), or "auto": NCCL when every rank has
+  // its own GPU and nupipe was built with it, MPI otherwise.
+  std::string comm = "auto";
   int threads = 0;  // 0: the host's cores divided by the ranks on the host
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.

@@ -144,6 +144,9 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.one_of("runtime.device", c.runtime.device, {"cpu", "cuda"},
             "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
   ck.at_least("runtime.threads", c.runtime.threads, 0);
+  ck.one_of("runtime.comm", c.runtime.comm, {"auto", "nccl", "mpi"},
+            "\"auto\": NCCL when every rank has its own GPU, MPI otherwise; \"nccl\" or "
+            "\"mpi\" to choose");
   ck.one_of("runtime.precision", c.runtime.precision, {"fp32", "bf16"},
             "\"fp32\": everything in fp32; \"bf16\": bf16 parameters and activations with "
             "fp32 master weights, optimizer state, gradients and loss");

@@ -18,6 +18,9 @@
 #include "runtime/data/prepare.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
+#if defined(NUPIPE_HAVE_CUDA)
+#include "runtime/cuda/cuda_backend.h"
+#endif
 
 namespace {
 
@@ -78,9 +81,19 @@ int run_prepare(const std::string& text, const std::string& out) {
 int main(int argc, char** argv) {
   CLI::App app{"nupipe: train GPT-style models with non-uniform pipeline parallelism"};
   app.require_subcommand(1);
+#if defined(NUPIPE_HAVE_CUDA)
+  const std::string backends = "cpu, " + runtime::CudaBackend::build_info();
+#else
+  const std::string backends = "cpu";
+#endif
+#if defined(NUPIPE_WITH_NCCL)
+  const std::string collectives = "mpi, nccl (built; not yet used by the launcher)";
+#else
+  const std::string collectives = "mpi";
+#endif
   app.set_version_flag("--version", std::string("nupipe ") + launcher::nupipe_version() +
-                                        " (backends: cpu; collectives: mpi; checkpoints: "
-                                        "parallel HDF5)");
+                                        " (backends: " + backends + "; collectives: " +
+                                        collectives + "; checkpoints: parallel HDF5)");
 
   std::string config_path;
   std::vector<std::string> overrides;

@@ -3,6 +3,9 @@
 
 #include "runtime/check.h"
 #include "runtime/cpu/cpu_backend.h"
+#if defined(NUPIPE_HAVE_CUDA)
+#include "runtime/cuda/cuda_backend.h"
+#endif
 
 namespace nupipe::runtime {
 
@@ -40,6 +43,9 @@ void Backend::release(void* ptr, size_t bytes, MemTag tag) {
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return std::make_unique<CpuBackend>();
+#if defined(NUPIPE_HAVE_CUDA)
+  if (device == "cuda") return std::make_unique<CudaBackend>();  // refuses without a device
+#endif
   throw usage_error("runtime.device = \"" + device + "\" is not available in this build",
                     "use runtime.device = \"cpu\"; the cuda backend needs a build with "
                     "NUPIPE_CUDA=ON on a machine with nvcc");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: installs what is missing, builds, and runs the whole suite: unit tests (gradient
 # checks, data, config, optimizer, HDF5), end-to-end CLI tests and the PyTorch reference tests
-# on a Release build, then the unit tests again under AddressSanitizer + UBSan.
+# on a Release build (with the CUDA backend compiled and linked when nvcc is found: its tests
+# report skipped without a GPU), then the unit tests again under AddressSanitizer + UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -14,8 +15,8 @@ bash scripts/build.sh build Release
 echo "== tests (Release)"
 (cd build && ctest --output-on-failure --timeout 600 -j 2)
 
-echo "== Sanitize build (ASan + UBSan)"
-bash scripts/build.sh build-asan Sanitize unit_tests
+echo "== Sanitize build (ASan + UBSan; host code: the CUDA kernels are compute-sanitizer's, on a GPU)"
+NUPIPE_CMAKE_ARGS=-DNUPIPE_CUDA=OFF bash scripts/build.sh build-asan Sanitize unit_tests
 echo "== unit tests (Sanitize)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   build-asan/bin/unit_tests --gtest_brief=1

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""torch_step.py: PyTorch training-step throughput on the CPU for a nanoGPT-style GPT-2 (the model
-nupipe trains): forward, backward, global gradient-norm clipping and an AdamW step per iteration,
+"""torch_step.py: PyTorch training-step throughput for a nanoGPT-style GPT-2 (the model nupipe
+trains), on the CPU (scripts/bench/cpu_step.sh) or a GPU (scripts/gpu/bench.sh, --device cuda
+--compile 1): forward, backward, global gradient-norm clipping and an AdamW step per iteration,
 timed after a warm-up, in fp32 or in bf16 autocast with fp32 master weights.
 
     /usr/bin/python3 scripts/bench/torch_step.py --n-layer 2 --seq 256 --batch 4 --threads 2
@@ -168,6 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--grad-clip", type=float, default=1.0, help="global-norm clip (0: off)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda")
+    ap.add_argument("--compile", type=int, choices=(0, 1), default=0, help="torch.compile the model")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.threads < 1 or args.batch < 1:
         ap.error("--steps, --threads and --batch must be positive")
@@ -180,8 +183,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     flushed = torch.set_flush_denormal(bool(args.flush_denormal))
     torch.manual_seed(args.seed)
-    model = GPT(args.n_layer, args.d_model, args.n_head, args.vocab, args.seq, not args.untied)
+    device = torch.device(args.device)
+    model = GPT(args.n_layer, args.d_model, args.n_head, args.vocab, args.seq,
+                not args.untied).to(device)
     params = list(model.parameters())
+    step_model = torch.compile(model) if args.compile else model
     adamw, timings = args.adamw, {}
     if adamw == "auto":
         adamw, timings = fastest_adamw(params, args.lr, args.weight_decay)
@@ -192,7 +198,7 @@ def main(argv=None) -> int:
 
     def autocast():
         if args.precision == "bf16":
-            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     tokens_per_step = args.batch * args.seq
@@ -204,22 +210,27 @@ def main(argv=None) -> int:
     timed_adamw = ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items())
     print(f"torch_step: precision={args.precision} "
           f"flush_denormal={flush if args.flush_denormal else 'off'} "
-          f"attention={'sdpa' if HAS_SDPA else 'masked-softmax'} adamw={adamw}"
+          f"attention={'sdpa' if HAS_SDPA else 'masked-softmax'} adamw={adamw} "
+          f"device={device} compile={args.compile}"
           + (f" (step: {timed_adamw})" if timings else ""), flush=True)
 
     g = torch.Generator().manual_seed(args.seed)
     times = []
     for step in range(args.warmup + args.steps):
-        data = torch.randint(0, alphabet, (args.batch, args.seq + 1), generator=g)
+        data = torch.randint(0, alphabet, (args.batch, args.seq + 1), generator=g).to(device)
         tokens, targets = data[:, :-1], data[:, 1:]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with autocast():
-            loss = model(tokens, targets)
+            loss = step_model(tokens, targets)
         loss.backward()
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         timed = step >= args.warmup
         if timed:

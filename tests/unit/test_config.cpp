@@ -90,6 +90,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.device, b.runtime.device);
   EXPECT_EQ(a.runtime.precision, b.runtime.precision);
   EXPECT_EQ(a.runtime.flush_denormals, b.runtime.flush_denormals);
+  EXPECT_EQ(a.runtime.comm, b.runtime.comm);
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
   EXPECT_EQ(a.runtime.peer_timeout_s, b.runtime.peer_timeout_s);
   EXPECT_EQ(a.runtime.memory_gib, b.runtime.memory_gib);
@@ -162,6 +163,7 @@ log_every = 7
 device = "cuda"
 precision = "bf16"
 flush_denormals = true
+comm = "mpi"
 threads = 3
 peer_timeout_s = 12.5
 memory_gib = [7.25, 8, 9]
@@ -220,6 +222,7 @@ TEST(Config, EveryKeyReachesItsField) {
   EXPECT_EQ(c.runtime.device, "cuda");
   EXPECT_EQ(c.runtime.precision, "bf16");
   EXPECT_TRUE(c.runtime.flush_denormals);
+  EXPECT_EQ(c.runtime.comm, "mpi");
   EXPECT_EQ(parse_precision(c.runtime.precision), runtime::DType::bf16);
   EXPECT_EQ(c.runtime.threads, 3);
 }
@@ -398,6 +401,7 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[run]\ndir = \"\"", "run.dir"},
       {"[run]\nlog_every = 0", "run.log_every"},
       {"[runtime]\nprecision = \"fp16\"", "runtime.precision"},
+      {"[runtime]\ncomm = \"gloo\"", "runtime.comm"},
       {"[runtime]\ndevice = \"gpu\"", "runtime.device"},
       {"[runtime]\nthreads = -1", "runtime.threads"},
   };
@@ -470,7 +474,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 55u) << emitted;
+  EXPECT_EQ(lines, 56u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");
