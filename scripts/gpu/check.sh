@@ -5,12 +5,13 @@
 # and the benchmark against PyTorch (scripts/gpu/bench.sh); then one final table. Uses the
 # binaries and libraries scripts/gpu/bundle.sh gathered into .gpu-bundle/ on the build machine.
 #
-#   bash scripts/gpu/check.sh                 # with the device tool: carry [".gpu-bundle"]
+#   bash scripts/gpu/check.sh                 # with the device tool: carry [".gpu-bundle.tar.xz"]
 # Environment: BUNDLE (.gpu-bundle), SKIP_BENCH=1, SANITIZE=0 to skip compute-sanitizer.
 # Exit: 0 every step passed; 1 a step failed (the table says which); 2 no bundle or no GPU.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUNDLE=${BUNDLE:-.gpu-bundle}
+[ -x "$BUNDLE/bin/nupipe" ] || [ ! -f "$BUNDLE.tar.xz" ] || tar -xJf "$BUNDLE.tar.xz"
 [ -x "$BUNDLE/bin/nupipe" ] || { echo "check: no $BUNDLE/bin/nupipe: run scripts/gpu/bundle.sh on the build machine first" >&2; exit 2; }
 nvidia-smi -L || { echo "check: no GPU here (nvidia-smi failed)" >&2; exit 2; }
 
