@@ -6,8 +6,8 @@
 
 #include <cblas.h>
 #include <omp.h>
-#if defined(__SSE3__)
-#include <pmmintrin.h>
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
 #endif
 
 #include <algorithm>
@@ -51,12 +51,10 @@ bool CpuBackend::set_flush_denormals(bool on) {
 // The mode is a per-thread register (MXCSR): set on this thread and on each thread of the
 // OpenMP pool, which runs the kernels and (the OpenMP build of) OpenBLAS.
 bool CpuBackend::apply_flush_denormals() {
-#if defined(__SSE3__)
+#if defined(__x86_64__) || defined(__SSE__)
+  constexpr unsigned kFtzDaz = 0x8040;  // MXCSR: flush-to-zero (bit 15), denormals-are-zero (6)
   const bool on = flush_denormals_;
-  auto set = [on] {
-    _MM_SET_FLUSH_ZERO_MODE(on ? _MM_FLUSH_ZERO_ON : _MM_FLUSH_ZERO_OFF);
-    _MM_SET_DENORMALS_ZERO_MODE(on ? _MM_DENORMALS_ZERO_ON : _MM_DENORMALS_ZERO_OFF);
-  };
+  auto set = [on] { _mm_setcsr(on ? (_mm_getcsr() | kFtzDaz) : (_mm_getcsr() & ~kFtzDaz)); };
   set();
 #pragma omp parallel num_threads(threads_)
   set();
