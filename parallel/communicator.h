@@ -12,6 +12,15 @@
 
 namespace nupipe::parallel {
 
+// Whether byte ranges [a, a + a_bytes) and [b, b + b_bytes) share a byte: the collectives'
+// overlap rules (all_gather in place, reduce_scatter's disjoint buffers).
+inline bool buffers_overlap(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
+  const auto pa = reinterpret_cast<std::uintptr_t>(a);
+  const auto pb = reinterpret_cast<std::uintptr_t>(b);
+  return a_bytes > 0 && b_bytes > 0 && pa < pb + static_cast<std::uintptr_t>(b_bytes) &&
+         pb < pa + static_cast<std::uintptr_t>(a_bytes);
+}
+
 // A pending non-blocking operation. wait() completes it; the destructor waits if nobody did,
 // so an operation never outlives its handle (and its buffer is never written after the handle
 // is gone). A default-constructed Request is already complete. Movable, not copyable.

@@ -35,13 +35,6 @@ MPI_Datatype mpi_type_of(runtime::DType t) {
   return MPI_DATATYPE_NULL;
 }
 
-bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return a_bytes > 0 && b_bytes > 0 && pa < pb + static_cast<std::uintptr_t>(b_bytes) &&
-         pb < pa + static_cast<std::uintptr_t>(a_bytes);
-}
-
 // Calls fn(offset, length) over [0, n) in pieces of at most chunk elements (length fits int).
 template <typename Fn>
 void for_each_chunk(int64_t n, int64_t chunk, Fn&& fn) {
@@ -189,7 +182,7 @@ void MpiCommunicator::reduce_scatter_sum(const float* send, float* recv, int64_t
   if (count == 0) return;
   const int64_t total = count * size_;
   NUPIPE_CHECK(send != nullptr && recv != nullptr, "reduce_scatter_sum on a null buffer");
-  NUPIPE_CHECK(!overlaps(send, total * 4, recv, count * 4),
+  NUPIPE_CHECK(!buffers_overlap(send, total * 4, recv, count * 4),
                "reduce_scatter_sum: send and recv overlap; use a separate receive buffer");
   if (size_ == 1) {
     std::memcpy(recv, send, count * sizeof(float));
@@ -222,7 +215,7 @@ void MpiCommunicator::all_gather(runtime::ConstDevPtr send, runtime::DevPtr recv
   NUPIPE_CHECK(send.ptr != nullptr && recv.ptr != nullptr, "all_gather on a null buffer");
   const runtime::DevPtr mine = recv + rank_ * count;
   const bool in_place = send.ptr == mine.ptr;
-  NUPIPE_CHECK(in_place || !overlaps(send.ptr, count * es, recv.ptr, total * es),
+  NUPIPE_CHECK(in_place || !buffers_overlap(send.ptr, count * es, recv.ptr, total * es),
                "all_gather: send overlaps recv without being this rank's block of it "
                "(in place means send == recv + rank() * count_per_rank)");
   if (size_ == 1) {

@@ -52,13 +52,6 @@ ncclDataType_t nccl_type_of(runtime::DType t) {
   return ncclFloat;
 }
 
-bool overlaps(const void* a, int64_t a_bytes, const void* b, int64_t b_bytes) {
-  const auto pa = reinterpret_cast<std::uintptr_t>(a);
-  const auto pb = reinterpret_cast<std::uintptr_t>(b);
-  return a_bytes > 0 && b_bytes > 0 && pa < pb + static_cast<std::uintptr_t>(b_bytes) &&
-         pb < pa + static_cast<std::uintptr_t>(a_bytes);
-}
-
 // NCCL on host memory fails deep inside a kernel; say what is wrong instead.
 void require_device(const void* p, const char* what) {
   cudaPointerAttributes a{};
@@ -485,7 +478,7 @@ void NcclCommunicator::reduce_scatter_sum(const float* send, float* recv,
   NUPIPE_CHECK(count >= 0, "reduce_scatter_sum of " + std::to_string(count) + " per rank");
   if (count == 0) return;
   NUPIPE_CHECK(send != nullptr && recv != nullptr, "reduce_scatter_sum on a null buffer");
-  NUPIPE_CHECK(!overlaps(send, count * size_ * 4, recv, count * 4),
+  NUPIPE_CHECK(!buffers_overlap(send, count * size_ * 4, recv, count * 4),
                "reduce_scatter_sum: send and recv overlap; use a separate receive buffer");
   if (size_ == 1) {
     NUPIPE_CUDA_CHECK(cudaMemcpyAsync(recv, send, static_cast<size_t>(count) * 4,
@@ -510,7 +503,7 @@ void NcclCommunicator::all_gather(runtime::ConstDevPtr send, runtime::DevPtr rec
   const int64_t es = static_cast<int64_t>(runtime::dtype_size(recv.dtype));
   NUPIPE_CHECK(send.ptr != nullptr && recv.ptr != nullptr, "all_gather on a null buffer");
   const bool in_place = send.ptr == (recv + rank_ * count).ptr;  // NCCL's in-place form too
-  NUPIPE_CHECK(in_place || !overlaps(send.ptr, count * es, recv.ptr, count * size_ * es),
+  NUPIPE_CHECK(in_place || !buffers_overlap(send.ptr, count * es, recv.ptr, count * size_ * es),
                "all_gather: send overlaps recv without being this rank's block of it "
                "(in place means send == recv + rank() * count_per_rank)");
   if (size_ == 1) {

@@ -49,4 +49,17 @@ std::vector<GradCheckResult> check_gradients(
   return results;
 }
 
+Batch fixed_batch(runtime::Backend& be, int64_t n, int vocab) {
+  std::vector<int32_t> tok(n), tgt(n);
+  for (int64_t i = 0; i < n; ++i) {
+    tok[i] = static_cast<int32_t>((i * 13 + 5) % vocab);
+    tgt[i] = static_cast<int32_t>((i * 29 + 1) % vocab);
+  }
+  Batch b{runtime::Tensor::empty(be, {n}, runtime::DType::i32, runtime::MemTag::workspace),
+          runtime::Tensor::empty(be, {n}, runtime::DType::i32, runtime::MemTag::workspace)};
+  runtime::from_host(b.tokens, tok);
+  runtime::from_host(b.targets, tgt);
+  return b;
+}
+
 }  // namespace nupipe::testing

@@ -33,4 +33,11 @@ std::vector<GradCheckResult> check_gradients(
 std::vector<float> random_values(size_t n, uint64_t seed, float scale = 1.0f);
 double weighted_sum(const runtime::Tensor& t, const std::vector<float>& weights);
 
+// A fixed batch of n token ids and targets in [0, vocab) on `be` (i32, workspace tag), the
+// same on every backend, for whole-model comparisons.
+struct Batch {
+  runtime::Tensor tokens, targets;
+};
+Batch fixed_batch(runtime::Backend& be, int64_t n, int vocab);
+
 }  // namespace nupipe::testing

@@ -11,6 +11,7 @@
 #include "optim/adamw.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/gpt_model.h"
+#include "tests/unit/grad_check.h"
 
 namespace nupipe::runtime {
 namespace {
@@ -45,15 +46,9 @@ Pass run(DType dtype) {
   Tensor flat = model.params().flat_params();
   from_host(flat, w);
   const int64_t B = 3, N = B * cfg.seq_len;
-  std::vector<int32_t> tok(N), tgt(N);
-  for (int64_t i = 0; i < N; ++i) {
-    tok[i] = static_cast<int32_t>((i * 13 + 5) % cfg.vocab_size);
-    tgt[i] = static_cast<int32_t>((i * 29 + 1) % cfg.vocab_size);
-  }
-  Tensor t = Tensor::empty(be, {N}, DType::i32, MemTag::workspace);
-  Tensor g = Tensor::empty(be, {N}, DType::i32, MemTag::workspace);
-  from_host(t, tok);
-  from_host(g, tgt);
+  const testing::Batch batch = testing::fixed_batch(be, N, cfg.vocab_size);
+  const Tensor& t = batch.tokens;
+  const Tensor& g = batch.targets;
   model.params().zero_grads();
   Pass r;
   r.params = be.memory().current(MemTag::params);
