@@ -147,6 +147,9 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.one_of("runtime.comm", c.runtime.comm, {"auto", "nccl", "mpi"},
             "\"auto\": NCCL when every rank has its own GPU, MPI otherwise; \"nccl\" or "
             "\"mpi\" to choose");
+  if (c.runtime.comm == "nccl" && c.runtime.device == "cpu")
+    ck.fail("runtime.comm", "runtime.comm = \"nccl\" needs runtime.device = \"cuda\"",
+            "set runtime.comm = \"auto\" or \"mpi\" for the cpu backend");
   ck.one_of("runtime.precision", c.runtime.precision, {"fp32", "bf16"},
             "\"fp32\": everything in fp32; \"bf16\": bf16 parameters and activations with "
             "fp32 master weights, optimizer state, gradients and loss");

@@ -248,6 +248,7 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
         "X` shows what fits");
   }
   const int seq = s.model_config.seq_len;
+  const int local_rank = parallel::host_ranks(groups.world_mpi()).local_rank;
   parallel::agree(groups.world(), [&] {
     s.data = load_dataset(cfg);
     s.train_sampler = std::make_unique<runtime::BatchSampler>(
@@ -256,8 +257,11 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
       s.val_sampler = std::make_unique<runtime::BatchSampler>(
           s.data.val->data(), s.data.val->size(), seq, cfg.train.seed, s.data.val->name());
     }
-    s.backend = runtime::make_backend(cfg.runtime.device);
+    s.backend = runtime::make_backend(cfg.runtime.device, local_rank);
   });
+  // The same verdict on every rank: the choice is collective.
+  s.comm = parallel::choose_comm(cfg.runtime.comm, *s.backend, groups.world_mpi());
+  parallel::build_device_plane(groups, s.comm.kind, *s.backend, cfg.runtime.peer_timeout_s);
   // And at run time: what the prediction missed is refused by the allocator, not the kernel.
   const parallel::Topology& topo = groups.topology();
   if (s.budgets[topo.stage()] != INT64_MAX) {
@@ -330,6 +334,8 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
            world.size(), cfg.parallel.pipeline, cfg.parallel.data, cfg.parallel.schedule,
            cfg.train.global_batch, s.n_micro, s.micro, cfg.parallel.data, s.tokens_per_step,
            s.threads, s.backend->name());
+  log.info("collectives: {} ({}; runtime.comm = \"{}\")", parallel::comm_kind_name(s.comm.kind),
+           s.comm.reason, cfg.runtime.comm);
   log_lines(log, parallel::layout_table(s.layout, mc, cfg.parallel.data));
   if (!s.plan_note.empty()) log.info("{}", s.plan_note);
   log.info("expected memory per rank of each stage (layer cost descriptors, schedule, ZeRO-{}, "

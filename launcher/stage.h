@@ -11,6 +11,7 @@
 #include "launcher/dataset.h"
 #include "optim/zero.h"
 #include "parallel/cost_model.h"
+#include "parallel/data_plane.h"
 #include "parallel/pipeline_executor.h"
 #include "parallel/stage_layout.h"
 #include "parallel/topology.h"
@@ -34,6 +35,7 @@ struct Stage {
   Dataset data;
   std::unique_ptr<runtime::BatchSampler> train_sampler, val_sampler;
   std::unique_ptr<runtime::Backend> backend;
+  parallel::CommChoice comm;  // what carries the device tensors (runtime.comm resolved)
   int threads = 1;
   // The slice, its optimizer and its schedule's executor.
   std::unique_ptr<runtime::GptModel> model;
@@ -49,7 +51,8 @@ struct Stage {
   std::vector<std::string> budget_warnings;  // stages close to the budget, for the log
 };
 
-// Phase 1 (collective: every rank agrees on the verdict): data, samplers and backend. Throws
+// Phase 1 (collective: every rank agrees on the verdict): data, samplers, backend and the
+// groups' device data plane (runtime.comm; the trainer resets it before the backend goes). Throws
 // nupipe::Error with the data (3) or usage (2) code on bad input, on every rank.
 // The stage split is resolved here once: parallel.stage_layers as given, or the planner's
 // ("auto") within the rank budget; a stage predicted to exceed the budget is refused (2).

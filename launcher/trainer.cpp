@@ -84,6 +84,11 @@ TrainResult train(const Config& cfg, const parallel::World& world,
 
   // Everything that can refuse the input happens, on every rank, before run.dir is touched.
   Stage s;
+  // The device plane's communicators use the stage's backend: gone before it is.
+  struct PlaneReset {
+    parallel::ProcessGroups& groups;
+    ~PlaneReset() { groups.reset_device_plane(); }
+  } plane_reset{groups};
   open_stage_inputs(s, cfg, world, groups);
   const ResumePoint rp = find_resume_point(cfg, groups.world_mpi());
   parallel::agree(world_comm, [&] {

@@ -79,7 +79,7 @@ double ZeroOptimizer::reduce_gradients() {
     // Global norm: every stage's share once (the tied table only on the first stage).
     double sq = grad_sum_squares(store_);
     if (skip_tied_in_norm_) sq -= be.sum_squares(wte.f32(), wte.numel());
-    groups_.pipeline().all_reduce_sum(&sq, 1);
+    groups_.pipeline_host().all_reduce_sum(&sq, 1);  // a host scalar
     return sq;
   }
   // The tied table's two copies first (linear, so summing before the replicas is the same

@@ -1,6 +1,6 @@
 // nccl_communicator.cpp: NcclCommunicator: NCCL collectives and point-to-point on comm
 // streams ordered after the compute stream with events, a ledger of pending operations polled
-// for NCCL's async errors and the peer timeout (abort, then peer_error), and nccl_usable().
+// for NCCL's async errors and the peer timeout (abort, then peer_error).
 #include "parallel/nccl_communicator.h"
 
 #include <mpi.h>

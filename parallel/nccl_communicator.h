@@ -2,11 +2,7 @@
 // backend only). The group's MpiCommunicator is its host control plane (ranks, the unique id's
 // broadcast, the barrier); NCCL is the device data plane (ARCHITECTURE-NOTES.md section 2).
 //
-// Which communicator a run uses (runtime.comm = "auto" | "nccl" | "mpi", decided by the
-// launcher): NCCL when every rank has a GPU of its own; MPI (host-staged) otherwise, i.e. when
-// ranks share a GPU (NCCL refuses two ranks of one communicator on one device) or there is no
-// GPU. "auto" applies that rule through nccl_usable(), collectively, so every rank picks the
-// same one; "nccl" where nccl_usable() is false is a usage error (exit 2).
+// Which communicator a run uses (runtime.comm) is decided in parallel/data_plane.h.
 //
 // Streams and ordering. Each NCCL communicator has its own CUDA stream. Every operation is
 // ordered after the work already enqueued on the compute stream (an event recorded there, which
@@ -44,20 +40,6 @@
 #include "parallel/mpi_communicator.h"
 
 namespace nupipe::parallel {
-
-// The rank of this process among the ranks of world on its host (MPI_COMM_TYPE_SHARED), and
-// how many ranks that host runs: the device index to pass to NcclCommunicator is usually the
-// local rank. Collective over world.
-struct HostRanks {
-  int local_rank = 0;
-  int local_size = 1;
-};
-HostRanks host_ranks(MpiCommunicator& world);
-
-// True when every rank of world has a GPU of its own: on every host, the ranks there are no
-// more than local_device_count (that host's cudaGetDeviceCount(), 0 without CUDA). Collective
-// over world; every rank gets the same answer.
-bool nccl_usable(MpiCommunicator& world, int local_device_count);
 
 class NcclCommunicator final : public Communicator {
  public:

@@ -45,4 +45,17 @@ ProcessGroups::ProcessGroups(int pipeline, int data, Watchdog* watchdog) {
                    std::to_string(data) + " grid");
 }
 
+void ProcessGroups::set_device_plane(const PlaneFactory& make) {
+  NUPIPE_CHECK(!pipeline_dev_ && !data_dev_ && !embedding_dev_, "device plane set twice");
+  pipeline_dev_ = make(*pipeline_, true);
+  data_dev_ = make(*data_, false);
+  if (embedding_) embedding_dev_ = make(*embedding_, false);
+}
+
+void ProcessGroups::reset_device_plane() {
+  embedding_dev_.reset();
+  data_dev_.reset();
+  pipeline_dev_.reset();
+}
+
 }  // namespace nupipe::parallel

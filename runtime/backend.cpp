@@ -41,10 +41,14 @@ void Backend::release(void* ptr, size_t bytes, MemTag tag) {
   memory_.on_free(tag, bytes);
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device) {
+std::unique_ptr<Backend> make_backend(const std::string& device, int local_rank) {
   if (device == "cpu") return std::make_unique<CpuBackend>();
 #if defined(NUPIPE_HAVE_CUDA)
-  if (device == "cuda") return std::make_unique<CudaBackend>();  // refuses without a device
+  if (device == "cuda") {
+    const int visible = CudaBackend::device_count();
+    // No device: the constructor refuses with the runtime's reason.
+    return std::make_unique<CudaBackend>(visible > 0 ? local_rank % visible : -1);
+  }
 #endif
   throw usage_error("runtime.device = \"" + device + "\" is not available in this build",
                     "use runtime.device = \"cpu\"; the cuda backend needs a build with "

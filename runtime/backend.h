@@ -128,7 +128,9 @@ class Backend {
 };
 
 // Constructs the backend named by runtime.device ("cpu", or "cuda" when built with it).
-std::unique_ptr<Backend> make_backend(const std::string& device);
+// local_rank: this process's rank among those on its host; the cuda backend takes GPU
+// local_rank modulo the GPUs visible (ranks beyond them share GPUs, round robin).
+std::unique_ptr<Backend> make_backend(const std::string& device, int local_rank = 0);
 
 // Host round trips, mostly for tests and I/O: fp32 on the host whatever the tensor's dtype
 // (bf16 widened exactly on the way out, rounded to nearest even on the way in).

@@ -6,7 +6,7 @@
 
 namespace nupipe::runtime {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   CpuBackend();
   std::string name() const override { return "cpu"; }

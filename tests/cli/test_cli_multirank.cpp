@@ -196,6 +196,8 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
   ASSERT_EQ(r.exit_code, 0) << r;
   EXPECT_EQ(count_occurrences(r.output, "step 1/" + std::to_string(kSteps) + " "), 1)
       << "rank 0 alone reports progress\n" << r;
+  // runtime.comm = "auto" on the cpu backend: MPI on host memory, said at start-up.
+  EXPECT_EQ(count_occurrences(r.output, "collectives: mpi (the cpu backend"), 1) << r;
 
   // metrics.jsonl: one record per step (log_every 1), each with a bubble in [0, 1] and not 0
   // (a 2-stage pipeline always waits somewhere).

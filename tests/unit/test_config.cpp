@@ -402,6 +402,7 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[run]\nlog_every = 0", "run.log_every"},
       {"[runtime]\nprecision = \"fp16\"", "runtime.precision"},
       {"[runtime]\ncomm = \"gloo\"", "runtime.comm"},
+      {"[runtime]\ncomm = \"nccl\"", "runtime.comm = \"nccl\" needs runtime.device = \"cuda\""},
       {"[runtime]\ndevice = \"gpu\"", "runtime.device"},
       {"[runtime]\nthreads = -1", "runtime.threads"},
   };

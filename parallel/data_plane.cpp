@@ -1,0 +1,142 @@
+// data_plane.cpp: runtime.comm resolved collectively (host ranks against local GPUs), and the
+// factory that puts NCCL or host-staged MPI communicators under the process groups. The one
+// place that knows which communicators this build has.
+#include "parallel/data_plane.h"
+
+#include <mpi.h>
+
+#include <memory>
+
+#include "parallel/mpi_check.h"
+#include "parallel/staged_communicator.h"
+#include "runtime/check.h"
+#include "runtime/error.h"
+#if defined(NUPIPE_HAVE_CUDA)
+#include "runtime/cuda/cuda_backend.h"
+#endif
+#if defined(NUPIPE_WITH_NCCL)
+#include "parallel/nccl_communicator.h"
+#endif
+
+namespace nupipe::parallel {
+
+const char* comm_kind_name(CommKind kind) {
+  switch (kind) {
+    case CommKind::mpi: return "mpi";
+    case CommKind::mpi_staged: return "mpi (host-staged)";
+    case CommKind::nccl: return "nccl";
+  }
+  return "?";
+}
+
+bool nccl_built() {
+#if defined(NUPIPE_WITH_NCCL)
+  return true;
+#else
+  return false;
+#endif
+}
+
+HostRanks host_ranks(MpiCommunicator& world) {
+  HostRanks out;
+  if (world.size() == 1) return out;
+  Watchdog::Scope scope(world.watchdog(), "host split", &world.name(), &world.world_ranks());
+  MPI_Comm host = MPI_COMM_NULL;
+  NUPIPE_MPI(MPI_Comm_split_type(world.handle(), MPI_COMM_TYPE_SHARED, world.rank(),
+                                 MPI_INFO_NULL, &host));
+  const int rc_rank = MPI_Comm_rank(host, &out.local_rank);
+  const int rc_size = MPI_Comm_size(host, &out.local_size);
+  MPI_Comm_free(&host);
+  NUPIPE_MPI(rc_rank);
+  NUPIPE_MPI(rc_size);
+  return out;
+}
+
+bool nccl_usable(MpiCommunicator& world, int local_device_count) {
+  const HostRanks here = host_ranks(world);
+  // Every local rank r < local_size must find device r: no two ranks of a host share one.
+  int ok = local_device_count > 0 && here.local_size <= local_device_count ? 1 : 0;
+  if (world.size() > 1) {
+    Watchdog::Scope scope(world.watchdog(), "NCCL check", &world.name(), &world.world_ranks());
+    NUPIPE_MPI(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world.handle()));
+  }
+  return ok == 1;
+}
+
+namespace {
+
+int local_devices() {
+#if defined(NUPIPE_HAVE_CUDA)
+  return runtime::CudaBackend::device_count();
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+CommChoice choose_comm(const std::string& setting, const runtime::Backend& backend,
+                       MpiCommunicator& world) {
+  if (backend.name() == "cpu") {
+    if (setting == "nccl") {
+      throw usage_error("runtime.comm = \"nccl\" needs runtime.device = \"cuda\"; this run "
+                        "is on the cpu backend",
+                        "set runtime.comm = \"auto\" or \"mpi\", or runtime.device = \"cuda\"");
+    }
+    return {CommKind::mpi, "the cpu backend: MPI on host memory"};
+  }
+  if (!nccl_built()) {
+    if (setting == "nccl") {
+      throw usage_error("runtime.comm = \"nccl\" but this build has no NCCL",
+                        "set runtime.comm = \"auto\" or \"mpi\", or rebuild with NCCL beside "
+                        "the CUDA toolkit (NCCL_HOME)");
+    }
+    return {CommKind::mpi_staged, "this build has no NCCL: MPI staged through host memory"};
+  }
+  if (setting == "mpi") {
+    return {CommKind::mpi_staged, "runtime.comm = \"mpi\": MPI staged through host memory"};
+  }
+  const int devices = local_devices();
+  const HostRanks here = host_ranks(world);
+  if (nccl_usable(world, devices)) {
+    return {CommKind::nccl, "every rank has a GPU of its own"};
+  }
+  const std::string why = std::to_string(here.local_size) + " ranks on this host and " +
+                          std::to_string(devices) + " GPU(s) (on this or another host, " +
+                          "ranks would share a GPU, which NCCL refuses)";
+  if (setting == "nccl") {
+    throw usage_error("runtime.comm = \"nccl\" needs a GPU per rank: " + why,
+                      "run at most one rank per GPU on every host, or set runtime.comm = "
+                      "\"auto\" (MPI staged through host memory when ranks share a GPU)");
+  }
+  return {CommKind::mpi_staged, why + ": MPI staged through host memory"};
+}
+
+void build_device_plane(ProcessGroups& groups, CommKind kind, runtime::Backend& backend,
+                        double timeout_s) {
+  switch (kind) {
+    case CommKind::mpi: return;  // the MPI communicators carry host memory themselves
+    case CommKind::mpi_staged:
+      groups.set_device_plane([&backend](MpiCommunicator& group, bool) {
+        return std::make_unique<StagedCommunicator>(group, backend);
+      });
+      return;
+    case CommKind::nccl:
+#if defined(NUPIPE_WITH_NCCL)
+    {
+      auto& cuda = dynamic_cast<runtime::CudaBackend&>(backend);
+      groups.set_device_plane([&cuda, timeout_s](MpiCommunicator& group, bool p2p) {
+        return std::make_unique<NcclCommunicator>(group, cuda.device(), cuda.stream(),
+                                                  timeout_s, p2p);
+      });
+      return;
+    }
+#else
+      break;
+#endif
+  }
+  NUPIPE_CHECK(false, std::string("communicator ") + comm_kind_name(kind) +
+                          " is not built in");
+}
+
+}  // namespace nupipe::parallel

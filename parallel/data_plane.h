@@ -1,0 +1,59 @@
+// data_plane.h: which communicator carries a run's device tensors (runtime.comm = "auto" |
+// "nccl" | "mpi") and building it under the process groups.
+//
+// The rule: NCCL when every rank has a GPU of its own; otherwise MPI. With the cpu backend,
+// device memory is host memory and the MPI communicators carry it directly. With the cuda
+// backend and MPI (ranks sharing a GPU, which NCCL refuses within one communicator, or a build
+// without NCCL), tensors are staged through host memory (StagedCommunicator). "auto" applies
+// the rule; "nccl" where it cannot hold is a usage error (exit 2) with the same verdict on
+// every rank, since the decision is taken collectively.
+#pragma once
+
+#include <string>
+
+#include "parallel/mpi_communicator.h"
+#include "parallel/topology.h"
+#include "runtime/backend.h"
+
+namespace nupipe::parallel {
+
+enum class CommKind {
+  mpi,         // MPI on host memory (the cpu backend)
+  mpi_staged,  // MPI, device tensors copied through host buffers
+  nccl,        // NCCL on the device, MPI for the host plane
+};
+const char* comm_kind_name(CommKind kind);  // "mpi", "mpi (host-staged)", "nccl"
+
+// Whether this build has the NCCL communicator.
+bool nccl_built();
+
+// This process's rank among the world's ranks on its host (MPI_COMM_TYPE_SHARED) and how many
+// ranks that host runs. Collective over world.
+struct HostRanks {
+  int local_rank = 0;
+  int local_size = 1;
+};
+HostRanks host_ranks(MpiCommunicator& world);
+
+// True when every rank of world has a GPU of its own: on every host, the ranks there are no
+// more than local_device_count (that host's CUDA device count). Collective; every rank gets
+// the same answer.
+bool nccl_usable(MpiCommunicator& world, int local_device_count);
+
+struct CommChoice {
+  CommKind kind = CommKind::mpi;
+  std::string reason;  // for the start-up log: why this plane
+};
+
+// Resolves runtime.comm (`setting`) for a run on `backend`. Collective over world. Throws
+// usage_error (exit 2) for "nccl" where NCCL cannot carry the run, naming why and the fix.
+CommChoice choose_comm(const std::string& setting, const runtime::Backend& backend,
+                       MpiCommunicator& world);
+
+// Builds the chosen data plane under groups (ProcessGroups::set_device_plane; collective).
+// timeout_s: runtime.peer_timeout_s, NCCL's watchdog bound. backend must outlive groups' use
+// of the plane.
+void build_device_plane(ProcessGroups& groups, CommKind kind, runtime::Backend& backend,
+                        double timeout_s);
+
+}  // namespace nupipe::parallel
