@@ -73,16 +73,23 @@ StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups,
 }
 
 double validate(Stage& s, const Config& cfg, parallel::ProcessGroups& groups) {
-  const int n_val = cfg.train.val_batches;
+  // The same val_batches micro-batches whatever the layout (so a run resumed on another
+  // layout reports comparable validation losses): replica r takes micro-batches r, r + data,
+  // r + 2 data... of them. Replicas are independent pipelines, so their counts may differ.
+  const int n_val = cfg.train.val_batches, dp = cfg.parallel.data;
   const int replica = groups.topology().replica();
-  double sum = s.executor->eval(
-      [&](int mb, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
-        s.val_sampler->fill_sequential((static_cast<int64_t>(replica) * n_val + mb) * s.micro,
-                                       s.micro, tok.data(), tgt.data());
-      },
-      n_val);
+  const int mine = n_val / dp + (replica < n_val % dp ? 1 : 0);
+  double sum = 0.0;
+  if (mine > 0) {
+    sum = s.executor->eval(
+        [&](int mb, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+          const int64_t global = replica + static_cast<int64_t>(mb) * dp;
+          s.val_sampler->fill_sequential(global * s.micro, s.micro, tok.data(), tgt.data());
+        },
+        mine);
+  }
   groups.world().all_reduce_sum(&sum, 1);
-  return sum / (static_cast<double>(n_val) * s.tokens_per_micro * cfg.parallel.data);
+  return sum / (static_cast<double>(n_val) * s.tokens_per_micro);
 }
 
 }  // namespace nupipe::launcher

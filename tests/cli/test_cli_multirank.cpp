@@ -296,5 +296,32 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
   EXPECT_EQ(checked, 2 * kSteps * kMicro) << "forward/backward spans lack step/microbatch args";
 }
 
+// Validation covers the same train.val_batches micro-batches on every layout: pp2 x dp2 with
+// ZeRO-1 reports the single rank's validation loss (to the summation-order noise of the data
+// sums, which the training losses share), also with a count that the replicas cannot split
+// evenly.
+TEST(CliMultiRank2, ValidationLossIsTheSameOnEveryLayout) {
+  if (find_in_path("mpirun").empty()) GTEST_SKIP() << "mpirun is not in PATH";
+  TempDir tmp;
+  auto val_loss = [&](int np, const std::vector<std::string>& sets) {
+    const std::string dir = tmp.file("run" + std::to_string(np));
+    std::vector<std::string> all = sets;
+    for (const char* s : {"train.steps=2", "train.val_every=2", "train.val_batches=3",
+                          "optim.warmup_steps=1", "checkpoint.every=0"}) {
+      all.push_back(s);
+    }
+    all.push_back("run.dir=" + dir);
+    const ProcessResult r = mpirun_train(np, all, tmp.path(), /*timeout_s=*/90.0);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    const auto lines = read_lines(dir + "/metrics.jsonl");
+    if (lines.empty()) return -1.0;
+    return nlohmann::json::parse(lines.back()).value("val_loss", -1.0);
+  };
+  const double one = val_loss(1, layout(1, 1, "\"uniform\""));
+  const double grid = val_loss(4, layout(2, 2, "[1,3]", {"parallel.zero=1"}));
+  ASSERT_GT(one, 0.0);
+  EXPECT_NEAR(grid, one, 1e-6 * one);
+}
+
 }  // namespace
 }  // namespace nupipe::cli_test
