@@ -108,6 +108,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("runtime.precision", runtime.precision),
       NUPIPE_KEY("runtime.flush_denormals", runtime.flush_denormals),
       NUPIPE_KEY("runtime.comm", runtime.comm),
+      NUPIPE_KEY("runtime.attention", runtime.attention),
       NUPIPE_KEY("runtime.threads", runtime.threads),
       NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
       NUPIPE_KEY("runtime.memory_gib", runtime.memory_gib),
@@ -537,6 +538,14 @@ std::vector<std::pair<std::string, std::string>> key_values(const Config& config
 
 runtime::DType parse_precision(const std::string& precision) {
   return precision == "bf16" ? runtime::DType::bf16 : runtime::DType::f32;
+}
+
+runtime::ModelConfig model_that_runs(const Config& config) {
+  runtime::ModelConfig m = config.model;
+  m.loss_chunk = config.train.loss_chunk;
+  m.dtype = parse_precision(config.runtime.precision);
+  m.fused_attention = config.runtime.attention == "fused";
+  return m;
 }
 
 }  // namespace nupipe::launcher

@@ -43,6 +43,10 @@ struct RuntimeOptions {
   // (host-staged; ranks sharing a GPU, or the cpu backend), or "auto": NCCL when every rank has
   // its own GPU and nupipe was built with it, MPI otherwise.
   std::string comm = "auto";
+  // Attention: "fused" (Backend::attention_*: no [T,T] matrices kept, an fp32 log-sum-exp
+  // per query row and head instead) or "unfused" (batched GEMMs and a causal softmax, keeping
+  // the probabilities; the reference).
+  std::string attention = "fused";
   int threads = 0;  // 0: the host's cores divided by the ranks on the host
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.
@@ -100,6 +104,9 @@ Config parse_config(std::string_view toml_text, std::string_view source,
 // The effective configuration as TOML (written to run.dir/config.toml), round-trips.
 // runtime.precision as the compute dtype: "fp32" -> f32, "bf16" -> bf16 (validated at load).
 runtime::DType parse_precision(const std::string& precision);
+// The model that runs: [model] with train.loss_chunk, runtime.precision and runtime.attention
+// resolved into it (the trainer, the planner and `nupipe plan` all build from this one).
+runtime::ModelConfig model_that_runs(const Config& config);
 std::string to_toml(const Config& config);
 // Every key with its value as to_toml writes it: {"model.n_layer", "4"}, in schema order.
 std::vector<std::pair<std::string, std::string>> key_values(const Config& config);

@@ -150,6 +150,9 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   if (c.runtime.comm == "nccl" && c.runtime.device == "cpu")
     ck.fail("runtime.comm", "runtime.comm = \"nccl\" needs runtime.device = \"cuda\"",
             "set runtime.comm = \"auto\" or \"mpi\" for the cpu backend");
+  ck.one_of("runtime.attention", c.runtime.attention, {"fused", "unfused"},
+            "\"fused\": no [T,T] matrices kept (an fp32 log-sum-exp per row and head); "
+            "\"unfused\": batched GEMMs and a causal softmax, the reference");
   ck.one_of("runtime.precision", c.runtime.precision, {"fp32", "bf16"},
             "\"fp32\": everything in fp32; \"bf16\": bf16 parameters and activations with "
             "fp32 master weights, optimizer state, gradients and loss");

@@ -226,8 +226,7 @@ Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int th
 int run_plan(const PlanCommand& cmd) {
   const Config cfg = load_config(cmd.config_path, cmd.overrides);
   parallel::PlanInputs in;
-  in.model = cfg.model;
-  in.model.loss_chunk = cfg.train.loss_chunk;
+  in.model = model_that_runs(cfg);
   const int dp = cfg.parallel.data;
   in.pipeline = cfg.parallel.pipeline;
   if (cmd.world_size > 0) {

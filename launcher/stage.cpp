@@ -199,9 +199,7 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
 
 void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world,
                        parallel::ProcessGroups& groups) {
-  s.model_config = cfg.model;
-  s.model_config.loss_chunk = cfg.train.loss_chunk;  // the head's loss this many tokens at a time
-  s.model_config.dtype = parse_precision(cfg.runtime.precision);
+  s.model_config = model_that_runs(cfg);
   s.micro = cfg.train.micro_batch;
   s.n_micro = cfg.microbatches();
   s.tokens_per_micro = static_cast<int64_t>(s.micro) * s.model_config.seq_len;

@@ -94,6 +94,20 @@ class Backend {
   // ds = scale * p * (dp - rowsum(dp * p)), masked entries 0. ds may alias dp.
   virtual void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows,
                                        int64_t T, float scale) = 0;
+  // Fused causal attention (flash-style: the [T,T] scores are never stored). qkv is [B*T, 3C]
+  // with q, k, v in column blocks of C = H*D and head h at columns h*D of each; out is
+  // [B*T, C], head h at columns h*D. lse [B*H*T] (fp32) receives each query row's log-sum-exp
+  // of its scaled, causally masked scores, for backward. Equal, up to fp32 summation order,
+  // to softmax(scale * q k^T, causal) v per head (the unfused GEMM + causal_softmax path).
+  virtual void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
+                                 int64_t H, int64_t D, float scale) = 0;
+  // Writes dqkv [B*T, 3C] (all of it) from dout [B*T, C], the forward's qkv, out and lse.
+  // delta [B*H*T] (fp32) is the caller's scratch: rowsum(dout * out) per query row and head.
+  // The probabilities are recomputed from lse; every sum runs in a fixed order
+  // (deterministic, the same on every call).
+  virtual void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
+                                  ConstDevPtr out, const float* lse, int64_t B, int64_t T,
+                                  int64_t H, int64_t D, float scale) = 0;
   // For each row i of logits[N,V]: loss_i = logsumexp - logit[target]; writes the gradient
   // dlogits = (softmax - onehot) * dloss (in place over logits when dlogits == logits).
   // Returns sum_i loss_i in double.

@@ -24,6 +24,11 @@ struct ModelConfig {
   // activations and their gradients. Parameter gradients, LayerNorm statistics, the loss and
   // the optimizer's master weights and state are fp32 either way.
   DType dtype = DType::f32;
+  // runtime.attention = "fused": attention through Backend::attention_forward/backward, which
+  // keep one fp32 log-sum-exp per query row and head instead of the [H,T,T] probabilities.
+  // false: the unfused reference (batched GEMMs and causal_softmax). The default is the
+  // config's (fused).
+  bool fused_attention = true;
 
   int head_dim() const { return d_model / n_head; }
 };

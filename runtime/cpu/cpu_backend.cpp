@@ -199,6 +199,22 @@ void CpuBackend::causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr d
   cpu::causal_softmax_backward(st.out(ds, n), st.in(p, n), st.in(dp, n), rows, T, scale);
 }
 
+void CpuBackend::attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
+                                   int64_t H, int64_t D, float scale) {
+  cpu::Staging st;
+  const int64_t N = B * T, C = H * D;
+  cpu::attention_forward(st.out(out, N * C), lse, st.in(qkv, N * 3 * C), B, T, H, D, scale);
+}
+
+void CpuBackend::attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
+                                    ConstDevPtr out, const float* lse, int64_t B, int64_t T,
+                                    int64_t H, int64_t D, float scale) {
+  cpu::Staging st;
+  const int64_t N = B * T, C = H * D;
+  cpu::attention_backward(st.out(dqkv, N * 3 * C), delta, st.in(dout, N * C),
+                          st.in(qkv, N * 3 * C), st.in(out, N * C), lse, B, T, H, D, scale);
+}
+
 double CpuBackend::cross_entropy_forward_backward(float* dlogits, const float* logits,
                                                   const int32_t* targets, int64_t N, int64_t V,
                                                   float dloss) {

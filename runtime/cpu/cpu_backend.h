@@ -48,6 +48,11 @@ class CpuBackend : public Backend {
                               float scale) override;
   void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
                                float scale) override;
+  void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
+                         int64_t H, int64_t D, float scale) override;
+  void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
+                          ConstDevPtr out, const float* lse, int64_t B, int64_t T, int64_t H,
+                          int64_t D, float scale) override;
   double cross_entropy_forward_backward(float* dlogits, const float* logits,
                                         const int32_t* targets, int64_t N, int64_t V,
                                         float dloss) override;

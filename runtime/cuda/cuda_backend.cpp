@@ -230,6 +230,25 @@ void CudaBackend::causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr 
                                 in(dp, "causal_softmax_backward"), rows, T, scale);
 }
 
+void CudaBackend::attention_forward(DevPtr o, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
+                                    int64_t H, int64_t D, float scale) {
+  if (!cuda::fused_attention_supports(D)) {
+    throw usage_error("runtime.attention = \"fused\" on cuda has kernels for head dims 16, 32, "
+                      "64 and 128, not " + std::to_string(D),
+                      "set runtime.attention = \"unfused\", or a d_model / n_head among them");
+  }
+  cuda::attention_forward(stream_, out(o, "attention_forward"), lse, in(qkv, "attention_forward"),
+                          B, T, H, D, scale);
+}
+
+void CudaBackend::attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
+                                     ConstDevPtr o, const float* lse, int64_t B, int64_t T,
+                                     int64_t H, int64_t D, float scale) {
+  const char* what = "attention_backward";
+  cuda::attention_backward(stream_, out(dqkv, what), delta, in(dout, what), in(qkv, what),
+                           in(o, what), lse, B, T, H, D, scale);
+}
+
 // The per-row losses and their sum stay on the device; one 8-byte copy brings the sum back.
 double CudaBackend::cross_entropy(float* dlogits, const float* logits, const int32_t* targets,
                                   int64_t N, int64_t V, float dloss) {

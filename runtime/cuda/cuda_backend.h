@@ -68,6 +68,11 @@ class CudaBackend final : public Backend {
                               float scale) override;
   void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
                                float scale) override;
+  void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
+                         int64_t H, int64_t D, float scale) override;
+  void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
+                          ConstDevPtr out, const float* lse, int64_t B, int64_t T, int64_t H,
+                          int64_t D, float scale) override;
   // Both synchronise: the loss sum is reduced on the device and copied to the host once per
   // call (architecture notes: a device-side running sum, read once per step, comes later).
   double cross_entropy_forward_backward(float* dlogits, const float* logits,

@@ -67,6 +67,14 @@ void causal_softmax_forward(cudaStream_t s, Out p, In sc, int64_t rows, int64_t 
 void causal_softmax_backward(cudaStream_t s, Out ds, In p, In dp, int64_t rows, int64_t T,
                              float scale);
 
+// --- fused attention (cuda_flash_attention.cu); layouts as Backend::attention_* ---
+bool fused_attention_supports(int64_t head_dim);
+void attention_forward(cudaStream_t s, Out out, float* lse, In qkv, int64_t B, int64_t T,
+                       int64_t H, int64_t D, float scale);
+void attention_backward(cudaStream_t s, Out dqkv, float* delta, In dout, In qkv, In out,
+                        const float* lse, int64_t B, int64_t T, int64_t H, int64_t D,
+                        float scale);
+
 // --- loss (cuda_loss_kernels.cu) ---
 // row_loss[i] = logsumexp(logits[i]) - logits[i, targets[i]] (double); with dlogits, also
 // dlogits = (softmax - onehot) * dloss (dlogits may be logits).

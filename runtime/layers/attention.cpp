@@ -2,6 +2,7 @@
 // batched GEMM over strided column blocks of qkv [T, 3C], so no head-split copies are made.
 #include "runtime/layers/attention.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace nupipe::runtime {
@@ -18,12 +19,20 @@ LayerCost CausalSelfAttention::cost(const ModelConfig& cfg) {
   const int64_t es = static_cast<int64_t>(dtype_size(cfg.dtype));  // activations' element
   LayerCost c;
   c.params = 3 * C * C + 3 * C + C * C + C;
-  // qkv [3C] + probs [H*T] + att [C] per token
-  c.activation_bytes_per_token = es * (3 * C + H * T + C);
-  // backward: d_att [C], dqkv [3C] and dx [C] per token, and one sequence's dP [H, T, T]
-  // (reused by every sequence of the microbatch)
-  c.backward_bytes_per_token = es * (C + 3 * C + C);
-  c.backward_fixed_bytes = es * H * T * T;
+  if (cfg.fused_attention) {
+    // qkv [3C] + att [C] per token, and an fp32 log-sum-exp per head
+    c.activation_bytes_per_token = es * (3 * C + C) + 4 * H;
+    // backward: d_att [C] and dqkv [3C] with the kernel's fp32 delta [H], which is released
+    // before dx [C] is allocated
+    c.backward_bytes_per_token = std::max(es * (C + 3 * C) + 4 * H, es * (C + 3 * C + C));
+  } else {
+    // qkv [3C] + probs [H*T] + att [C] per token
+    c.activation_bytes_per_token = es * (3 * C + H * T + C);
+    // backward: d_att [C], dqkv [3C] and dx [C] per token, and one sequence's dP [H, T, T]
+    // (reused by every sequence of the microbatch)
+    c.backward_bytes_per_token = es * (C + 3 * C + C);
+    c.backward_fixed_bytes = es * H * T * T;
+  }
   // matmuls: 2 flops/MAC, backward twice forward. Projections 4C^2; scores and values 2*T*C
   // (causal masking is not exploited by the dense GEMMs, so full T).
   c.flops_per_token = 3.0 * 2.0 * (4.0 * C * C + 2.0 * T * C);
@@ -37,13 +46,22 @@ CausalSelfAttention::CausalSelfAttention(const ParamStore& store, const std::str
       T_(cfg.seq_len),
       H_(cfg.n_head),
       D_(cfg.head_dim()),
-      C_(cfg.d_model) {}
+      C_(cfg.d_model),
+      fused_(cfg.fused_attention) {}
 
 void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved& s) const {
   Backend& be = x.backend();
   const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
   s.qkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::activations);
+  if (fused_) {
+    s.att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::activations);
+    s.lse = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::activations);
+    qkv_.forward(x, s.qkv);
+    be.attention_forward(s.att.data(), s.lse.f32(), s.qkv.data(), B, T_, H_, D_, scale);
+    proj_.forward(s.att, out, 1.0f);
+    return;
+  }
   s.probs = Tensor::empty(be, {B, H_, T_, T_}, x.dtype(), MemTag::activations);
   s.att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::activations);
   qkv_.forward(x, s.qkv);
@@ -70,6 +88,16 @@ Tensor CausalSelfAttention::backward(const Tensor& dout, const Tensor& x, int64_
   proj_.backward(dout, s.att, &d_att);
 
   Tensor dqkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::workspace);
+  if (fused_) {
+    {
+      Tensor delta = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::workspace);
+      be.attention_backward(dqkv.data(), delta.f32(), d_att.data(), s.qkv.data(), s.att.data(),
+                            s.lse.f32(), B, T_, H_, D_, scale);
+    }  // delta released before dx
+    Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
+    qkv_.backward(dqkv, x, &dx);
+    return dx;
+  }
   Tensor dp = Tensor::empty(be, {H_, T_, T_}, x.dtype(), MemTag::workspace);
   for (int64_t b = 0; b < B; ++b) {
     const ConstDevPtr q = s.qkv.data() + b * T_ * C3;

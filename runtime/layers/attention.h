@@ -18,8 +18,9 @@ class CausalSelfAttention {
   static LayerCost cost(const ModelConfig& cfg);
   CausalSelfAttention(const ParamStore& store, const std::string& prefix, const ModelConfig& cfg);
 
-  struct Saved { Tensor qkv, probs, att; };
-  // out += proj(attention(x)); x is [B*T, C]. Keeps qkv, probs, att for backward.
+  struct Saved { Tensor qkv, probs, att, lse; };
+  // out += proj(attention(x)); x is [B*T, C]. Keeps qkv, att and, unfused, probs [B,H,T,T]
+  // or, fused, lse [B,H,T] (fp32) for backward.
   void forward(const Tensor& x, int64_t B, Tensor& out, Saved& saved) const;
   // Returns dx (workspace) given dout; accumulates parameter gradients.
   Tensor backward(const Tensor& dout, const Tensor& x, int64_t B, const Saved& saved) const;
@@ -27,6 +28,7 @@ class CausalSelfAttention {
  private:
   Linear qkv_, proj_;
   int64_t T_, H_, D_, C_;
+  bool fused_;
 };
 
 }  // namespace nupipe::runtime

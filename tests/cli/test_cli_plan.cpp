@@ -13,7 +13,10 @@ namespace {
 
 const std::vector<std::string> kFourStages{"--set", "parallel.pipeline=4", "--set",
                                            "parallel.data=1", "--set",
-                                           "parallel.stage_layers=uniform"};
+                                           "parallel.stage_layers=uniform",
+                                           // the budgets below are sized for the unfused
+                                           // attention's activations
+                                           "--set", "runtime.attention=unfused"};
 
 ProcessResult plan(std::vector<std::string> extra) {
   std::vector<std::string> args{"plan", tiny_config()};

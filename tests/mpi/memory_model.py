@@ -1,7 +1,7 @@
 """memory_model.py: the cost model's per-stage bytes against the allocator's measured peaks,
 from run.dir/memory.json, on layouts that cover uneven splits, data 1 and 2, ZeRO 0 and 1,
 recompute off, full and per stage, chunked and unchunked loss, 1F1B and GPipe, fp32 and bf16
-(runtime.precision). Every allocator
+(runtime.precision), fused and unfused attention (runtime.attention). Every allocator
 tag's measured peak (params, grads, optimizer, activations, workspace, loss_workspace, comm) must
 equal the cost model's prediction to the byte on every rank.
 
@@ -17,7 +17,7 @@ NUPIPE, CONFIG, WORK, MPIRUN = sys.argv[1:5]
 FLAGS = sys.argv[5:]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 EXACT = ("params", "grads", "optimizer", "activations", "workspace", "loss_workspace", "comm")
-LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedule[, precision]
+LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedule[, precision[, attention]]
     (2, 2, "[1,3]", 0, 0, "none", "1f1b"),
     (2, 2, "[1,3]", 1, 48, "full", "gpipe"),
     (2, 1, "[1,3]", 0, 0, "full", "1f1b"),
@@ -33,6 +33,11 @@ LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedu
     (2, 2, "[3,1]", 0, 0, "[2,0]", "gpipe", "bf16"),
     (4, 1, "[0,1,1,2]", 0, 32, "full", "1f1b", "bf16"),
     (1, 4, "uniform", 1, 0, "none", "1f1b", "bf16"),
+    # runtime.attention = "unfused" (the default is fused): the [H,T,T] probabilities kept and
+    # one sequence's score gradient in backward
+    (2, 2, "[1,3]", 1, 48, "full", "gpipe", "fp32", "unfused"),
+    (4, 1, "[0,1,1,2]", 0, 32, "none", "1f1b", "fp32", "unfused"),
+    (2, 2, "[3,1]", 0, 0, "[2,0]", "gpipe", "bf16", "unfused"),
 ]
 
 failures = 0
@@ -41,17 +46,20 @@ print("%-44s %5s %-9s %s" % ("layout (pp dp split zero chunk recompute schedule)
 for layout in LAYOUTS:
     pp, dp, split, zero, chunk, rc, sched = layout[:7]
     precision = layout[7] if len(layout) > 7 else "fp32"
+    attention = layout[8] if len(layout) > 8 else "fused"
     run_dir = os.path.join(WORK, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = ["train.steps=2", "run.dir=" + run_dir, "checkpoint.every=0", "runtime.threads=1",
             "parallel.pipeline=%d" % pp, "parallel.data=%d" % dp, "parallel.stage_layers=" + split,
             "parallel.zero=%d" % zero, "train.loss_chunk=%d" % chunk, "train.recompute=" + rc,
-            "parallel.schedule=" + sched, "runtime.precision=" + precision]
+            "parallel.schedule=" + sched, "runtime.precision=" + precision,
+            "runtime.attention=" + attention]
     cmd = [MPIRUN] + FLAGS + ["-np", str(pp * dp), NUPIPE, "train", CONFIG]
     for s in sets:
         cmd += ["--set", s]
     p = subprocess.run(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    name = "%d %d %s %d %d %s %s %s" % (pp, dp, split, zero, chunk, rc, sched, precision)
+    name = "%d %d %s %d %d %s %s %s %s" % (pp, dp, split, zero, chunk, rc, sched, precision,
+                                           attention)
     if p.returncode != 0:
         print("FAIL %s: exit %d\n%s" % (name, p.returncode, p.stdout[-2000:]))
         failures += 1

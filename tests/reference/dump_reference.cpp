@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     const launcher::Config cfg = launcher::load_config(config_path, overrides);
-    const runtime::ModelConfig& mc = cfg.model;
+    const runtime::ModelConfig mc = launcher::model_that_runs(cfg);  // loss_chunk, attention
     launcher::Dataset data = launcher::load_dataset(cfg);
     runtime::BatchSampler sampler(data.train->data(), data.train->size(), mc.seq_len,
                                   cfg.train.seed, data.train->name());

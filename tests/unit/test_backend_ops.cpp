@@ -31,11 +31,9 @@
 #include <string>
 #include <vector>
 
+#include "backends.h"
 #include "runtime/backend.h"
 #include "runtime/cpu/cpu_backend.h"
-#if defined(NUPIPE_HAVE_CUDA)
-#include "runtime/cuda/cuda_backend.h"
-#endif
 
 namespace nupipe::runtime {
 namespace {
@@ -49,38 +47,16 @@ constexpr DType kB = DType::bf16, kS = DType::f32;
 uint32_t bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 float from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
 
-// The backends under test, each compared with CpuBackend's fp32 kernels. The CUDA backend
-// joins this list when it is built (NUPIPE_CUDA), with runs_reference_kernels = false; without
-// a device its tests are reported SKIPPED with the reason, never passed.
-struct BackendCase {
-  std::string name;
-  std::function<std::unique_ptr<Backend>()> make;
-  bool runs_reference_kernels;  // widens to fp32 and runs cpu::* itself: every result bitwise
-  std::function<std::string()> unavailable = {};  // why it cannot run here ("" or empty: it can)
-};
-std::vector<BackendCase> compiled_backends() {
-  std::vector<BackendCase> cases = {
-      {"cpu", [] { return std::unique_ptr<Backend>(new CpuBackend); }, true}};
-#if defined(NUPIPE_HAVE_CUDA)
-  cases.push_back({"cuda", [] { return std::unique_ptr<Backend>(new CudaBackend); }, false, [] {
-                     std::string why;
-                     return CudaBackend::device_count(&why) > 0 ? std::string()
-                                                                : "no CUDA device: " + why;
-                   }});
-#endif
-  return cases;
-}
-void PrintTo(const BackendCase& c, std::ostream* os) { *os << c.name; }
+using testing::BackendCase;
+using testing::compiled_backends;
 
 using Tol = std::function<double(int64_t i, double ref)>;
 
 class BackendOps : public ::testing::TestWithParam<BackendCase> {
  protected:
   void SetUp() override {
-    if (GetParam().unavailable) {
-      const std::string why = GetParam().unavailable();
-      if (!why.empty()) GTEST_SKIP() << why;
-    }
+    const std::string why = testing::unavailable_reason(GetParam());
+    if (!why.empty()) GTEST_SKIP() << why;
     be_ = GetParam().make();
   }
 

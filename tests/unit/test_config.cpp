@@ -91,6 +91,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.precision, b.runtime.precision);
   EXPECT_EQ(a.runtime.flush_denormals, b.runtime.flush_denormals);
   EXPECT_EQ(a.runtime.comm, b.runtime.comm);
+  EXPECT_EQ(a.runtime.attention, b.runtime.attention);
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
   EXPECT_EQ(a.runtime.peer_timeout_s, b.runtime.peer_timeout_s);
   EXPECT_EQ(a.runtime.memory_gib, b.runtime.memory_gib);
@@ -402,6 +403,7 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[run]\nlog_every = 0", "run.log_every"},
       {"[runtime]\nprecision = \"fp16\"", "runtime.precision"},
       {"[runtime]\ncomm = \"gloo\"", "runtime.comm"},
+      {"[runtime]\nattention = \"flash\"", "runtime.attention"},
       {"[runtime]\ncomm = \"nccl\"", "runtime.comm = \"nccl\" needs runtime.device = \"cuda\""},
       {"[runtime]\ndevice = \"gpu\"", "runtime.device"},
       {"[runtime]\nthreads = -1", "runtime.threads"},
@@ -475,7 +477,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 56u) << emitted;
+  EXPECT_EQ(lines, 57u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");

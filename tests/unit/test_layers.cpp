@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/gpt_model.h"
@@ -145,66 +146,114 @@ TEST_F(LayerGrad, LayerNorm) {
 }
 
 TEST_F(LayerGrad, CausalSelfAttention) {
+  for (bool fused : {false, true}) {  // the unfused reference and the fused kernels
+    SCOPED_TRACE(fused ? "fused attention" : "unfused attention");
+    ModelConfig cfg = this->cfg;
+    cfg.fused_attention = fused;
+    std::vector<TensorSpec> specs;
+    CausalSelfAttention::add_specs(specs, "attn", cfg);
+    ParamStore store(be, specs);
+    store.initialize(1);
+    perturb_norms(store);
+    CausalSelfAttention attn(store, "attn", cfg);
+    Tensor x = host_tensor(be, {N, 8}, random_values(N * 8, 6), MemTag::activations);
+    const auto probe = random_values(N * 8, 7);
+    auto run = [&](CausalSelfAttention::Saved& s) {
+      Tensor out = Tensor::zeros(be, {N, 8}, DType::f32, MemTag::activations);
+      attn.forward(x, B, out, s);
+      return out;
+    };
+    auto objective = [&] {
+      CausalSelfAttention::Saved s;
+      return weighted_sum(run(s), probe);
+    };
+    auto analytic = [&] {
+      store.zero_grads();
+      CausalSelfAttention::Saved s;
+      run(s);
+      Tensor dx = attn.backward(host_tensor(be, {N, 8}, probe, MemTag::workspace), x, B, s);
+      auto g = param_grads(store);
+      g.push_back(to_host(dx));
+      return g;
+    };
+    auto slots = param_slots(store);
+    slots.push_back({"x", x});
+    expect_all_close(check_gradients(objective, analytic, slots, kEps));
+  }
+}
+
+TEST_F(LayerGrad, AttentionIsCausal) {
+  for (bool fused : {false, true}) {  // the unfused reference and the fused kernels
+    SCOPED_TRACE(fused ? "fused attention" : "unfused attention");
+    ModelConfig cfg = this->cfg;
+    cfg.fused_attention = fused;
+    std::vector<TensorSpec> specs;
+    CausalSelfAttention::add_specs(specs, "attn", cfg);
+    ParamStore store(be, specs);
+    store.initialize(1);
+    CausalSelfAttention attn(store, "attn", cfg);
+    std::vector<float> xs = random_values(N * 8, 6);
+    auto out_of = [&](const std::vector<float>& values) {
+      Tensor x = host_tensor(be, {N, 8}, values, MemTag::activations);
+      Tensor out = Tensor::zeros(be, {N, 8}, DType::f32, MemTag::activations);
+      CausalSelfAttention::Saved s;
+      attn.forward(x, B, out, s);
+      return to_host(out);
+    };
+    const auto before = out_of(xs);
+    for (int c = 0; c < 8; ++c) xs[3 * 8 + c] += 1.0f;  // change position 3 of sequence 0
+    const auto after = out_of(xs);
+    for (int t = 0; t < 5; ++t) {
+      for (int c = 0; c < 8; ++c) {
+        const size_t i = t * 8 + c;
+        if (t < 3) {
+          EXPECT_EQ(before[i], after[i]) << "position " << t << " saw the future";
+        }
+      }
+    }
+    bool changed = false;
+    for (int c = 0; c < 8; ++c) changed |= before[3 * 8 + c] != after[3 * 8 + c];
+    EXPECT_TRUE(changed) << "position 3 did not see itself";
+    for (size_t i = 5 * 8; i < before.size(); ++i) {
+      EXPECT_EQ(before[i], after[i]) << "sequences mixed";
+    }
+  }
+}
+
+// The fused kernels are the unfused reference up to fp32 summation order: on the same weights
+// and input, the layer's output, its input gradient and every parameter gradient agree to a
+// few fp32 ulps of their scale.
+TEST_F(LayerGrad, FusedAttentionEqualsUnfused) {
   std::vector<TensorSpec> specs;
   CausalSelfAttention::add_specs(specs, "attn", cfg);
   ParamStore store(be, specs);
   store.initialize(1);
   perturb_norms(store);
-  CausalSelfAttention attn(store, "attn", cfg);
   Tensor x = host_tensor(be, {N, 8}, random_values(N * 8, 6), MemTag::activations);
   const auto probe = random_values(N * 8, 7);
-  auto run = [&](CausalSelfAttention::Saved& s) {
-    Tensor out = Tensor::zeros(be, {N, 8}, DType::f32, MemTag::activations);
-    attn.forward(x, B, out, s);
-    return out;
-  };
-  auto objective = [&] {
-    CausalSelfAttention::Saved s;
-    return weighted_sum(run(s), probe);
-  };
-  auto analytic = [&] {
+  auto run = [&](bool fused) {
+    ModelConfig c = cfg;
+    c.fused_attention = fused;
+    CausalSelfAttention attn(store, "attn", c);
     store.zero_grads();
     CausalSelfAttention::Saved s;
-    run(s);
-    Tensor dx = attn.backward(host_tensor(be, {N, 8}, probe, MemTag::workspace), x, B, s);
-    auto g = param_grads(store);
-    g.push_back(to_host(dx));
-    return g;
-  };
-  auto slots = param_slots(store);
-  slots.push_back({"x", x});
-  expect_all_close(check_gradients(objective, analytic, slots, kEps));
-}
-
-TEST_F(LayerGrad, AttentionIsCausal) {
-  std::vector<TensorSpec> specs;
-  CausalSelfAttention::add_specs(specs, "attn", cfg);
-  ParamStore store(be, specs);
-  store.initialize(1);
-  CausalSelfAttention attn(store, "attn", cfg);
-  std::vector<float> xs = random_values(N * 8, 6);
-  auto out_of = [&](const std::vector<float>& values) {
-    Tensor x = host_tensor(be, {N, 8}, values, MemTag::activations);
     Tensor out = Tensor::zeros(be, {N, 8}, DType::f32, MemTag::activations);
-    CausalSelfAttention::Saved s;
     attn.forward(x, B, out, s);
-    return to_host(out);
+    Tensor dx = attn.backward(host_tensor(be, {N, 8}, probe, MemTag::workspace), x, B, s);
+    std::vector<std::vector<float>> all = param_grads(store);
+    all.push_back(to_host(out));
+    all.push_back(to_host(dx));
+    return all;
   };
-  const auto before = out_of(xs);
-  for (int c = 0; c < 8; ++c) xs[3 * 8 + c] += 1.0f;  // change position 3 of sequence 0
-  const auto after = out_of(xs);
-  for (int t = 0; t < 5; ++t) {
-    for (int c = 0; c < 8; ++c) {
-      const size_t i = t * 8 + c;
-      if (t < 3) {
-        EXPECT_EQ(before[i], after[i]) << "position " << t << " saw the future";
-      }
+  const auto unfused = run(false), fused = run(true);
+  ASSERT_EQ(unfused.size(), fused.size());
+  for (size_t t = 0; t < fused.size(); ++t) {
+    double scale = 0;
+    for (float v : unfused[t]) scale = std::max(scale, std::abs(static_cast<double>(v)));
+    for (size_t i = 0; i < fused[t].size(); ++i) {
+      EXPECT_NEAR(fused[t][i], unfused[t][i], 1e-5 * scale) << "tensor " << t << " [" << i << "]";
     }
   }
-  bool changed = false;
-  for (int c = 0; c < 8; ++c) changed |= before[3 * 8 + c] != after[3 * 8 + c];
-  EXPECT_TRUE(changed) << "position 3 did not see itself";
-  for (size_t i = 5 * 8; i < before.size(); ++i) EXPECT_EQ(before[i], after[i]) << "sequences mixed";
 }
 
 TEST_F(LayerGrad, Mlp) {
@@ -316,10 +365,11 @@ TEST(LmHeadGrad, TiedAndUntied) {
 }
 
 TEST(ModelGrad, WholeModel) {
-  for (bool tied : {true, false}) {
+  for (auto [tied, fused] : {std::pair{true, false}, {false, false}, {true, true}}) {
     CpuBackend be;
     ModelConfig cfg = small_config();
     cfg.tie_embeddings = tied;
+    cfg.fused_attention = fused;
     GptModel model(be, cfg, StageSlice::whole(cfg));
     model.params().initialize(5);
     perturb_norms(model.params());
@@ -332,7 +382,7 @@ TEST(ModelGrad, WholeModel) {
       model.forward_backward(tokens, targets, 2, dloss);
       return param_grads(model.params());
     };
-    SCOPED_TRACE(tied ? "tied" : "untied");
+    SCOPED_TRACE(std::string(tied ? "tied" : "untied") + (fused ? ", fused attention" : ""));
     // Through the whole model the objective is more curved, so a smaller step (3e-3) keeps
     // truncation error ~1e-3 relative; the fp32 rounding of the loss (~2.5e-8 absolute)
     // divided by 2 * 3e-3 gives an absolute noise ~1e-5 on small directional derivatives.
@@ -391,26 +441,30 @@ TEST(Model, ResidualProjectionsUseScaledInit) {
 }
 
 TEST(Model, ActivationBytesMatchCostDescriptors) {
-  CpuBackend be;
-  ModelConfig cfg = small_config();
-  cfg.n_layer = 3;
-  GptModel model(be, cfg, StageSlice::whole(cfg));
-  model.params().initialize(1);
-  const int64_t B = 3, N = B * cfg.seq_len;
-  std::vector<int32_t> tok(N, 1);
-  Tensor tokens = token_tensor(be, tok);
-  const int64_t before = be.memory().current(MemTag::activations);
-  GptModel::Pass pass;
-  model.forward(pass, tokens, B);
-  const int64_t kept = be.memory().current(MemTag::activations) - before;
-  LayerCost total;
-  for (const auto& [name, c] : gpt_costs(cfg, model.slice())) total += c;
-  EXPECT_EQ(kept, total.activation_bytes_per_token * N);
-  Tensor dhidden;
-  model.head_forward_backward(pass, tokens, 1.0f, dhidden);
-  model.backward(pass, dhidden);
-  dhidden = {};
-  EXPECT_EQ(be.memory().current(MemTag::activations), before) << "backward must release";
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused attention" : "unfused attention");
+    CpuBackend be;
+    ModelConfig cfg = small_config();
+    cfg.n_layer = 3;
+    cfg.fused_attention = fused;
+    GptModel model(be, cfg, StageSlice::whole(cfg));
+    model.params().initialize(1);
+    const int64_t B = 3, N = B * cfg.seq_len;
+    std::vector<int32_t> tok(N, 1);
+    Tensor tokens = token_tensor(be, tok);
+    const int64_t before = be.memory().current(MemTag::activations);
+    GptModel::Pass pass;
+    model.forward(pass, tokens, B);
+    const int64_t kept = be.memory().current(MemTag::activations) - before;
+    LayerCost total;
+    for (const auto& [name, c] : gpt_costs(cfg, model.slice())) total += c;
+    EXPECT_EQ(kept, total.activation_bytes_per_token * N);
+    Tensor dhidden;
+    model.head_forward_backward(pass, tokens, 1.0f, dhidden);
+    model.backward(pass, dhidden);
+    dhidden = {};
+    EXPECT_EQ(be.memory().current(MemTag::activations), before) << "backward must release";
+  }
 }
 
 TEST(Model, ParameterCountMatchesCostDescriptors) {
@@ -428,41 +482,45 @@ TEST(Model, ParameterCountMatchesCostDescriptors) {
 // Each layer's backward_bytes descriptor (what the cost model replays) equals the workspace-tag
 // peak its backward reaches above the gradient it receives, for one and several sequences.
 TEST(Model, BackwardWorkspaceMatchesCostDescriptors) {
-  ModelConfig cfg = small_config();
-  for (int64_t B : {1, 3}) {
-    CpuBackend be;
-    const int64_t N = B * cfg.seq_len, C = cfg.d_model;
-    std::vector<TensorSpec> specs;
-    Block::add_specs(specs, cfg, 0);
-    ParamStore store(be, specs);
-    store.initialize(1);
-    Block block(store, cfg, 0);
-    Tensor x = host_tensor(be, {N, C}, random_values(N * C, 12), MemTag::activations);
-    auto peak_of = [&](const auto& backward) {
-      Tensor dy = host_tensor(be, {N, C}, random_values(N * C, 13), MemTag::workspace);
-      const int64_t base = be.memory().current(MemTag::workspace);
-      be.memory().reset_peaks();
-      Tensor dx = backward(dy);
-      return be.memory().peak(MemTag::workspace) - base;
-    };
-    Block::Saved bs;
-    block.forward(x, B, bs);
-    EXPECT_EQ(peak_of([&](const Tensor& dy) { return block.backward(dy, B, bs); }),
-              Block::cost(cfg).backward_bytes(N)) << "block, B " << B;
-    block.forward(x, B, bs, /*recompute=*/true);  // recomputing allocates activations only
-    EXPECT_EQ(peak_of([&](const Tensor& dy) { return block.backward(dy, B, bs); }),
-              Block::cost(cfg).backward_bytes(N)) << "recomputing block, B " << B;
-    CausalSelfAttention attn(store, Block::prefix(0) + ".attn", cfg);
-    CausalSelfAttention::Saved as;
-    Tensor out = Tensor::zeros(be, {N, C}, DType::f32, MemTag::activations);
-    attn.forward(x, B, out, as);
-    EXPECT_EQ(peak_of([&](const Tensor& dy) { return attn.backward(dy, x, B, as); }),
-              CausalSelfAttention::cost(cfg).backward_bytes(N)) << "attention, B " << B;
-    Mlp mlp(store, Block::prefix(0) + ".mlp");
-    Mlp::Saved ms;
-    mlp.forward(x, out, ms);
-    EXPECT_EQ(peak_of([&](const Tensor& dy) { return mlp.backward(dy, x, ms); }),
-              Mlp::cost(cfg).backward_bytes(N)) << "mlp, B " << B;
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused attention" : "unfused attention");
+    ModelConfig cfg = small_config();
+    cfg.fused_attention = fused;
+    for (int64_t B : {1, 3}) {
+      CpuBackend be;
+      const int64_t N = B * cfg.seq_len, C = cfg.d_model;
+      std::vector<TensorSpec> specs;
+      Block::add_specs(specs, cfg, 0);
+      ParamStore store(be, specs);
+      store.initialize(1);
+      Block block(store, cfg, 0);
+      Tensor x = host_tensor(be, {N, C}, random_values(N * C, 12), MemTag::activations);
+      auto peak_of = [&](const auto& backward) {
+        Tensor dy = host_tensor(be, {N, C}, random_values(N * C, 13), MemTag::workspace);
+        const int64_t base = be.memory().current(MemTag::workspace);
+        be.memory().reset_peaks();
+        Tensor dx = backward(dy);
+        return be.memory().peak(MemTag::workspace) - base;
+      };
+      Block::Saved bs;
+      block.forward(x, B, bs);
+      EXPECT_EQ(peak_of([&](const Tensor& dy) { return block.backward(dy, B, bs); }),
+                Block::cost(cfg).backward_bytes(N)) << "block, B " << B;
+      block.forward(x, B, bs, /*recompute=*/true);  // recomputing allocates activations only
+      EXPECT_EQ(peak_of([&](const Tensor& dy) { return block.backward(dy, B, bs); }),
+                Block::cost(cfg).backward_bytes(N)) << "recomputing block, B " << B;
+      CausalSelfAttention attn(store, Block::prefix(0) + ".attn", cfg);
+      CausalSelfAttention::Saved as;
+      Tensor out = Tensor::zeros(be, {N, C}, DType::f32, MemTag::activations);
+      attn.forward(x, B, out, as);
+      EXPECT_EQ(peak_of([&](const Tensor& dy) { return attn.backward(dy, x, B, as); }),
+                CausalSelfAttention::cost(cfg).backward_bytes(N)) << "attention, B " << B;
+      Mlp mlp(store, Block::prefix(0) + ".mlp");
+      Mlp::Saved ms;
+      mlp.forward(x, out, ms);
+      EXPECT_EQ(peak_of([&](const Tensor& dy) { return mlp.backward(dy, x, ms); }),
+                Mlp::cost(cfg).backward_bytes(N)) << "mlp, B " << B;
+    }
   }
 }
 

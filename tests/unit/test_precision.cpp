@@ -70,8 +70,10 @@ TEST(Precision, Bf16HalvesParamsAndActivationsToTheByte) {
   EXPECT_EQ(b.params * 2, f.params) << "the compute copy is bf16";
   EXPECT_EQ(b.grads_bytes, f.grads_bytes) << "parameter gradients stay fp32";
   // Every kept activation halves except each block's two LayerNorms' mean and rstd
-  // (2 x 4 bytes per token each), fp32 in both precisions.
-  const int64_t stats = 2 * cfg.n_layer * 8 * N;
+  // (2 x 4 bytes per token each) and, with fused attention, its log-sum-exp (4 bytes per token
+  // and head): fp32 in both precisions.
+  const int64_t stats =
+      cfg.n_layer * (2 * 8 + (cfg.fused_attention ? 4 * cfg.n_head : 0)) * N;
   EXPECT_EQ(b.kept, (f.kept - stats) / 2 + stats);
 }
 
