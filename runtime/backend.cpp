@@ -41,6 +41,13 @@ void Backend::release(void* ptr, size_t bytes, MemTag tag) {
   memory_.on_free(tag, bytes);
 }
 
+void Backend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
+                             int64_t in, int64_t out, float beta, DevPtr gelu_out) {
+  gemm(false, true, N, out, in, 1.0f, x, in, w, in, beta, y, out);
+  add_bias(y, b, N, out);
+  if (gelu_out.ptr) gelu_forward(gelu_out, y, N * out);
+}
+
 std::unique_ptr<Backend> make_backend(const std::string& device, int local_rank) {
   if (device == "cpu") return std::make_unique<CpuBackend>();
 #if defined(NUPIPE_HAVE_CUDA)

@@ -94,6 +94,13 @@ class Backend {
   // ds = scale * p * (dp - rowsum(dp * p)), masked entries 0. ds may alias dp.
   virtual void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows,
                                        int64_t T, float scale) = 0;
+  // A linear layer's forward: y[N,out] = x[N,in] w[out,in]^T + b[out] + beta y. With gelu_out
+  // (beta == 0), also gelu_out = gelu(y), y keeping the pre-activation GELU's backward reads.
+  // This default composes gemm, add_bias and gelu_forward (a bf16 y is rounded after the
+  // product and again after the bias); a backend may fuse them into the GEMM's epilogue
+  // (cuda: cuBLASLt BIAS / GELU_AUX_BIAS, rounding once), within the same tolerances.
+  virtual void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
+                              int64_t in, int64_t out, float beta, DevPtr gelu_out);
   // Fused causal attention (flash-style: the [T,T] scores are never stored). qkv is [B*T, 3C]
   // with q, k, v in column blocks of C = H*D and head h at columns h*D of each; out is
   // [B*T, C], head h at columns h*D. lse [B*H*T] (fp32) receives each query row's log-sum-exp

@@ -199,6 +199,16 @@ void CpuBackend::causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr d
   cpu::causal_softmax_backward(st.out(ds, n), st.in(p, n), st.in(dp, n), rows, T, scale);
 }
 
+void CpuBackend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
+                                int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) {
+  cpu::Staging st;
+  float* y32 = st.out(y, N * n_out);
+  cpu::gemm(false, true, N, n_out, n_in, 1.0f, st.in(x, N * n_in), n_in, st.in(w, n_out * n_in),
+            n_in, beta, y32, n_out);
+  cpu::add_bias(y32, st.in(b, n_out), N, n_out);
+  if (gelu_out.ptr) cpu::gelu_forward(st.out(gelu_out, N * n_out), y32, N * n_out);
+}
+
 void CpuBackend::attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
                                    int64_t H, int64_t D, float scale) {
   cpu::Staging st;

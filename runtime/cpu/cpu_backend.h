@@ -48,6 +48,10 @@ class CpuBackend : public Backend {
                               float scale) override;
   void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
                                float scale) override;
+  // In fp32 throughout (bf16 operands staged), y rounded once after the bias and gelu_out
+  // computed from the fp32 pre-activation: the semantics of a fused epilogue.
+  void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
+                      int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) override;
   void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
                          int64_t H, int64_t D, float scale) override;
   void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,

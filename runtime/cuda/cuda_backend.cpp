@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "runtime/cuda/caching_allocator.h"
@@ -62,6 +63,8 @@ CudaBackend::CudaBackend(int device) {
   stream_ = s;
   alloc_ = std::make_unique<cuda::CachingAllocator>();
   gemm_ = std::make_unique<cuda::Gemm>(stream_, *alloc_);
+  const char* epilogues = std::getenv("NUPIPE_GEMM_EPILOGUES");
+  epilogues_ = !(epilogues && std::string(epilogues) == "0");
 }
 
 CudaBackend::~CudaBackend() {
@@ -228,6 +231,21 @@ void CudaBackend::causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr 
   cuda::causal_softmax_backward(stream_, out(ds, "causal_softmax_backward"),
                                 in(p, "causal_softmax_backward"),
                                 in(dp, "causal_softmax_backward"), rows, T, scale);
+}
+
+void CudaBackend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
+                                 int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) {
+  const char* what = "linear_forward";
+  const DType t = y.dtype;
+  const bool one_dtype = x.dtype == t && w.dtype == t && b.dtype == t &&
+                         (!gelu_out.ptr || gelu_out.dtype == t);
+  if (epilogues_ && one_dtype && N > 0 && n_in > 0 && n_out > 0 &&
+      (!gelu_out.ptr || beta == 0.0f) &&
+      gemm_->linear(N, n_out, n_in, in(x, what), in(w, what), in(b, what), beta, out(y, what),
+                    gelu_out.ptr ? out(gelu_out, what) : cuda::Out{})) {
+    return;
+  }
+  Backend::linear_forward(y, x, w, b, N, n_in, n_out, beta, gelu_out);
 }
 
 void CudaBackend::attention_forward(DevPtr o, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,

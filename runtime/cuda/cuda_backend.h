@@ -68,6 +68,11 @@ class CudaBackend final : public Backend {
                               float scale) override;
   void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
                                float scale) override;
+  // cuBLASLt's BIAS / GELU_AUX_BIAS epilogues when x, w, b and y share one dtype (unless the
+  // environment sets NUPIPE_GEMM_EPILOGUES=0, for A/B benchmarks); otherwise, or where
+  // cuBLASLt has no algorithm, Backend's composition.
+  void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
+                      int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) override;
   void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
                          int64_t H, int64_t D, float scale) override;
   void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
@@ -105,6 +110,7 @@ class CudaBackend final : public Backend {
                        int64_t V, float dloss);
 
   int device_ = 0;
+  bool epilogues_ = true;  // linear_forward through cuBLASLt epilogues
   CUstream_st* stream_ = nullptr;
   std::unique_ptr<cuda::CachingAllocator> alloc_;
   std::unique_ptr<cuda::Gemm> gemm_;

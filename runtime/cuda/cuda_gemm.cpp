@@ -77,9 +77,9 @@ Gemm::~Gemm() {
   if (lt_) cublasLtDestroy(lt_);
 }
 
-void Gemm::column_major(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, In A,
-                        int64_t lda, int64_t sa, In B, int64_t ldb, int64_t sb, float beta,
-                        Out C, int64_t ldc, int64_t sc, int64_t batch) {
+bool Gemm::lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, In A,
+                     int64_t lda, int64_t sa, In B, int64_t ldb, int64_t sb, float beta, Out C,
+                     int64_t ldc, int64_t sc, int64_t batch, const Epilogue* ep) {
   const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   Desc d;
@@ -92,6 +92,31 @@ void Gemm::column_major(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
   layout(&d.a, A.bf16, ta ? k : m, ta ? m : k, lda, sa, batch);
   layout(&d.b, B.bf16, tb ? n : k, tb ? k : n, ldb, sb, batch);
   layout(&d.c, C.bf16, m, n, ldc, sc, batch);
+  void* D = C.p;  // the output; C is read for beta
+  if (ep) {
+    // Bias (of D's dtype, length m: the row-major output's columns) and, with GELU, the
+    // pre-activation written to C's memory as aux while D receives gelu of it.
+    const cublasLtEpilogue_t kind = ep->gelu_out ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                 : CUBLASLT_EPILOGUE_BIAS;
+    NUPIPE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                       &kind, sizeof(kind)));
+    NUPIPE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                       &ep->bias, sizeof(ep->bias)));
+    const int32_t bias_type = dtype_of(C.bf16);
+    NUPIPE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    if (ep->gelu_out) {
+      NUPIPE_CHECK(beta == 0.0f, "gemm: the GELU epilogue writes the pre-activation over C");
+      void* aux = C.p;
+      NUPIPE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+      NUPIPE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldc, sizeof(ldc)));
+      NUPIPE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+          d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &bias_type, sizeof(bias_type)));
+      D = ep->gelu_out;
+    }
+  }
   NUPIPE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
   const uint64_t ws = workspace_bytes_;
   NUPIPE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -107,8 +132,9 @@ void Gemm::column_major(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
       d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], sizeof(uint32_t)));
   NUPIPE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], sizeof(uint32_t)));
+  const uint32_t al_d = alignment(D, sc * static_cast<int64_t>(esize(C.bf16)), batch);
   NUPIPE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[2], sizeof(uint32_t)));
+      d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(uint32_t)));
 
   // Split-K partial sums in the compute type (fp32) only: the in-place and output-type
   // schemes add the parts in C's dtype, which for a bf16 C would round more than once.
@@ -122,12 +148,21 @@ void Gemm::column_major(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
   int found = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, d.pref,
                                                            1, &result, &found);
-  if (st == CUBLAS_STATUS_SUCCESS && found > 0) {
-    NUPIPE_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, A.p, d.a, B.p, d.b, &beta, C.p, d.c,
-                                       C.p, d.c, &result.algo, workspace_, workspace_bytes_,
-                                       stream_));
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  NUPIPE_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, A.p, d.a, B.p, d.b, &beta, C.p, d.c, D,
+                                     d.c, &result.algo, workspace_, workspace_bytes_, stream_));
+  return true;
+}
+
+void Gemm::column_major(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, In A,
+                        int64_t lda, int64_t sa, In B, int64_t ldb, int64_t sb, float beta,
+                        Out C, int64_t ldc, int64_t sc, int64_t batch) {
+  if (lt_matmul(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch,
+                nullptr)) {
     return;
   }
+  const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
   ++fallbacks_;
   // The fallback's internals are not ours to constrain: a bf16 C goes through an fp32 copy,
   // rounded back once.
@@ -182,6 +217,17 @@ void Gemm::run(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, I
   // Row-major -> column-major: swap the operands (see the header).
   column_major(tb, ta, N, M, K, alpha, B, ldb, sb, A, lda, sa, beta, c, ldc, sc, batch);
   if (wc) convert(stream_, C, In{wc->get(), false}, c_elems);
+}
+
+bool Gemm::linear(int64_t M, int64_t N, int64_t K, In x, In w, In bias, float beta, Out y,
+                  Out gelu_out) {
+  NUPIPE_CHECK(M > 0 && N > 0 && K > 0, "linear: empty shapes go through run()");
+  NUPIPE_CHECK(x.bf16 == w.bf16 && w.bf16 == y.bf16 && bias.bf16 == y.bf16 &&
+                   (!gelu_out.p || gelu_out.bf16 == y.bf16),
+               "linear: the epilogue path needs every operand in one dtype");
+  const Epilogue ep{bias.p, gelu_out.p};
+  // Row-major y = x w^T is column-major y^T = w x^T: A = w (transposed), B = x.
+  return lt_matmul(true, false, N, M, K, 1.0f, w, K, 0, x, K, 0, beta, y, N, 0, 1, &ep);
 }
 
 }  // namespace nupipe::cuda

@@ -35,9 +35,26 @@ class Gemm {
            int64_t sa, In B, int64_t ldb, int64_t sb, float beta, Out C, int64_t ldc, int64_t sc,
            int64_t batch);
 
+  // A linear layer's forward with its bias (and GELU) in cuBLASLt's epilogue: row-major
+  // y[M,N] = x[M,K] w[N,K]^T + bias[N] (+ beta y), every operand of y's dtype; with gelu_out
+  // (beta must be 0), gelu_out = gelu(that) and y receives the pre-activation. A bf16 output
+  // is rounded once, after the bias. Returns false, computing nothing, where cuBLASLt offers
+  // no algorithm (the caller composes the unfused ops).
+  bool linear(int64_t M, int64_t N, int64_t K, In x, In w, In bias, float beta, Out y,
+              Out gelu_out);
+
   int64_t fallbacks() const { return fallbacks_; }  // GEMMs cuBLASLt found no algorithm for
 
  private:
+  struct Epilogue {
+    const void* bias;  // D's dtype, one per output column (row-major)
+    void* gelu_out;    // nullptr: bias only
+  };
+  // Column-major D = alpha op(A) op(B) + beta C through cuBLASLt, with an optional epilogue;
+  // false when its heuristic offers no algorithm.
+  bool lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, In A,
+                 int64_t lda, int64_t sa, In B, int64_t ldb, int64_t sb, float beta, Out C,
+                 int64_t ldc, int64_t sc, int64_t batch, const Epilogue* ep);
   // Column-major D = alpha op(A) op(B) + beta D on natively supported dtypes.
   void column_major(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, In A,
                     int64_t lda, int64_t sa, In B, int64_t ldb, int64_t sb, float beta, Out C,

@@ -23,8 +23,14 @@ void Linear::forward(const Tensor& x, Tensor& y, float beta) const {
   Backend& be = w_.backend();
   const int64_t N = x.numel() / in_;
   NUPIPE_CHECK(y.numel() == N * out_, "Linear output size mismatch");
-  be.gemm(false, true, N, out_, in_, 1.0f, x.data(), in_, w_.data(), in_, beta, y.data(), out_);
-  be.add_bias(y.data(), b_.data(), N, out_);
+  be.linear_forward(y.data(), x.data(), w_.data(), b_.data(), N, in_, out_, beta, DevPtr{});
+}
+
+void Linear::forward_gelu(const Tensor& x, Tensor& y, Tensor& act) const {
+  Backend& be = w_.backend();
+  const int64_t N = x.numel() / in_;
+  NUPIPE_CHECK(y.numel() == N * out_ && act.numel() == y.numel(), "Linear output size mismatch");
+  be.linear_forward(y.data(), x.data(), w_.data(), b_.data(), N, in_, out_, 0.0f, act.data());
 }
 
 void Linear::backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate) const {

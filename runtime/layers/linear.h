@@ -19,6 +19,8 @@ class Linear {
   int64_t out() const { return out_; }
   // y[N,out] = beta * y + x[N,in] W^T + b
   void forward(const Tensor& x, Tensor& y, float beta = 0.0f) const;
+  // y = x W^T + b (the pre-activation) and act = gelu(y), in one Backend::linear_forward.
+  void forward_gelu(const Tensor& x, Tensor& y, Tensor& act) const;
   // dW += dy^T x, db += colsum(dy); when dx is given, dx = dy W (+ dx if accumulate).
   void backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate = false) const;
 

@@ -30,8 +30,7 @@ void Mlp::forward(const Tensor& x, Tensor& out, Saved& s) const {
   const int64_t N = x.numel() / fc_.in();
   s.fc = Tensor::empty(be, {N, fc_.out()}, x.dtype(), MemTag::activations);
   s.act = Tensor::empty(be, {N, fc_.out()}, x.dtype(), MemTag::activations);
-  fc_.forward(x, s.fc);
-  be.gelu_forward(s.act.data(), s.fc.data(), s.fc.numel());
+  fc_.forward_gelu(x, s.fc, s.act);
   proj_.forward(s.act, out, 1.0f);
 }
 

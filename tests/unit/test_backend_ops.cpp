@@ -299,6 +299,46 @@ TEST_P(BackendOps, GemmBatched) {
 const Tol kRounded = [](int64_t, double r) { return kU * std::abs(r); };
 const Tol kExact = [](int64_t, double) { return 0.0; };
 
+// Linear's forward (Backend::linear_forward): the product, the bias and, for the MLP's first
+// layer, GELU, with every operand of one dtype (the path a backend may fuse into its GEMM's
+// epilogue) and with beta = 1 (the residual projections). Against the fp32 composition of
+// gemm, add_bias and gelu_forward: y as gemm's tolerance (K = 768) with the bias's slack; the
+// GELU output adds its one rounding and the pre-activation's error times |gelu'| <= 1.13.
+TEST_P(BackendOps, LinearForwardWithBiasAndGelu) {
+  const int64_t N = 37, K = 768, O = 96;
+  for (DType dt : {kB, kS}) {
+    for (bool gelu : {false, true}) {
+      const float beta = gelu ? 0.0f : 1.0f;
+      const std::vector<float> x = values(N * K), w = values(O * K, 0.05f), b = values(O);
+      const std::vector<float> y0 = gelu ? nans(N * O) : values(N * O);
+      Pair X = pair(x, dt), W = pair(w, dt), Bv = pair(b, dt), Y = pair(y0, dt),
+           G = pair(nans(N * O), dt);
+      ref_.linear_forward(Y.r.data(), X.r.data(), W.r.data(), Bv.r.data(), N, K, O, beta,
+                          gelu ? G.r.data() : DevPtr{});
+      be().linear_forward(Y.t.data(), X.t.data(), W.t.data(), Bv.t.data(), N, K, O, beta,
+                          gelu ? G.t.data() : DevPtr{});
+      auto y_slack = [&](int64_t i) {
+        const int64_t r = i / O, c = i % O;
+        return gamma(K) * abs_product(false, true, K, x.data(), K, w.data(), K, r, c) +
+               kF * (std::abs(b[c]) + (beta != 0 ? std::abs(beta * y0[i]) : 0.0));
+      };
+      const std::string name = std::string("linear_forward ") + (dt == kB ? "bf16" : "f32 ") +
+                               (gelu ? " +gelu" : " beta=1");
+      check(name + " y", Y.t, Y.r, [&](int64_t i, double r) {
+        return (dt == kB ? kU * std::abs(r) : 0.0) + y_slack(i);
+      });
+      if (gelu) {
+        const std::vector<float> pre = to_host(Y.r);
+        check(name + " gelu", G.t, G.r, [&](int64_t i, double r) {
+          const double u = (dt == kB ? kU * std::abs(pre[i]) : 0.0) + y_slack(i);
+          const double v = std::abs(pre[i]);
+          return (dt == kB ? kU * std::abs(r) : 0.0) + 1.13 * u + kF * (1 + v + v * v * v);
+        });
+      }
+    }
+  }
+}
+
 TEST_P(BackendOps, AddAccumulateAddBias) {
   // One fp32 add per element: bitwise bf16_from_f32(fp32 result) on every backend.
   const int64_t N = 37, C = 64, n = N * C;
