@@ -36,10 +36,10 @@ step() {  # name, command...
 }
 
 "$B/nupipe" --version | tee "$OUT/version"
-step op_tests "$B/unit_tests" --gtest_filter='BackendOps*:CudaBackend*' --gtest_brief=1
+step op_tests "$B/unit_tests" --gtest_filter='BackendOps*:FusedAttention*:CudaBackend*' --gtest_brief=1
 grep -q SKIPPED "$OUT/op_tests.log" && { row op_tests_skips FAIL "tests skipped on a GPU machine"; status=1; }
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
-  step sanitizer compute-sanitizer --error-exitcode 1 "$B/unit_tests" --gtest_filter='BackendOps*:CudaBackend*' --gtest_brief=1
+  step sanitizer compute-sanitizer --error-exitcode 1 "$B/unit_tests" --gtest_filter='BackendOps*:FusedAttention*:CudaBackend*' --gtest_brief=1
 fi
 
 # Whole-model training on the GPU against the cpu backend: the same losses within bf16/fp32
