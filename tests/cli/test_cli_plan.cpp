@@ -53,6 +53,33 @@ TEST(CliPlan, AutoFitsWhereUniformDoesNot) {
   EXPECT_NE(best["stage_layers"], uniform["stage_layers"]);
 }
 
+// `nupipe plan` plans the model that runs: runtime.precision and runtime.attention change its
+// memory as they change the trainer's. The uniform split's stage 0, per tag.
+TEST(CliPlan, FollowsPrecisionAndAttention) {
+  auto stage0 = [](const std::vector<std::string>& sets) {
+    std::vector<std::string> args{"--memory-gib", "1", "--json"};
+    for (const auto& s : sets) {
+      args.push_back("--set");
+      args.push_back(s);
+    }
+    const ProcessResult r = plan(args);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    const nlohmann::json j = nlohmann::json::parse(r.output);
+    for (const auto& p : j["plans"]) {
+      if (p["name"] == "uniform") return nlohmann::json(p["stages"][0]["bytes"]);
+    }
+    ADD_FAILURE() << "no uniform plan\n" << r;
+    return nlohmann::json{};
+  };
+  const auto unfused = stage0({"runtime.attention=unfused"});
+  const auto fused = stage0({"runtime.attention=fused"});
+  const auto bf16 = stage0({"runtime.attention=fused", "runtime.precision=bf16"});
+  EXPECT_LT(fused["activations"].get<int64_t>(), unfused["activations"].get<int64_t>());
+  EXPECT_EQ(fused["params"], unfused["params"]);
+  EXPECT_EQ(bf16["params"].get<int64_t>() * 2, fused["params"].get<int64_t>());
+  EXPECT_LT(bf16["activations"].get<int64_t>(), fused["activations"].get<int64_t>());
+}
+
 TEST(CliPlan, TableAndCompare) {
   const ProcessResult r = plan({"--memory-gib", "0.0036", "--compare", "1,1,1,1"});
   ASSERT_EQ(r.exit_code, 0) << r;
