@@ -153,6 +153,15 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.one_of("runtime.attention", c.runtime.attention, {"fused", "unfused"},
             "\"fused\": no [T,T] matrices kept (an fp32 log-sum-exp per row and head); "
             "\"unfused\": batched GEMMs and a causal softmax, the reference");
+  if (c.runtime.device == "cuda" && c.runtime.attention == "fused" && c.model.n_head > 0) {
+    const int hd = c.model.d_model / c.model.n_head;
+    if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
+      ck.fail("runtime.attention",
+              "runtime.attention = \"fused\" on cuda has kernels for head sizes 16, 32, 64 and "
+              "128; model.d_model / model.n_head is " + ck.str(hd),
+              "set runtime.attention = \"unfused\", or choose d_model and n_head with one of "
+              "those head sizes");
+  }
   ck.one_of("runtime.precision", c.runtime.precision, {"fp32", "bf16"},
             "\"fp32\": everything in fp32; \"bf16\": bf16 parameters and activations with "
             "fp32 master weights, optimizer state, gradients and loss");

@@ -5,7 +5,10 @@
 
 #include <mpi.h>
 
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "parallel/mpi_check.h"
 #include "parallel/staged_communicator.h"
@@ -52,25 +55,40 @@ HostRanks host_ranks(MpiCommunicator& world) {
   return out;
 }
 
-bool nccl_usable(MpiCommunicator& world, int local_device_count) {
-  const HostRanks here = host_ranks(world);
-  // Every local rank r < local_size must find device r: no two ranks of a host share one.
-  int ok = local_device_count > 0 && here.local_size <= local_device_count ? 1 : 0;
-  if (world.size() > 1) {
-    Watchdog::Scope scope(world.watchdog(), "NCCL check", &world.name(), &world.world_ranks());
-    NUPIPE_MPI(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, world.handle()));
+bool nccl_usable(MpiCommunicator& world, const std::string& device_id, std::string* why) {
+  // Rank 0 judges every rank's identity and broadcasts the verdict ("" = usable).
+  const std::vector<std::string> ids = world.gather_text(device_id);
+  std::string verdict;
+  if (world.rank() == 0) {
+    std::map<std::string, std::vector<int>> holders;
+    for (size_t r = 0; r < ids.size(); ++r) holders[ids[r]].push_back(static_cast<int>(r));
+    for (const auto& [id, ranks] : holders) {
+      if (!id.empty() && ranks.size() < 2) continue;
+      std::string list;
+      for (size_t i = 0; i < ranks.size() && i < 8; ++i) {
+        list += (i ? ", " : "") + std::to_string(ranks[i]);
+      }
+      if (ranks.size() > 8) list += ", ...";
+      verdict = id.empty() ? "rank(s) " + list + " have no GPU"
+                           : "ranks " + list + " share one GPU (" + id.substr(0, 13) + ")";
+      break;
+    }
   }
-  return ok == 1;
+  verdict = world.broadcast_text(verdict);
+  if (why) *why = verdict;
+  return verdict.empty();
 }
 
 namespace {
 
-int local_devices() {
+// This rank's GPU identity ("" without one), for nccl_usable.
+std::string device_identity(const runtime::Backend& backend) {
 #if defined(NUPIPE_HAVE_CUDA)
-  return runtime::CudaBackend::device_count();
-#else
-  return 0;
+  if (const auto* cuda = dynamic_cast<const runtime::CudaBackend*>(&backend)) {
+    return cuda->device_uuid();
+  }
 #endif
+  return {};
 }
 
 }  // namespace
@@ -96,14 +114,10 @@ CommChoice choose_comm(const std::string& setting, const runtime::Backend& backe
   if (setting == "mpi") {
     return {CommKind::mpi_staged, "runtime.comm = \"mpi\": MPI staged through host memory"};
   }
-  const int devices = local_devices();
-  const HostRanks here = host_ranks(world);
-  if (nccl_usable(world, devices)) {
+  std::string why;
+  if (nccl_usable(world, device_identity(backend), &why)) {
     return {CommKind::nccl, "every rank has a GPU of its own"};
   }
-  const std::string why = std::to_string(here.local_size) + " ranks on this host and " +
-                          std::to_string(devices) + " GPU(s) (on this or another host, " +
-                          "ranks would share a GPU, which NCCL refuses)";
   if (setting == "nccl") {
     throw usage_error("runtime.comm = \"nccl\" needs a GPU per rank: " + why,
                       "run at most one rank per GPU on every host, or set runtime.comm = "

@@ -35,10 +35,12 @@ struct HostRanks {
 };
 HostRanks host_ranks(MpiCommunicator& world);
 
-// True when every rank of world has a GPU of its own: on every host, the ranks there are no
-// more than local_device_count (that host's CUDA device count). Collective; every rank gets
-// the same answer.
-bool nccl_usable(MpiCommunicator& world, int local_device_count);
+// True when every rank of world has a GPU of its own: every device_id (a GPU's identity, ""
+// for none) is set and no two ranks hold the same one. Identities, not device counts, so a
+// rank that sees one GPU of eight (CUDA_VISIBLE_DEVICES per rank, SLURM's --gpus-per-task)
+// counts as having its own. Collective; every rank gets the same answer, and with false the
+// same *why (which ranks share a GPU, or have none).
+bool nccl_usable(MpiCommunicator& world, const std::string& device_id, std::string* why);
 
 struct CommChoice {
   CommKind kind = CommKind::mpi;

@@ -67,6 +67,18 @@ CudaBackend::CudaBackend(int device) {
   epilogues_ = !(epilogues && std::string(epilogues) == "0");
 }
 
+std::string CudaBackend::device_uuid() const {
+  cudaDeviceProp prop{};
+  NUPIPE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  static const char* hex = "0123456789abcdef";
+  std::string out = "GPU-";
+  for (unsigned char byte : prop.uuid.bytes) {
+    out += hex[byte >> 4];
+    out += hex[byte & 15];
+  }
+  return out;
+}
+
 CudaBackend::~CudaBackend() {
   (void)cudaStreamSynchronize(stream_);  // no throwing from a destructor
   gemm_.reset();

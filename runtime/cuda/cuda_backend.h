@@ -98,6 +98,9 @@ class CudaBackend final : public Backend {
   void synchronize();
   CUstream_st* stream() const { return stream_; }
   int device() const { return device_; }
+  // The device's UUID as hex ("GPU-" + 32 digits): an identity that holds across processes
+  // whatever CUDA_VISIBLE_DEVICES each one sees.
+  std::string device_uuid() const;
   const cuda::CachingAllocator& allocator() const { return *alloc_; }
   int64_t gemm_fallbacks() const;
 

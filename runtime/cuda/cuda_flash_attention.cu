@@ -9,6 +9,7 @@
 //             kernels instead of atomics: every gradient is summed in one fixed order, so the
 //             result is deterministic (FlashAttention-2's atomics on dq are not).
 // Head dims 16, 32, 64 and 128 are instantiated; others are refused by the launchers.
+#include <climits>
 #include <string>
 
 #include "runtime/cuda/cuda_check.h"
@@ -54,8 +55,8 @@ template <int D>
 __global__ void attention_forward_kernel(Out out, float* lse, In qkv, Dims d) {
   constexpr int TK = kTile<D>;
   __shared__ float ks[TK][D], vs[TK][D];
-  const int64_t bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows, i = i0 + threadIdx.x;
+  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kRows, i = i0 + threadIdx.x;
   const bool active = i < d.T;
   float q[D], acc[D];
   float mx = -INFINITY, sum = 0.0f;
@@ -95,13 +96,15 @@ __global__ void attention_forward_kernel(Out out, float* lse, In qkv, Dims d) {
 // delta[bh, i] = sum_c dout[i, c] * out[i, c] for this head: one thread per (bh, i).
 template <int D>
 __global__ void attention_delta_kernel(float* delta, In dout, In out, Dims d, int64_t rows) {
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (r >= rows) return;
-  const int64_t bh = r / d.T, i = r % d.T, b = bh / d.H, h = bh % d.H;
-  const int64_t at = row_at(d, b, i, h, D);
-  float acc = 0.0f;
-  for (int c = 0; c < D; ++c) acc += load(dout, at + c) * load(out, at + c);
-  delta[r] = acc;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += step) {  // grid-stride: grid_for caps the blocks
+    const int64_t bh = r / d.T, i = r % d.T, b = bh / d.H, h = bh % d.H;
+    const int64_t at = row_at(d, b, i, h, D);
+    float acc = 0.0f;
+    for (int c = 0; c < D; ++c) acc += load(dout, at + c) * load(out, at + c);
+    delta[r] = acc;
+  }
 }
 
 // dq[i] = scale * sum_{j <= i} P_ij (dO_i . v_j - delta_i) k_j, one thread per query row.
@@ -110,8 +113,8 @@ __global__ void attention_dq_kernel(Out dqkv, In dout, In qkv, const float* lse,
                                     const float* delta, Dims d) {
   constexpr int TK = kTile<D>;
   __shared__ float ks[TK][D], vs[TK][D];
-  const int64_t bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.x) * kRows, i = i0 + threadIdx.x;
+  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kRows, i = i0 + threadIdx.x;
   const bool active = i < d.T;
   float q[D], g[D], dq[D];
   float m = 0.0f, di = 0.0f;
@@ -154,8 +157,8 @@ __global__ void attention_dkdv_kernel(Out dqkv, In dout, In qkv, const float* ls
                                       const float* delta, Dims d) {
   constexpr int TQ = kTile<D>;
   __shared__ float qs[TQ][D], gs[TQ][D], ms[TQ], ds_[TQ];
-  const int64_t bh = blockIdx.y, b = bh / d.H, h = bh % d.H;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kRows, j = j0 + threadIdx.x;
+  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kRows, j = j0 + threadIdx.x;
   const bool active = j < d.T;
   float k[D], v[D], dk[D], dv[D];
   if (active) {
@@ -199,14 +202,15 @@ __global__ void attention_dkdv_kernel(Out dqkv, In dout, In qkv, const float* ls
   }
 }
 
+// x: the (sequence, head) pairs (up to 2^31 - 1); y: the blocks of kRows rows of one pair.
 dim3 row_grid(int64_t B, int64_t T, int64_t H) {
-  return dim3(static_cast<unsigned>((T + kRows - 1) / kRows), static_cast<unsigned>(B * H));
+  return dim3(static_cast<unsigned>(B * H), static_cast<unsigned>((T + kRows - 1) / kRows));
 }
 
 void check_sizes(int64_t B, int64_t T, int64_t H, int64_t D, const char* what) {
   NUPIPE_CHECK(B >= 0 && T > 0 && H > 0, std::string(what) + ": bad sizes");
-  NUPIPE_CHECK(B * H <= 65535, std::string(what) + ": more than 65535 (sequence, head) pairs "
-                                   "in one call");
+  NUPIPE_CHECK(B * H <= INT32_MAX && (T + kRows - 1) / kRows <= 65535,
+               std::string(what) + ": more (sequence, head) pairs or rows than one launch takes");
 }
 
 template <int D>

@@ -149,8 +149,15 @@ bool Gemm::lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float al
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, d.op, d.a, d.b, d.c, d.c, d.pref,
                                                            1, &result, &found);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
-  NUPIPE_CUBLAS_CHECK(cublasLtMatmul(lt_, d.op, &alpha, A.p, d.a, B.p, d.b, &beta, C.p, d.c, D,
-                                     d.c, &result.algo, workspace_, workspace_bytes_, stream_));
+  const cublasStatus_t ran = cublasLtMatmul(lt_, d.op, &alpha, A.p, d.a, B.p, d.b, &beta, C.p,
+                                            d.c, D, d.c, &result.algo, workspace_,
+                                            workspace_bytes_, stream_);
+  // An epilogue the chosen algorithm still refuses (aux alignment, ld): the caller runs the
+  // unfused ops.
+  if (ep && (ran == CUBLAS_STATUS_NOT_SUPPORTED || ran == CUBLAS_STATUS_INVALID_VALUE)) {
+    return false;
+  }
+  NUPIPE_CUBLAS_CHECK(ran);
   return true;
 }
 

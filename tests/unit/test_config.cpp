@@ -416,6 +416,19 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
   }
 }
 
+// The cuda fused attention has kernels for four head sizes: another is refused at load (exit
+// 2, before anything runs), with the way out; the cpu backend takes any head size.
+TEST(Config, FusedAttentionOnCudaNeedsASupportedHeadSize) {
+  const Error e = error_of("[model]\nd_model = 96\nn_head = 1\n[runtime]\ndevice = \"cuda\"\n");
+  EXPECT_EQ(e.code(), ExitCode::usage);
+  EXPECT_CONTAINS(e.what(), "head sizes 16, 32, 64 and 128; model.d_model / model.n_head is 96");
+  EXPECT_CONTAINS(e.hint(), "runtime.attention = \"unfused\"");
+  EXPECT_NO_THROW(parse_config("[model]\nd_model = 96\nn_head = 1\n[runtime]\ndevice = "
+                               "\"cuda\"\nattention = \"unfused\"\n",
+                               "test.toml", {}));
+  EXPECT_NO_THROW(parse_config("[model]\nd_model = 96\nn_head = 1\n", "test.toml", {}));
+}
+
 TEST(Config, BoundaryValuesAccepted) {
   const Config c = parse_config(R"(
 [model]

@@ -195,10 +195,12 @@ class FusedAttention : public ::testing::TestWithParam<BackendCase> {
 };
 
 // Shapes across the cuda kernels' boundaries: 64 query rows per block (T = 70: two blocks,
-// the second partial), key tiles of 4096 / D rows (D = 64: two tiles at T = 70; D = 16: one),
-// several sequences and heads.
+// the second partial), key tiles of 4096 / D rows (D = 64: two tiles at T = 70; D = 16: one;
+// D = 128: 32-row tiles, smaller than a block, three blocks at T = 130), several sequences and
+// heads.
 TEST_P(FusedAttention, MatchesFloat64Reference) {
-  for (const Shape& s : {Shape{2, 70, 2, 16}, Shape{1, 70, 1, 64}, Shape{3, 17, 4, 32}}) {
+  for (const Shape& s : {Shape{2, 70, 2, 16}, Shape{1, 70, 1, 64}, Shape{3, 17, 4, 32},
+                         Shape{1, 130, 1, 128}}) {
     run(s, DType::f32);
     run(s, DType::bf16);
   }
