@@ -14,6 +14,7 @@
 #include "launcher/config.h"
 #include "launcher/plan_tool.h"
 #include "launcher/trainer.h"
+#include "parallel/data_plane.h"
 #include "parallel/world.h"
 #include "runtime/data/prepare.h"
 #include "runtime/check.h"
@@ -86,11 +87,7 @@ int main(int argc, char** argv) {
 #else
   const std::string backends = "cpu";
 #endif
-#if defined(NUPIPE_WITH_NCCL)
-  const std::string collectives = "mpi, nccl (built; not yet used by the launcher)";
-#else
-  const std::string collectives = "mpi";
-#endif
+  const std::string collectives = parallel::nccl_built() ? "mpi, nccl" : "mpi";
   app.set_version_flag("--version", std::string("nupipe ") + launcher::nupipe_version() +
                                         " (backends: " + backends + "; collectives: " +
                                         collectives + "; checkpoints: parallel HDF5)");

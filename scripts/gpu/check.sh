@@ -67,43 +67,10 @@ for prec in fp32 bf16; do
   step "train_cuda_$prec" train "cuda_$prec" cuda "$prec"
   step "losses_cuda_vs_cpu_$prec" compare_losses "cuda_$prec" "cpu_$prec" "$([ "$prec" = fp32 ] && echo 1e-4 || echo 2e-2)"
 done
-# Several ranks on the GPU(s) against one GPU rank, with the same config. Untied pipeline
-# layouts add every gradient in the single rank's order, so their losses must agree to fp32
-# noise at most (bitwise on the cpu backend); tied ZeRO-1 data parallelism sums in another
-# order (1e-4, as on the cpu backend). Ranks sharing one GPU go over MPI staged through host
-# memory (runtime.comm = "auto"); with two or more GPUs, one rank per GPU goes over NCCL.
-mtrain() {  # name ranks tied extra...
-  local name=$1 np=$2 tied=$3; shift 3
-  rm -rf "$OUT/run_$name"
-  mpirun --oversubscribe -np "$np" "$B/nupipe" train configs/tiny.toml --set runtime.device=cuda \
-    --set model.tie_embeddings="$tied" --set train.steps=20 --set checkpoint.every=0 \
-    --set run.log_every=1 --set run.dir="$OUT/run_$name" --set checkpoint.resume=never \
-    --set parallel.schedule=1f1b "$@"
-}
-one() { mtrain "$1" 1 "$2" --set parallel.pipeline=1 --set parallel.data=1 --set parallel.stage_layers=uniform; }
-step single_untied one single_untied false
-step single_tied one single_tied true
-step shared_pp2 mtrain shared_pp2 2 false --set parallel.pipeline=2 --set parallel.data=1 --set parallel.stage_layers=[1,3]
-grep -q 'collectives: mpi (host-staged)' "$OUT/shared_pp2.log" || { row shared_pp2_plane FAIL "not host-staged MPI"; status=1; }
-step losses_shared_pp2 compare_losses shared_pp2 single_untied 1e-6
-step shared_pp2_dp2 mtrain shared_pp2_dp2 4 true --set parallel.pipeline=2 --set parallel.data=2 --set parallel.stage_layers=[1,3] --set parallel.zero=1
-step losses_shared_pp2_dp2 compare_losses shared_pp2_dp2 single_tied 1e-4
-# runtime.comm = "nccl" with ranks sharing a GPU: refused with exit 2 on every rank.
-refused_nccl() {
-  mtrain nccl_refused 2 false --set parallel.pipeline=2 --set parallel.stage_layers=[1,3] --set runtime.comm=nccl
-  local rc=$?
-  echo "exit $rc"
-  [ "$rc" = 2 ]
-}
-if [ "$(nvidia-smi -L | wc -l)" -lt 2 ]; then
-  step nccl_refused_on_shared_gpu refused_nccl
-  row nccl_multi_gpu skip "one GPU here: NCCL needs a GPU per rank"
-else
-  step nccl_pp2 mtrain nccl_pp2 2 false --set parallel.pipeline=2 --set parallel.data=1 --set parallel.stage_layers=[1,3] --set runtime.comm=nccl
-  step losses_nccl_pp2 compare_losses nccl_pp2 single_untied 1e-6
-  step nccl_dp2 mtrain nccl_dp2 2 true --set parallel.pipeline=1 --set parallel.data=2 --set parallel.stage_layers=uniform --set parallel.zero=1 --set runtime.comm=nccl
-  step losses_nccl_dp2 compare_losses nccl_dp2 single_tied 1e-4
-fi
+# Several ranks on the GPU(s) against one GPU rank (the ctest gpu_equivalence, here from the
+# bundle): sharing the GPU over host-staged MPI, over NCCL with a GPU per rank.
+step gpu_equivalence bash tests/mpi/gpu_equivalence.sh "$B/nupipe" configs/tiny.toml \
+  "$OUT/equivalence" mpirun --oversubscribe
 # compute-sanitizer over whole training steps (every kernel the model launches, the loss, AdamW).
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   step sanitizer_train compute-sanitizer --error-exitcode 1 "$B/nupipe" train configs/tiny.toml \
