@@ -48,19 +48,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
         // s = q_blk k^T (unscaled, as the unfused GEMM), then the causal softmax per row.
         mm(false, true, rows, keys, D, 1.0f, q + i0 * C3, C3, k, C3, 0.0f, s.data(), keys);
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t i = i0 + r;
           float* si = s.data() + r * keys;
-          float mx = -INFINITY;
-          for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, scale * si[j]);
-          double sum = 0.0;
-          for (int64_t j = 0; j <= i; ++j) {
-            si[j] = std::exp(scale * si[j] - mx);
-            sum += si[j];
-          }
-          const float inv = static_cast<float>(1.0 / sum);
-          for (int64_t j = 0; j <= i; ++j) si[j] *= inv;
-          std::fill(si + i + 1, si + keys, 0.0f);
-          lse[bh * T + i] = mx + static_cast<float>(std::log(sum));
+          lse[bh * T + i0 + r] = softmax_row(si, si, i0 + r + 1, keys, scale);
         }
         // out_blk = p v
         mm(false, false, rows, D, keys, 1.0f, s.data(), keys, v, C3, 0.0f,

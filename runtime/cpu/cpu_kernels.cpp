@@ -215,23 +215,26 @@ void gelu_backward(float* dx, const float* x, const float* dout, int64_t n) {
 
 // ------------------------------------------------------------------------------ attention
 
+float softmax_row(float* p, const float* s, int64_t n, int64_t len, float scale) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, scale * s[j]);
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = std::exp(scale * s[j] - mx);
+    sum += p[j];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+  for (int64_t j = n; j < len; ++j) p[j] = 0.0f;
+  return mx + static_cast<float>(std::log(sum));
+}
+
 void causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T,
                                         float scale) {
 #pragma omp parallel for
   for (int64_t r = 0; r < rows * T; ++r) {
     const int64_t i = r % T;  // query position: keys 0..i are visible
-    const float* si = s + r * T;
-    float* pi = p + r * T;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, scale * si[j]);
-    double sum = 0.0;
-    for (int64_t j = 0; j <= i; ++j) {
-      pi[j] = std::exp(scale * si[j] - mx);
-      sum += pi[j];
-    }
-    const float inv = static_cast<float>(1.0 / sum);
-    for (int64_t j = 0; j <= i; ++j) pi[j] *= inv;
-    for (int64_t j = i + 1; j < T; ++j) pi[j] = 0.0f;
+    softmax_row(p + r * T, s + r * T, i + 1, T, scale);
   }
 }
 

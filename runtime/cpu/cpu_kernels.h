@@ -32,6 +32,9 @@ void add_bias(float* out, const float* b, int64_t N, int64_t C);
 void bias_backward(int threads, float* db, const float* dout, int64_t N, int64_t C);
 void gelu_forward(float* out, const float* x, int64_t n);
 void gelu_backward(float* dx, const float* x, const float* dout, int64_t n);
+// One row: p[0, n) = softmax(scale * s[0, n)) (max, exp, double sum), p[n, len) = 0; returns
+// the row's log-sum-exp of scale * s. p may be s. The unfused and fused attention's softmax.
+float softmax_row(float* p, const float* s, int64_t n, int64_t len, float scale);
 void causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T, float scale);
 void causal_softmax_backward(float* ds, const float* p, const float* dp, int64_t rows, int64_t T,
                              float scale);
