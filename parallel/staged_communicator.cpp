@@ -52,6 +52,7 @@ char* StagedCommunicator::staging(size_t bytes, int which) {
 }
 
 void StagedCommunicator::all_reduce_sum(float* data, int64_t n) {
+  if (size() == 1) return;  // a group of one: nothing to sum, nothing to copy
   const size_t bytes = bytes_of(runtime::DType::f32, n);
   auto* h = reinterpret_cast<float*>(staging(bytes, 0));
   device_.copy_to_host(h, data, bytes);
@@ -61,6 +62,7 @@ void StagedCommunicator::all_reduce_sum(float* data, int64_t n) {
 }
 
 void StagedCommunicator::all_reduce_sum(double* data, int64_t n) {
+  if (size() == 1) return;
   const size_t bytes = static_cast<size_t>(n) * sizeof(double);
   auto* h = reinterpret_cast<double*>(staging(bytes, 0));
   device_.copy_to_host(h, data, bytes);
@@ -75,6 +77,10 @@ void StagedCommunicator::reduce_scatter_sum(const float* send, float* recv,
   NUPIPE_CHECK(!buffers_overlap(send, static_cast<int64_t>(block) * size(), recv,
                                 static_cast<int64_t>(block)),
                "reduce_scatter_sum: send and recv overlap");
+  if (size() == 1) {  // on the device
+    device_.copy(recv, send, block);
+    return;
+  }
   auto* hs = reinterpret_cast<float*>(staging(block * size(), 0));
   auto* hr = reinterpret_cast<float*>(staging(block, 1));
   device_.copy_to_host(hs, send, block * size());
@@ -87,6 +93,10 @@ void StagedCommunicator::all_gather(runtime::ConstDevPtr send, runtime::DevPtr r
                                     int64_t count_per_rank) {
   NUPIPE_CHECK(send.dtype == recv.dtype, "all_gather: send and recv differ in element type");
   const size_t block = bytes_of(send.dtype, count_per_rank);
+  if (size() == 1) {
+    if (send.ptr != recv.ptr) device_.copy(recv.ptr, send.ptr, block);
+    return;
+  }
   // One host buffer of size() blocks, this rank's block at its place: the host call then runs
   // in place, whether or not the device call was.
   char* h = staging(block * size(), 0);
@@ -99,6 +109,7 @@ void StagedCommunicator::all_gather(runtime::ConstDevPtr send, runtime::DevPtr r
 }
 
 void StagedCommunicator::broadcast(float* data, int64_t n, int root) {
+  if (size() == 1) return;
   const size_t bytes = bytes_of(runtime::DType::f32, n);
   auto* h = reinterpret_cast<float*>(staging(bytes, 0));
   if (rank() == root) device_.copy_to_host(h, data, bytes);

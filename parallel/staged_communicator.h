@@ -8,7 +8,8 @@
 // counts the same bytes again and is not the one to read. The copies go through the
 // backend's copy_to_host / copy_from_host, which return when done (ordered after the work
 // already queued), so no extra synchronisation is needed. The host buffers are plain memory
-// outside the allocator's tags, sized by the largest operation and kept for the next one.
+// outside the allocator's tags, sized by the largest operation and kept for the next one. In a
+// group of one the collectives stay on the device (no-ops, or a device copy).
 #pragma once
 
 #include <cstdint>
