@@ -544,7 +544,8 @@ runtime::ModelConfig model_that_runs(const Config& config) {
   runtime::ModelConfig m = config.model;
   m.loss_chunk = config.train.loss_chunk;
   m.dtype = parse_precision(config.runtime.precision);
-  m.fused_attention = config.runtime.attention == "fused";
+  m.fused_attention = config.runtime.attention == "fused" ||
+                      (config.runtime.attention == "auto" && config.runtime.device != "cuda");
   return m;
 }
 

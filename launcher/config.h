@@ -44,9 +44,11 @@ struct RuntimeOptions {
   // its own GPU and nupipe was built with it, MPI otherwise.
   std::string comm = "auto";
   // Attention: "fused" (Backend::attention_*: no [T,T] matrices kept, an fp32 log-sum-exp
-  // per query row and head instead) or "unfused" (batched GEMMs and a causal softmax, keeping
-  // the probabilities; the reference).
-  std::string attention = "fused";
+  // per query row and head instead), "unfused" (batched GEMMs and a causal softmax, keeping
+  // the probabilities; the reference), or "auto": fused on the cpu (as fast, half the
+  // activations), unfused on cuda, where the batched GEMMs run on tensor cores and the fused
+  // kernels on CUDA cores (fused saves memory there, not time).
+  std::string attention = "auto";
   int threads = 0;  // 0: the host's cores divided by the ranks on the host
   // A rank that waits on its peers (a collective, a receive, a checkpoint write) this long
   // names the peer that stopped answering and exits with code 5.

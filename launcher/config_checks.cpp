@@ -150,9 +150,10 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   if (c.runtime.comm == "nccl" && c.runtime.device == "cpu")
     ck.fail("runtime.comm", "runtime.comm = \"nccl\" needs runtime.device = \"cuda\"",
             "set runtime.comm = \"auto\" or \"mpi\" for the cpu backend");
-  ck.one_of("runtime.attention", c.runtime.attention, {"fused", "unfused"},
+  ck.one_of("runtime.attention", c.runtime.attention, {"auto", "fused", "unfused"},
             "\"fused\": no [T,T] matrices kept (an fp32 log-sum-exp per row and head); "
-            "\"unfused\": batched GEMMs and a causal softmax, the reference");
+            "\"unfused\": batched GEMMs and a causal softmax, the reference; \"auto\": fused on "
+            "the cpu, unfused on cuda");
   if (c.runtime.device == "cuda" && c.runtime.attention == "fused" && c.model.n_head > 0) {
     const int hd = c.model.d_model / c.model.n_head;
     if (hd != 16 && hd != 32 && hd != 64 && hd != 128)

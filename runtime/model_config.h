@@ -26,8 +26,8 @@ struct ModelConfig {
   DType dtype = DType::f32;
   // runtime.attention = "fused": attention through Backend::attention_forward/backward, which
   // keep one fp32 log-sum-exp per query row and head instead of the [H,T,T] probabilities.
-  // false: the unfused reference (batched GEMMs and causal_softmax). The default is the
-  // config's (fused).
+  // false: the unfused reference (batched GEMMs and causal_softmax). The default is what
+  // runtime.attention = "auto" gives on the cpu (fused).
   bool fused_attention = true;
 
   int head_dim() const { return d_model / n_head; }

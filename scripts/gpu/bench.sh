@@ -5,8 +5,9 @@
 # attention term as in the PaLM paper) over the detected GPU's dense bf16 peak. PyTorch runs as
 # its users run it at its best: a nanoGPT-style model (scripts/bench/torch_step.py) with
 # torch.compile, scaled_dot_product_attention, the fastest (fused) AdamW and bf16 autocast.
-# Then nupipe on pipeline 2 with both stages on the one GPU; single-GPU runs without the fused
-# attention and without the GEMM epilogues (where the fusions pay); and, where Nsight Systems is
+# Then nupipe on pipeline 2 with both stages on the one GPU; single-GPU runs with the fused
+# attention (runtime.attention = "auto" is unfused on cuda) and without the GEMM epilogues
+# (where the fusions pay); and, where Nsight Systems is
 # installed, the kernels' shares of GPU time (where the time goes).
 # Run by scripts/gpu/check.sh (which sets up the bundle's libraries), or alone the same way.
 # Environment: BATCH (8 sequences per step), STEPS (10; the first 2 are warm-up), PRECISION
@@ -47,7 +48,7 @@ export NUPIPE_GEMM_EPILOGUES=1
 nupipe_tps=$(nupipe_run single 1 1)
 nupipe_pp2=$(nupipe_run pp2 2 2)
 # Where the fusions pay: the same single-GPU run without each.
-nupipe_unfused=$(nupipe_run unfused_attention 1 1 --set runtime.attention=unfused)
+nupipe_fused=$(nupipe_run fused_attention 1 1 --set runtime.attention=fused)
 nupipe_noepi=$(NUPIPE_GEMM_EPILOGUES=0 nupipe_run no_epilogues 1 1)
 # Where the time goes: per-kernel totals over a few steps, when Nsight Systems is there.
 if command -v nsys >/dev/null; then
@@ -73,15 +74,15 @@ python3 scripts/bench/torch_step.py --device cuda --compile 1 --precision "$PREC
   --steps $((STEPS - 2)) --warmup 2 >"$OUT/torch.log" 2>&1
 torch_tps=$(sed -n 's/^torch_tokens_per_s //p' "$OUT/torch.log")
 python3 - "$gpu" "$peak" "$flops" "${nupipe_tps:-n/a}" "${nupipe_pp2:-n/a}" "${torch_tps:-n/a}" \
-  "${nupipe_unfused:-n/a}" "${nupipe_noepi:-n/a}" <<'PY'
+  "${nupipe_fused:-n/a}" "${nupipe_noepi:-n/a}" <<'PY'
 import sys
 gpu, peak, flops = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 num = lambda s: float(s) if s not in ("n/a", "") else None
-nup, pp2, tor, unf, noepi = map(num, sys.argv[4:9])
+nup, pp2, tor, fused, noepi = map(num, sys.argv[4:9])
 mfu = lambda t: "n/a" if t is None else "%.1f%%" % (100 * t * flops / (peak * 1e12))
 print("GPT-2 124M, seq 1024, %s, peak %.0f TFLOP/s bf16 dense" % (gpu, peak))
 for name, t in (("nupipe", nup), ("nupipe pipeline 2 (one GPU)", pp2),
-                ("nupipe, unfused attention", unf), ("nupipe, no GEMM epilogues", noepi),
+                ("nupipe, fused attention", fused), ("nupipe, no GEMM epilogues", noepi),
                 ("PyTorch (compile, SDPA, fused AdamW)", tor)):
     print("%-40s %12s tok/s  MFU %s" % (name, "n/a" if t is None else "%.0f" % t, mfu(t)))
 print("nupipe / PyTorch: %s" % ("n/a" if not (nup and tor) else "%.2f" % (nup / tor)))

@@ -5,6 +5,7 @@
 # parallelism sums in another order: 1e-4, as on the cpu backend. Ranks sharing one GPU go over
 # MPI staged through host memory (runtime.comm = "auto", checked in the log); with two or more
 # GPUs, one rank per GPU goes over NCCL; with one, runtime.comm = "nccl" must be refused (exit 2).
+# Also pipeline 2 with the fused attention kernels against one rank with them.
 #   gpu_equivalence.sh NUPIPE CONFIG WORK_DIR MPIRUN [MPIRUN_FLAGS...]
 # Exit: 0 all agree; 1 a run failed or disagreed; 77 (ctest: skipped) without a GPU.
 set -uo pipefail
@@ -55,6 +56,10 @@ grep -q 'collectives: mpi (host-staged)' "$work/shared_pp2.log" ||
   { echo "shared_pp2 FAIL: not host-staged MPI"; status=1; }
 check shared_pp2_dp2 4 true single_tied 1e-4 --set parallel.pipeline=2 --set parallel.data=2 \
   --set parallel.stage_layers=[1,3] --set parallel.zero=1
+# The fused attention kernels (runtime.attention = "auto" is unfused on cuda), the same way.
+run single_fused 1 false "${one[@]}" --set runtime.attention=fused ||
+  { echo "single_fused FAIL: $work/single_fused.log"; status=1; }
+check fused_pp2 2 false single_fused 1e-6 "${pp2[@]}" --set runtime.attention=fused
 if [ "$gpus" -lt 2 ]; then
   run nccl_refused 2 false "${pp2[@]}" --set runtime.comm=nccl
   rc=$?

@@ -417,9 +417,11 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
 }
 
 // The cuda fused attention has kernels for four head sizes: another is refused at load (exit
-// 2, before anything runs), with the way out; the cpu backend takes any head size.
+// 2, before anything runs), with the way out; the cpu backend takes any head size, and
+// runtime.attention = "auto" is fused on the cpu, unfused on cuda.
 TEST(Config, FusedAttentionOnCudaNeedsASupportedHeadSize) {
-  const Error e = error_of("[model]\nd_model = 96\nn_head = 1\n[runtime]\ndevice = \"cuda\"\n");
+  const Error e = error_of(
+      "[model]\nd_model = 96\nn_head = 1\n[runtime]\ndevice = \"cuda\"\nattention = \"fused\"\n");
   EXPECT_EQ(e.code(), ExitCode::usage);
   EXPECT_CONTAINS(e.what(), "head sizes 16, 32, 64 and 128; model.d_model / model.n_head is 96");
   EXPECT_CONTAINS(e.hint(), "runtime.attention = \"unfused\"");
@@ -427,6 +429,11 @@ TEST(Config, FusedAttentionOnCudaNeedsASupportedHeadSize) {
                                "\"cuda\"\nattention = \"unfused\"\n",
                                "test.toml", {}));
   EXPECT_NO_THROW(parse_config("[model]\nd_model = 96\nn_head = 1\n", "test.toml", {}));
+  // "auto" is unfused on cuda: any head size.
+  const Config c = parse_config("[model]\nd_model = 96\nn_head = 1\n[runtime]\ndevice = \"cuda\"\n",
+                                "test.toml", {});
+  EXPECT_FALSE(model_that_runs(c).fused_attention);
+  EXPECT_TRUE(model_that_runs(parse_config("", "test.toml", {})).fused_attention);  // cpu
 }
 
 TEST(Config, BoundaryValuesAccepted) {
