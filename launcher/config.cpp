@@ -107,6 +107,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("runtime.device", runtime.device),
       NUPIPE_KEY("runtime.precision", runtime.precision),
       NUPIPE_KEY("runtime.flush_denormals", runtime.flush_denormals),
+      NUPIPE_KEY("runtime.gemm_epilogues", runtime.gemm_epilogues),
       NUPIPE_KEY("runtime.comm", runtime.comm),
       NUPIPE_KEY("runtime.attention", runtime.attention),
       NUPIPE_KEY("runtime.threads", runtime.threads),

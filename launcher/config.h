@@ -39,6 +39,9 @@ struct RuntimeOptions {
   // Flush subnormal floats to zero in host compute (x86 FTZ/DAZ; the cpu backend). Off by
   // default: results then follow IEEE arithmetic exactly.
   bool flush_denormals = false;
+  // Linear layers' bias (and the MLP's GELU) in the GEMM's epilogue where the backend has one
+  // (cuda: cuBLASLt); off runs them as separate kernels (for A/B measurements).
+  bool gemm_epilogues = true;
   // Collectives and pipeline transfers: "nccl" (device buffers, one GPU per rank), "mpi"
   // (host-staged; ranks sharing a GPU, or the cpu backend), or "auto": NCCL when every rank has
   // its own GPU and nupipe was built with it, MPI otherwise.

@@ -273,6 +273,7 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   const runtime::ModelConfig& mc = s.model_config;
   s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   s.backend->set_threads(s.threads);
+  s.backend->set_gemm_epilogues(cfg.runtime.gemm_epilogues);
   if (cfg.runtime.flush_denormals && !s.backend->set_flush_denormals(true)) {
     throw usage_error("runtime.flush_denormals = true is not supported by this CPU",
                       "set runtime.flush_denormals = false");

@@ -137,6 +137,9 @@ class Backend {
   // Host-side compute flushes subnormal results and inputs to zero (x86 FTZ/DAZ) on every
   // compute thread; ignored elsewhere. Returns whether this backend did it.
   virtual bool set_flush_denormals(bool on) = 0;
+  // linear_forward fuses its bias (and GELU) into the GEMM's epilogue where the backend has
+  // one (runtime.gemm_epilogues); ignored elsewhere.
+  virtual void set_gemm_epilogues(bool on) {}
 
  protected:
   virtual void* raw_allocate(size_t bytes) = 0;

@@ -5,7 +5,6 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <string>
 
 #include "runtime/cuda/caching_allocator.h"
@@ -63,8 +62,6 @@ CudaBackend::CudaBackend(int device) {
   stream_ = s;
   alloc_ = std::make_unique<cuda::CachingAllocator>();
   gemm_ = std::make_unique<cuda::Gemm>(stream_, *alloc_);
-  const char* epilogues = std::getenv("NUPIPE_GEMM_EPILOGUES");
-  epilogues_ = !(epilogues && std::string(epilogues) == "0");
 }
 
 std::string CudaBackend::device_uuid() const {

@@ -68,9 +68,9 @@ class CudaBackend final : public Backend {
                               float scale) override;
   void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
                                float scale) override;
-  // cuBLASLt's BIAS / GELU_AUX_BIAS epilogues when x, w, b and y share one dtype (unless the
-  // environment sets NUPIPE_GEMM_EPILOGUES=0, for A/B benchmarks); otherwise, or where
-  // cuBLASLt has no algorithm, Backend's composition.
+  // cuBLASLt's BIAS / GELU_AUX_BIAS epilogues when x, w, b and y share one dtype and they are
+  // on (set_gemm_epilogues); otherwise, or where cuBLASLt has no algorithm, Backend's
+  // composition.
   void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
                       int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) override;
   void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
@@ -93,6 +93,7 @@ class CudaBackend final : public Backend {
   void set_threads(int) override {}  // no host-side compute
   // Device kernels keep IEEE subnormals (built without -ftz): only "off" is honoured.
   bool set_flush_denormals(bool on) override { return !on; }
+  void set_gemm_epilogues(bool on) override { epilogues_ = on; }
 
   // Waits for everything queued so far.
   void synchronize();

@@ -32,7 +32,7 @@ flops=$(python3 -c "N=124439808; L=12; C=768; T=1024; print(6*N + 12*L*C*T)")
 
 nupipe_run() {  # name ranks pipeline [--set ...]
   rm -rf "$OUT/$1"
-  mpirun --oversubscribe -np "$2" -x NUPIPE_GEMM_EPILOGUES "$B/nupipe" train configs/gpt2-124m.toml \
+  mpirun --oversubscribe -np "$2" "$B/nupipe" train configs/gpt2-124m.toml \
     --set runtime.device=cuda --set runtime.precision="$PRECISION" \
     --set parallel.pipeline="$3" --set parallel.stage_layers=uniform \
     --set train.micro_batch=$((BATCH / $3 > 0 ? BATCH / $3 : 1)) --set train.global_batch="$BATCH" \
@@ -44,12 +44,11 @@ r = [json.loads(l) for l in open(sys.argv[1])][2:]
 print("%.0f" % statistics.median(x["tokens_per_s"] for x in r))
 PY
 }
-export NUPIPE_GEMM_EPILOGUES=1
 nupipe_tps=$(nupipe_run single 1 1)
 nupipe_pp2=$(nupipe_run pp2 2 2)
 # Where the fusions pay: the same single-GPU run without each.
 nupipe_fused=$(nupipe_run fused_attention 1 1 --set runtime.attention=fused)
-nupipe_noepi=$(NUPIPE_GEMM_EPILOGUES=0 nupipe_run no_epilogues 1 1)
+nupipe_noepi=$(nupipe_run no_epilogues 1 1 --set runtime.gemm_epilogues=false)
 # Where the time goes: per-kernel totals over a few steps, when Nsight Systems is there.
 if command -v nsys >/dev/null; then
   rm -rf "$OUT/nsys_run"

@@ -90,6 +90,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.device, b.runtime.device);
   EXPECT_EQ(a.runtime.precision, b.runtime.precision);
   EXPECT_EQ(a.runtime.flush_denormals, b.runtime.flush_denormals);
+  EXPECT_EQ(a.runtime.gemm_epilogues, b.runtime.gemm_epilogues);
   EXPECT_EQ(a.runtime.comm, b.runtime.comm);
   EXPECT_EQ(a.runtime.attention, b.runtime.attention);
   EXPECT_EQ(a.runtime.threads, b.runtime.threads);
@@ -497,7 +498,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 57u) << emitted;
+  EXPECT_EQ(lines, 58u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");
