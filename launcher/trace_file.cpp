@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -16,6 +17,20 @@ std::string part_path(const std::string& path, int rank) {
   return path + ".rank" + std::to_string(rank);
 }
 }  // namespace
+
+void align_trace_clocks(parallel::Trace& trace, parallel::MpiCommunicator& world,
+                        const std::string& host) {
+  using Clock = parallel::Trace::Clock;
+  const Clock::time_point here = Clock::now();
+  const std::string root = world.broadcast_text(
+      host + "\n" + std::to_string(here.time_since_epoch().count()));
+  const size_t cut = root.find('\n');
+  if (root.substr(0, cut) != host) {
+    trace.set_origin(here);
+    return;
+  }
+  trace.set_origin(Clock::time_point(Clock::duration(std::stoll(root.substr(cut + 1)))));
+}
 
 void write_chrome_trace(const parallel::Trace& trace, const parallel::Topology& topo,
                         parallel::Communicator& world, const std::string& path) {

@@ -5,10 +5,18 @@
 #include <string>
 
 #include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/topology.h"
 #include "parallel/trace.h"
 
 namespace nupipe::launcher {
+
+// Collective over `world`, right after a barrier: gives every rank's trace one time origin.
+// Ranks on rank 0's host take rank 0's clock reading itself (steady_clock is one monotonic
+// clock per host), so their spans align exactly; ranks on other hosts take the moment they
+// leave the barrier, which aligns them to within the barrier's exit skew.
+void align_trace_clocks(parallel::Trace& trace, parallel::MpiCommunicator& world,
+                        const std::string& host);
 
 // Collective over `world`: each rank writes its part next to `path`, rank 0 merges them into
 // `path` and removes the parts.

@@ -131,7 +131,8 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   if (world.is_root()) metrics = std::make_unique<MetricsLog>(cfg.run.dir + "/metrics.jsonl");
   Checkpointer checkpointer(cfg, s, groups, *log);
   if (hooks.on_start) hooks.on_start(checkpointer, state);
-  world_comm.barrier();  // a common time origin for every rank's trace
+  world_comm.barrier();
+  align_trace_clocks(*s.trace, groups.world_mpi(), world.host());  // one time axis
 
   TrainResult result;
   result.loss_floor = s.data.loss_floor;

@@ -23,6 +23,11 @@ class Trace {
   // current step's are, enough to measure it.
   explicit Trace(bool keep_all) : keep_all_(keep_all), origin_(Clock::now()) {}
 
+  using Clock = std::chrono::steady_clock;
+  // Times count from `origin` (before the first span). Ranks that take the same origin share
+  // one time axis in trace.json (launcher/trace_file.h: align_trace_clocks).
+  void set_origin(Clock::time_point origin) { origin_ = origin; }
+
   double now_us() const {
     return std::chrono::duration<double, std::micro>(Clock::now() - origin_).count();
   }
@@ -51,7 +56,6 @@ class Trace {
   };
 
  private:
-  using Clock = std::chrono::steady_clock;
   bool keep_all_;
   Clock::time_point origin_;
   std::vector<Span> spans_;
