@@ -246,7 +246,6 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
         "X` shows what fits");
   }
   const int seq = s.model_config.seq_len;
-  const int local_rank = parallel::host_ranks(groups.world_mpi()).local_rank;
   parallel::agree(groups.world(), [&] {
     s.data = load_dataset(cfg);
     s.train_sampler = std::make_unique<runtime::BatchSampler>(
@@ -255,7 +254,7 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
       s.val_sampler = std::make_unique<runtime::BatchSampler>(
           s.data.val->data(), s.data.val->size(), seq, cfg.train.seed, s.data.val->name());
     }
-    s.backend = runtime::make_backend(cfg.runtime.device, local_rank);
+    s.backend = runtime::make_backend(cfg.runtime.device, world.local_rank());
   });
   // The same verdict on every rank: the choice is collective.
   s.comm = parallel::choose_comm(cfg.runtime.comm, *s.backend, groups.world_mpi());

@@ -1,16 +1,13 @@
-// data_plane.cpp: runtime.comm resolved collectively (host ranks against local GPUs), and the
+// data_plane.cpp: runtime.comm resolved collectively (every rank's GPU identity), and the
 // factory that puts NCCL or host-staged MPI communicators under the process groups. The one
 // place that knows which communicators this build has.
 #include "parallel/data_plane.h"
-
-#include <mpi.h>
 
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "parallel/mpi_check.h"
 #include "parallel/staged_communicator.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
@@ -38,21 +35,6 @@ bool nccl_built() {
 #else
   return false;
 #endif
-}
-
-HostRanks host_ranks(MpiCommunicator& world) {
-  HostRanks out;
-  if (world.size() == 1) return out;
-  Watchdog::Scope scope(world.watchdog(), "host split", &world.name(), &world.world_ranks());
-  MPI_Comm host = MPI_COMM_NULL;
-  NUPIPE_MPI(MPI_Comm_split_type(world.handle(), MPI_COMM_TYPE_SHARED, world.rank(),
-                                 MPI_INFO_NULL, &host));
-  const int rc_rank = MPI_Comm_rank(host, &out.local_rank);
-  const int rc_size = MPI_Comm_size(host, &out.local_size);
-  MPI_Comm_free(&host);
-  NUPIPE_MPI(rc_rank);
-  NUPIPE_MPI(rc_size);
-  return out;
 }
 
 bool nccl_usable(MpiCommunicator& world, const std::string& device_id, std::string* why) {

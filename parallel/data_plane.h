@@ -27,14 +27,6 @@ const char* comm_kind_name(CommKind kind);  // "mpi", "mpi (host-staged)", "nccl
 // Whether this build has the NCCL communicator.
 bool nccl_built();
 
-// This process's rank among the world's ranks on its host (MPI_COMM_TYPE_SHARED) and how many
-// ranks that host runs. Collective over world.
-struct HostRanks {
-  int local_rank = 0;
-  int local_size = 1;
-};
-HostRanks host_ranks(MpiCommunicator& world);
-
 // True when every rank of world has a GPU of its own: every device_id (a GPU's identity, ""
 // for none) is set and no two ranks hold the same one. Identities, not device counts, so a
 // rank that sees one GPU of eight (CUDA_VISIBLE_DEVICES per rank, SLURM's --gpus-per-task)

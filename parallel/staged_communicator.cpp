@@ -51,25 +51,19 @@ char* StagedCommunicator::staging(size_t bytes, int which) {
   return b.data();
 }
 
-void StagedCommunicator::all_reduce_sum(float* data, int64_t n) {
+template <typename T>
+void StagedCommunicator::all_reduce_staged(T* data, int64_t n) {
   if (size() == 1) return;  // a group of one: nothing to sum, nothing to copy
-  const size_t bytes = bytes_of(runtime::DType::f32, n);
-  auto* h = reinterpret_cast<float*>(staging(bytes, 0));
+  const size_t bytes = static_cast<size_t>(n) * sizeof(T);
+  auto* h = reinterpret_cast<T*>(staging(bytes, 0));
   device_.copy_to_host(h, data, bytes);
   host_.all_reduce_sum(h, n);
   device_.copy_from_host(data, h, bytes);
   count_all_reduce(static_cast<int64_t>(bytes));
 }
 
-void StagedCommunicator::all_reduce_sum(double* data, int64_t n) {
-  if (size() == 1) return;
-  const size_t bytes = static_cast<size_t>(n) * sizeof(double);
-  auto* h = reinterpret_cast<double*>(staging(bytes, 0));
-  device_.copy_to_host(h, data, bytes);
-  host_.all_reduce_sum(h, n);
-  device_.copy_from_host(data, h, bytes);
-  count_all_reduce(static_cast<int64_t>(bytes));
-}
+void StagedCommunicator::all_reduce_sum(float* data, int64_t n) { all_reduce_staged(data, n); }
+void StagedCommunicator::all_reduce_sum(double* data, int64_t n) { all_reduce_staged(data, n); }
 
 void StagedCommunicator::reduce_scatter_sum(const float* send, float* recv,
                                             int64_t count_per_rank) {

@@ -45,6 +45,8 @@ class StagedCommunicator final : public Communicator {
 
  private:
   char* staging(size_t bytes, int which);  // host buffer `which` (0 or 1), grown to bytes
+  template <typename T>
+  void all_reduce_staged(T* data, int64_t n);
 
   Communicator& host_;
   runtime::Backend& device_;

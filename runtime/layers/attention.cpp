@@ -51,30 +51,28 @@ CausalSelfAttention::CausalSelfAttention(const ParamStore& store, const std::str
 
 void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved& s) const {
   Backend& be = x.backend();
-  const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
+  const int64_t N = B * T_, C3 = 3 * C_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
   s.qkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::activations);
-  if (fused_) {
-    s.att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::activations);
-    s.lse = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::activations);
-    qkv_.forward(x, s.qkv);
-    be.attention_forward(s.att.data(), s.lse.f32(), s.qkv.data(), B, T_, H_, D_, scale);
-    proj_.forward(s.att, out, 1.0f);
-    return;
-  }
-  s.probs = Tensor::empty(be, {B, H_, T_, T_}, x.dtype(), MemTag::activations);
   s.att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::activations);
   qkv_.forward(x, s.qkv);
-  for (int64_t b = 0; b < B; ++b) {
-    const ConstDevPtr q = s.qkv.data() + b * T_ * C3;
-    const DevPtr p = s.probs.data() + b * H_ * TT;
-    // scores[h] = q_h k_h^T, then causal softmax in place
-    be.gemm_batched(false, true, T_, T_, D_, 1.0f, q, C3, D_, q + C_, C3, D_, 0.0f, p, T_, TT,
-                    H_);
-    be.causal_softmax_forward(p, p, H_, T_, scale);
-    // att[:, h] = probs[h] v_h
-    be.gemm_batched(false, false, T_, D_, T_, 1.0f, p, T_, TT, q + 2 * C_, C3, D_, 0.0f,
-                    s.att.data() + b * T_ * C_, C_, D_, H_);
+  if (fused_) {
+    s.lse = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::activations);
+    be.attention_forward(s.att.data(), s.lse.f32(), s.qkv.data(), B, T_, H_, D_, scale);
+  } else {
+    const int64_t TT = T_ * T_;
+    s.probs = Tensor::empty(be, {B, H_, T_, T_}, x.dtype(), MemTag::activations);
+    for (int64_t b = 0; b < B; ++b) {
+      const ConstDevPtr q = s.qkv.data() + b * T_ * C3;
+      const DevPtr p = s.probs.data() + b * H_ * TT;
+      // scores[h] = q_h k_h^T, then causal softmax in place
+      be.gemm_batched(false, true, T_, T_, D_, 1.0f, q, C3, D_, q + C_, C3, D_, 0.0f, p, T_, TT,
+                      H_);
+      be.causal_softmax_forward(p, p, H_, T_, scale);
+      // att[:, h] = probs[h] v_h
+      be.gemm_batched(false, false, T_, D_, T_, 1.0f, p, T_, TT, q + 2 * C_, C3, D_, 0.0f,
+                      s.att.data() + b * T_ * C_, C_, D_, H_);
+    }
   }
   proj_.forward(s.att, out, 1.0f);
 }
@@ -82,39 +80,37 @@ void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved
 Tensor CausalSelfAttention::backward(const Tensor& dout, const Tensor& x, int64_t B,
                                      const Saved& s) const {
   Backend& be = x.backend();
-  const int64_t N = B * T_, C3 = 3 * C_, TT = T_ * T_;
+  const int64_t N = B * T_, C3 = 3 * C_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
   Tensor d_att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::workspace);
   proj_.backward(dout, s.att, &d_att);
 
   Tensor dqkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::workspace);
-  if (fused_) {
-    {
-      Tensor delta = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::workspace);
-      be.attention_backward(dqkv.data(), delta.f32(), d_att.data(), s.qkv.data(), s.att.data(),
-                            s.lse.f32(), B, T_, H_, D_, scale);
-    }  // delta released before dx
-    Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
-    qkv_.backward(dqkv, x, &dx);
-    return dx;
-  }
-  Tensor dp = Tensor::empty(be, {H_, T_, T_}, x.dtype(), MemTag::workspace);
-  for (int64_t b = 0; b < B; ++b) {
-    const ConstDevPtr q = s.qkv.data() + b * T_ * C3;
-    const ConstDevPtr p = s.probs.data() + b * H_ * TT;
-    const ConstDevPtr g = d_att.data() + b * T_ * C_;
-    const DevPtr dq = dqkv.data() + b * T_ * C3;
-    // dP = d_att_h v_h^T ; dv_h = P^T d_att_h
-    be.gemm_batched(false, true, T_, T_, D_, 1.0f, g, C_, D_, q + 2 * C_, C3, D_, 0.0f, dp.data(),
-                    T_, TT, H_);
-    be.gemm_batched(true, false, T_, D_, T_, 1.0f, p, T_, TT, g, C_, D_, 0.0f, dq + 2 * C_, C3,
-                    D_, H_);
-    // dS (scaled, masked) in place, then dq_h = dS k_h ; dk_h = dS^T q_h
-    be.causal_softmax_backward(dp.data(), p, dp.data(), H_, T_, scale);
-    be.gemm_batched(false, false, T_, D_, T_, 1.0f, dp.data(), T_, TT, q + C_, C3, D_, 0.0f, dq,
-                    C3, D_, H_);
-    be.gemm_batched(true, false, T_, D_, T_, 1.0f, dp.data(), T_, TT, q, C3, D_, 0.0f, dq + C_,
-                    C3, D_, H_);
+  Tensor dp;  // unfused: one sequence's score gradient, held until dx exists (Block::cost)
+  if (fused_) {  // delta is released at the end of this block, before dx
+    Tensor delta = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::workspace);
+    be.attention_backward(dqkv.data(), delta.f32(), d_att.data(), s.qkv.data(), s.att.data(),
+                          s.lse.f32(), B, T_, H_, D_, scale);
+  } else {
+    const int64_t TT = T_ * T_;
+    dp = Tensor::empty(be, {H_, T_, T_}, x.dtype(), MemTag::workspace);
+    for (int64_t b = 0; b < B; ++b) {
+      const ConstDevPtr q = s.qkv.data() + b * T_ * C3;
+      const ConstDevPtr p = s.probs.data() + b * H_ * TT;
+      const ConstDevPtr g = d_att.data() + b * T_ * C_;
+      const DevPtr dq = dqkv.data() + b * T_ * C3;
+      // dP = d_att_h v_h^T ; dv_h = P^T d_att_h
+      be.gemm_batched(false, true, T_, T_, D_, 1.0f, g, C_, D_, q + 2 * C_, C3, D_, 0.0f,
+                      dp.data(), T_, TT, H_);
+      be.gemm_batched(true, false, T_, D_, T_, 1.0f, p, T_, TT, g, C_, D_, 0.0f, dq + 2 * C_,
+                      C3, D_, H_);
+      // dS (scaled, masked) in place, then dq_h = dS k_h ; dk_h = dS^T q_h
+      be.causal_softmax_backward(dp.data(), p, dp.data(), H_, T_, scale);
+      be.gemm_batched(false, false, T_, D_, T_, 1.0f, dp.data(), T_, TT, q + C_, C3, D_, 0.0f,
+                      dq, C3, D_, H_);
+      be.gemm_batched(true, false, T_, D_, T_, 1.0f, dp.data(), T_, TT, q, C3, D_, 0.0f,
+                      dq + C_, C3, D_, H_);
+    }
   }
   Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
   qkv_.backward(dqkv, x, &dx);
