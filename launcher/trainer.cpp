@@ -97,7 +97,11 @@ TrainResult train(const Config& cfg, const parallel::World& world,
                       cfg.checkpoint.resume != "never");
     }
   });
-  watchdog.set_heartbeat_dir(cfg.run.dir + "/heartbeat");
+  // Every rank's heartbeat carries rank 0's token for this launch (an earlier job's files in
+  // the same run.dir are told apart by it).
+  watchdog.set_heartbeat_dir(
+      cfg.run.dir + "/heartbeat",
+      groups.world_mpi().broadcast_text(parallel::Watchdog::job_token(world.host()), 0));
   if (world.is_root()) {  // the same on every rank: said once
     for (const std::string& w : cfg.warnings) log->warn("config: {}", w);
     for (const std::string& w : s.budget_warnings) log->warn("memory: {}", w);

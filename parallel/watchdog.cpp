@@ -12,10 +12,9 @@
 namespace nupipe::parallel {
 
 namespace {
-constexpr auto kTick = std::chrono::milliseconds(100);
-constexpr double kBeatPeriodS = 0.5;
-constexpr double kSampleS = 1.2;  // a peer whose counter does not move for this long is gone
+constexpr int64_t kNoBeat = -1;    // read_beats: no beat of this job (yet)
 constexpr int64_t kTimedOut = -2;  // read_beats: the peer's own wait timed out (it is alive)
+constexpr size_t kMaxChecked = 32;  // heartbeat files read per check of a long wait
 
 std::string fmt_seconds(double s) {
   char buf[32];
@@ -27,6 +26,25 @@ std::string beat_path(const std::string& dir, int rank) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "/rank_%05d", rank);
   return dir + buf;
+}
+
+std::string beat_line(int64_t counter, bool timed_out, const std::string& job,
+                      const std::string& host) {
+  // "<counter> <state> <job> <host> <pid>": state "ok", or "timed-out" once this rank's own
+  // wait has timed out (it is alive, and a victim rather than the cause). Every field but
+  // the state keeps its width, so rewriting in place never leaves a longer line's tail.
+  char buf[320];
+  const int n = std::snprintf(buf, sizeof buf, "%020lld %-9s %s %s %d\n",
+                              static_cast<long long>(counter), timed_out ? "timed-out" : "ok",
+                              job.empty() ? "-" : job.c_str(), host.c_str(),
+                              static_cast<int>(::getpid()));
+  return n > 0 ? std::string(buf, static_cast<size_t>(std::min<int>(n, sizeof buf - 1)))
+               : std::string();
+}
+
+double seconds_between(std::chrono::steady_clock::time_point a,
+                       std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
 }
 }  // namespace
 
@@ -44,17 +62,30 @@ Watchdog::~Watchdog() {
   if (beat_fd_ >= 0) ::close(beat_fd_);
 }
 
-void Watchdog::set_heartbeat_dir(const std::string& dir) {
+std::string Watchdog::job_token(const std::string& host) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  return (host.empty() ? std::string("host") : host) + ":" + std::to_string(::getpid()) + ":" +
+         std::to_string(ns);
+}
+
+void Watchdog::set_heartbeat_dir(const std::string& dir, const std::string& job) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  const int fd = ::open(beat_path(dir, opt_.rank).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
   std::lock_guard<std::mutex> lock(mu_);
-  if (beat_fd_ >= 0) {  // once only: the thread may be writing the first one right now
-    if (fd >= 0) ::close(fd);
-    return;
-  }
+  if (beat_fd_ >= 0) return;  // once only: the thread may be writing a beat right now
+  const int fd =
+      ::open(beat_path(dir, opt_.rank).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  // The first beat before anyone can wait on this rank for long: from here on the file says
+  // this job, never an earlier one's state.
+  const std::string line = beat_line(1, false, job, opt_.host);
+  if (::pwrite(fd, line.data(), line.size(), 0) < 0) beat_failed_ = true;
+  beats_ = 1;
+  job_ = job;
   beat_fd_ = fd;
-  beat_dir_ = fd >= 0 ? dir : std::string();
+  beat_dir_ = dir;
 }
 
 Watchdog::Scope::Scope(Watchdog* wd, const char* what, const std::string* group,
@@ -64,6 +95,7 @@ Watchdog::Scope::Scope(Watchdog* wd, const char* what, const std::string* group,
   std::lock_guard<std::mutex> lock(wd_->mu_);
   saved_ = {wd_->armed_, wd_->what_, wd_->group_, wd_->peers_, wd_->peer_};
   wd_->armed_ = true;
+  ++wd_->generation_;
   wd_->since_ = Clock::now();
   wd_->what_ = what;
   wd_->group_ = group;
@@ -75,6 +107,7 @@ Watchdog::Scope::~Scope() {
   if (!wd_) return;
   std::lock_guard<std::mutex> lock(wd_->mu_);
   wd_->armed_ = saved_.armed;
+  ++wd_->generation_;
   wd_->since_ = Clock::now();
   wd_->what_ = saved_.what;
   wd_->group_ = saved_.group;
@@ -84,13 +117,8 @@ Watchdog::Scope::~Scope() {
 
 void Watchdog::beat(bool timed_out) {
   if (beat_fd_ < 0 || beat_failed_) return;
-  char buf[160];
-  // "<counter> <state> <host> <pid>": state "ok", or "timed-out" once this rank's own wait
-  // has timed out (it is alive, and a victim rather than the cause).
-  const int n = std::snprintf(buf, sizeof buf, "%020lld %-9s %s %d\n",
-                              static_cast<long long>(++beats_), timed_out ? "timed-out" : "ok",
-                              opt_.host.c_str(), static_cast<int>(::getpid()));
-  if (n > 0 && ::pwrite(beat_fd_, buf, static_cast<size_t>(n), 0) < 0) {
+  const std::string line = beat_line(++beats_, timed_out, job_, opt_.host);
+  if (::pwrite(beat_fd_, line.data(), line.size(), 0) < 0) {
     beat_failed_ = true;  // a full or vanished disk: stop beating rather than fail training
   }
 }
@@ -98,11 +126,13 @@ void Watchdog::beat(bool timed_out) {
 std::vector<int64_t> Watchdog::read_beats(const std::vector<int>& ranks) const {
   std::vector<int64_t> out;
   for (int r : ranks) {
-    int64_t v = -1;
+    int64_t v = kNoBeat;
     if (std::FILE* f = std::fopen(beat_path(beat_dir_, r).c_str(), "r")) {
       long long x = 0;
       char state[16] = {0};
-      if (std::fscanf(f, "%lld %15s", &x, state) == 2) {
+      char job[256] = {0};
+      if (std::fscanf(f, "%lld %15s %255s", &x, state, job) == 3 &&
+          job_ == (std::string(job) == "-" ? std::string() : std::string(job))) {
         v = std::string(state) == "timed-out" ? kTimedOut : x;
       }
       std::fclose(f);
@@ -112,18 +142,41 @@ std::vector<int64_t> Watchdog::read_beats(const std::vector<int>& ranks) const {
   return out;
 }
 
+std::string Watchdog::silent_verdict(const WaitState& w) const {
+  if (beat_dir_.empty() || w.peers.empty()) return {};
+  std::vector<int64_t> a = w.sample;
+  const double span = w.sample.empty() ? 0.0 : seconds_between(w.sample_at, Clock::now());
+  if (span < kBeatPeriodS * 2) {
+    // Not sampled early enough (a short timeout, or the wait's start was missed): sample now.
+    // This only happens when T < kSampleS + kTickS, and costs at most kSampleS.
+    if (a.empty()) a = read_beats(w.peers);
+    std::this_thread::sleep_for(std::chrono::duration<double>(kBeatPeriodS * 2 - span));
+  }
+  const std::vector<int64_t> b = read_beats(w.peers);
+  std::string gone;
+  for (size_t i = 0; i < w.peers.size(); ++i) {
+    if (a[i] == b[i] && b[i] != kTimedOut) {
+      if (!gone.empty()) gone += ", ";
+      gone += "rank " + std::to_string(w.peers[i]);
+    }
+  }
+  return gone.empty() ? "; every peer's heartbeat still moves (a peer is alive but stuck, or "
+                        "the network between us failed)"
+                      : "; not answering: " + gone + " (heartbeat stopped)";
+}
+
 void Watchdog::loop() {
-  // The wait may last timeout_s minus the time the peers' heartbeats are sampled, so the
-  // rank is gone within runtime.peer_timeout_s of the moment it started waiting (for
-  // timeouts of 3 s and more; below, within half the timeout plus the 1.2 s sample).
-  const double limit = std::max(opt_.timeout_s * 0.5, opt_.timeout_s - kSampleS - 0.3);
-  auto last_beat = Clock::now() - std::chrono::seconds(10);
+  const double limit = opt_.timeout_s;  // rule 1: never before T
+  const double sample_from = std::max(0.0, limit - kSampleS);
+  const auto tick = std::chrono::duration<double>(kTickS);
+  auto last_beat = Clock::now();
+  WaitState w;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    cv_.wait_for(lock, kTick);
+    cv_.wait_for(lock, tick);
     if (stop_) break;
     const auto now = Clock::now();
-    if (std::chrono::duration<double>(now - last_beat).count() >= kBeatPeriodS) {
+    if (seconds_between(last_beat, now) >= kBeatPeriodS) {
       // The file write happens unlocked: a slow filesystem must never hold up the main
       // thread's next collective (which takes the lock to arm a Scope).
       lock.unlock();
@@ -132,43 +185,71 @@ void Watchdog::loop() {
       last_beat = now;
     }
     if (!armed_) continue;
-    const double waited = std::chrono::duration<double>(now - since_).count();
-    if (waited < limit) continue;
-    std::string what = std::string(what_ ? what_ : "a wait on peers") +
-                       (group_ ? " on the " + *group_ : std::string());
-    std::vector<int> peers;
-    if (peer_ >= 0) peers.push_back(peer_);
-    else if (peers_) for (int r : *peers_) if (r != opt_.rank) peers.push_back(r);
+    if (w.generation != generation_) {  // a new wait: what it waits for, nothing sampled yet
+      w = WaitState{};
+      w.generation = generation_;
+      if (peer_ >= 0) w.peers.push_back(peer_);
+      else if (peers_) for (int r : *peers_) if (r != opt_.rank) w.peers.push_back(r);
+    }
+    const double waited = seconds_between(since_, now);
+    const uint64_t generation = generation_;
+    auto describe = [&] {
+      return std::string(what_ ? what_ : "a wait on peers") +
+             (group_ ? " on the " + *group_ : std::string());
+    };
+    const bool readable = !beat_dir_.empty() && !w.peers.empty();
+    if (waited >= limit) {
+      const std::string what = describe();
+      lock.unlock();
+      fire(what, waited, w.peers, silent_verdict(w));
+      return;
+    }
+    if (!readable) continue;
+    if (w.sample.empty() && waited >= sample_from) {
+      lock.unlock();
+      w.sample = read_beats(w.peers);
+      w.sample_at = Clock::now();
+      lock.lock();
+      continue;
+    }
+    if (job_.empty() || waited < kCheckS || seconds_between(w.last_check, now) < kCheckS) {
+      continue;
+    }
+    // Rule 2: has a peer of this wait given up? (Large groups a slice at a time.)
+    std::vector<int> slice;
+    for (size_t i = 0; i < std::min(kMaxChecked, w.peers.size()); ++i) {
+      slice.push_back(w.peers[(w.next_check + i) % w.peers.size()]);
+    }
+    w.next_check = (w.next_check + slice.size()) % w.peers.size();
+    w.last_check = now;
     lock.unlock();
-    fire(what, waited, peers);
+    const std::vector<int64_t> beats = read_beats(slice);
+    lock.lock();
+    std::string gave_up;
+    for (size_t i = 0; i < slice.size(); ++i) {
+      if (beats[i] != kTimedOut) continue;
+      gave_up += (gave_up.empty() ? "rank " : ", rank ") + std::to_string(slice[i]);
+    }
+    if (gave_up.empty() || generation != generation_ || !armed_) continue;  // it answered
+    const std::string what = describe();
+    const double waited_now = seconds_between(since_, Clock::now());
+    lock.unlock();
+    fire(what, waited_now, w.peers,
+         "; " + gave_up + " gave up waiting on its own peers (exit 5) and will not answer, so "
+         "this rank does not wait out the timeout (the silent peer is named in the first "
+         "report)");
     return;
   }
 }
 
-void Watchdog::fire(const std::string& what, double waited_s, const std::vector<int>& peers) {
+void Watchdog::fire(const std::string& what, double waited_s, const std::vector<int>& peers,
+                    const std::string& verdict) {
   std::string ranks;
   for (int r : peers) {
     if (!ranks.empty()) ranks += ",";
     ranks += std::to_string(r);
   }
-  std::string verdict;
-  beat(true);  // peers sampling now see this rank as alive (timed out, not the cause)
-  if (!beat_dir_.empty() && !peers.empty()) {
-    const std::vector<int64_t> a = read_beats(peers);
-    std::this_thread::sleep_for(std::chrono::duration<double>(kSampleS));
-    const std::vector<int64_t> b = read_beats(peers);
-    std::string gone;
-    for (size_t i = 0; i < peers.size(); ++i) {
-      if (a[i] == b[i] && b[i] != kTimedOut) {
-        if (!gone.empty()) gone += ", ";
-        gone += "rank " + std::to_string(peers[i]);
-      }
-    }
-    verdict = gone.empty()
-                  ? "; every peer's heartbeat still moves (a peer is alive but stuck, or the "
-                    "network between us failed)"
-                  : "; not answering: " + gone + " (heartbeat stopped)";
-  }
+  beat(true);  // peers see this rank as alive (timed out, not the cause), and follow it
   char head[160];
   std::snprintf(head, sizeof head, "rank %d on %s: no progress for %.1f s in ", opt_.rank,
                 opt_.host.c_str(), waited_s);
