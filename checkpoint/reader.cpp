@@ -61,6 +61,7 @@ CheckpointInfo read_info(const std::string& dir) {
   s.seed = static_cast<uint64_t>(r.attr_int("train.seed"));
   s.data_name = r.attr_string("data.name");
   s.data_tokens = r.attr_int("data.tokens");
+  s.tokens_seen = r.has_attr("tokens_seen") ? r.attr_int("tokens_seen") : -1;
   runtime::ModelConfig& m = info.model;
   m.n_layer = static_cast<int>(r.attr_int("model.n_layer"));
   m.d_model = static_cast<int>(r.attr_int("model.d_model"));

@@ -15,6 +15,10 @@ struct TrainingState {
   // so the data position is `step` itself. What it is a position in:
   std::string data_name;        // the training stream (a path, or the synthetic corpus)
   int64_t data_tokens = 0;      // its length in tokens
+  // Training tokens consumed by the steps completed, over every (re)start: metrics.jsonl's
+  // `tokens` (batch shapes may change between restarts, so it is counted, not derived).
+  // -1 when read from a checkpoint that predates it (reader.cpp).
+  int64_t tokens_seen = 0;
   // The learning-rate schedule's position is `step` too; its shape (lr, warm-up, decay
   // length = train.steps) comes from the config saved beside it.
 };

@@ -49,6 +49,7 @@ void write_attributes(H5TensorWriter& w, const CheckpointInfo& info) {
   w.attr("train.seed", static_cast<int64_t>(s.seed));
   w.attr("data.name", s.data_name);
   w.attr("data.tokens", s.data_tokens);
+  w.attr("tokens_seen", s.tokens_seen);
   const runtime::ModelConfig& m = info.model;
   w.attr("model.n_layer", m.n_layer);
   w.attr("model.d_model", m.d_model);

@@ -143,14 +143,17 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
                          "run.dir or checkpoint.resume = \"never\"");
 }
 
-std::vector<std::string> describe_changes(const Config& now, const std::string& saved_toml) {
+SettingChanges describe_changes(const Config& now, const std::string& saved_toml) {
   Config saved;
   try {
     saved = parse_config(saved_toml, "the checkpoint's config");
   } catch (const Error& e) {
-    return {std::string("the checkpoint's config could not be compared: ") + e.what()};
+    return {std::string("resuming; the checkpoint's config could not be compared with this "
+                        "one: ") + e.what(),
+            true};
   }
-  // Keys that only place the same computation differently (or do not touch it at all).
+  // Keys that only place the same computation differently (or do not touch it at all);
+  // runtime.precision changes the arithmetic itself.
   auto layout_only = [](const std::string& k) {
     for (const char* prefix : {"parallel.", "run.", "checkpoint.", "runtime."}) {
       if (k.rfind(prefix, 0) == 0) return true;
@@ -159,19 +162,52 @@ std::vector<std::string> describe_changes(const Config& now, const std::string& 
            k == "train.val_batches";
   };
   const auto a = key_values(saved), b = key_values(now);
+    if (k == "runtime.precision") return false;
   std::vector<std::string> math, layout;
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].second == b[i].second) continue;
-    const std::string line = a[i].first + ": " + a[i].second + " -> " + b[i].second;
-    (layout_only(a[i].first) ? layout : math).push_back(line);
+    const std::string change = a[i].first + ": " + a[i].second + " -> " + b[i].second;
+    (layout_only(a[i].first) ? layout : math).push_back(change);
   }
-  std::vector<std::string> out;
-  if (!math.empty()) {
-    out.push_back("changed since the checkpoint, changing the training itself (the continuation "
-                  "is not the uninterrupted run's): " + join(math, ", "));
+  if (math.empty() && layout.empty()) return {};
+  SettingChanges out;
+  out.changes_training = !math.empty();
+  if (out.changes_training) {
+    out.line = "resuming with changed training settings (from here on not the uninterrupted "
+               "run): " + join(math, ", ");
+    if (!layout.empty()) out.line += "; layout and run settings: " + join(layout, ", ");
+  } else {
+    out.line = "resuming with another layout or run settings (the same training): " +
+               join(layout, ", ");
   }
-  if (!layout.empty()) out.push_back("changed since the checkpoint (layout and run settings): " +
-                                     join(layout, ", "));
+  return out;
+}
+
+std::string nothing_to_train(const Config& cfg, const ResumePoint& rp) {
+  if (rp.dir.empty() || rp.info.state.step < cfg.train.steps) return {};
+  const int64_t step = rp.info.state.step;
+  const bool explicit_path = cfg.checkpoint.resume != "auto";
+  const bool own_ckpt_dir = !cfg.checkpoint.dir.empty();
+  const std::string where =
+      explicit_path  ? "checkpoint.resume = " + rp.dir + " is at"
+      : own_ckpt_dir ? "checkpoint.dir " + cfg.checkpoint.dir + " already holds"
+                     : "run.dir " + cfg.run.dir + " already holds";
+  std::string of = step == cfg.train.steps
+                       ? " of " + std::to_string(cfg.train.steps)
+                       : ", beyond train.steps = " + std::to_string(cfg.train.steps);
+  std::string out = "nothing to train: " + where + " step " + std::to_string(step) + of;
+  if (!explicit_path) out += " (checkpoint " + rp.dir + ")";
+  out += "; to continue it, raise train.steps (--set train.steps=M with M > " +
+         std::to_string(step) + "); to start a new run, ";
+  if (explicit_path) {
+    out += "leave checkpoint.resume = \"auto\" and give the run a run.dir of its own "
+           "(--set run.dir=DIR)";
+  } else if (own_ckpt_dir) {
+    out += "give it a checkpoint.dir and run.dir of its own (--set checkpoint.dir=DIR "
+           "--set run.dir=DIR)";
+  } else {
+    out += "give it a run.dir of its own (--set run.dir=DIR)";
+  }
   return out;
 }
 

@@ -35,10 +35,22 @@ struct ResumePoint {
 // Uncommitted leftovers (step_N.tmp) are never loaded; rank 0 removes them.
 ResumePoint find_resume_point(const Config& config, parallel::MpiCommunicator& world);
 
-// The keys that differ between the checkpoint's config and this run's, as log lines: those
-// that change the math (the continuation is then not bitwise the uninterrupted run) and those
-// that only change the layout.
-std::vector<std::string> describe_changes(const Config& now, const std::string& saved_toml);
+// The keys that differ between the checkpoint's config and this run's, as one log line of
+// `key: old -> new`: first those that change the training (hyper-parameters, data, precision,
+// train.steps: the continuation is then not the uninterrupted run), then those that only
+// place the same computation differently (layout, run and checkpoint settings). Empty line:
+// nothing changed.
+struct SettingChanges {
+  std::string line;
+  bool changes_training = false;
+};
+SettingChanges describe_changes(const Config& now, const std::string& saved_toml);
+
+// When the checkpoint found is already at or beyond train.steps: which run it is and the
+// two real ways on (raise train.steps; a run.dir, or checkpoint.dir, of its own for a new
+// run: checkpoint.resume = "never" refuses a directory that holds checkpoints). Empty when
+// there are steps to train.
+std::string nothing_to_train(const Config& config, const ResumePoint& resume);
 
 // Saves on the configured interval (collective).
 class Checkpointer {

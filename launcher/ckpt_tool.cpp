@@ -59,6 +59,7 @@ int ckpt_inspect(const std::string& dir, bool json) {
     j["layout"] = {{"pipeline", info.layout.pipeline}, {"data", info.layout.data},
                    {"zero", info.layout.zero}, {"stage_layers", info.layout.stage_layers}};
     j["model"] = {{"n_layer", m.n_layer}, {"d_model", m.d_model}, {"n_head", m.n_head},
+    j["tokens_seen"] = s.tokens_seen >= 0 ? nlohmann::json(s.tokens_seen) : nlohmann::json();
                   {"vocab_size", m.vocab_size}, {"seq_len", m.seq_len},
                   {"tie_embeddings", m.tie_embeddings}};
     j["nupipe_version"] = info.nupipe_version;
@@ -82,6 +83,9 @@ int ckpt_inspect(const std::string& dir, bool json) {
   int64_t params = 0;
   std::printf("  tensors (%zu):\n", tensors.size());
   for (const auto& [name, shape] : tensors) {
+  if (s.tokens_seen >= 0) {
+    std::printf("  tokens seen      %lld\n", static_cast<long long>(s.tokens_seen));
+  }
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     if (name.rfind("model/", 0) == 0) params += n;

@@ -499,6 +499,7 @@ Config parse_config(std::string_view toml_text, std::string_view source,
   config.lr.total_steps = config.train.steps;
   config.warnings = validate(config, Checker(source, origins));
   return config;
+  for (const auto& [key, where] : origins) config.given.insert(key);
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

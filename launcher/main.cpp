@@ -55,16 +55,18 @@ int run_train(const parallel::World& world, const std::string& config_path,
   if (r.stopped) {
     log->info("stopped: after step {} of {} on a stop signal; relaunch the same command to "
               "continue", r.steps, cfg.train.steps);
-  } else if (r.first_step >= cfg.train.steps) {
-    log->info("done: the checkpoint is at step {}, train.steps = {}: nothing to train (raise "
-              "train.steps to continue)", r.first_step, cfg.train.steps);
-  } else if (r.loss_floor >= 0) {
-    const double final_loss = r.final_val_loss >= 0 ? r.final_val_loss : r.final_loss;
-    log->info("done: {} steps; final {} loss {:.4f}, floor {:.4f} ({:+.1f}% above)", r.steps,
-              r.final_val_loss >= 0 ? "validation" : "training", final_loss, r.loss_floor,
-              100.0 * (final_loss / r.loss_floor - 1.0));
+  } else if (!r.nothing_to_train.empty()) {
+    log->info("done: {}", r.nothing_to_train);
   } else {
-    log->info("done: {} steps; final training loss {:.4f}", r.steps, r.final_loss);
+    // The validation loss when the last step was validated (it always is with a validation
+    // set), else the last step's training loss; against the synthetic corpus's floor.
+    const bool validated = r.final_val_loss >= 0;
+    const double final_loss = validated ? r.final_val_loss : r.final_loss;
+    log->info("done: {} steps; final {} loss {:.4f}{}", r.steps,
+              validated ? "validation" : "training", final_loss,
+              r.loss_floor >= 0 ? fmt::format(", floor {:.4f} ({:+.1f}% above)", r.loss_floor,
+                                              100.0 * (final_loss / r.loss_floor - 1.0))
+                                : std::string());
   }
   return 0;
 }
@@ -121,11 +123,14 @@ int main(int argc, char** argv) {
                    "(80,80,40,40); default: the config's runtime.memory_gib or [[runtime.devices]]");
   plan->add_option("--tflops", plan_cmd.tflops,
                    "throughput per stage in TFLOP/s: one for all, or one per stage; default: the "
-                   "config's runtime.tflops or [[runtime.devices]]");
+                   "config's runtime.tflops or [[runtime.devices]]; with none (nor --calibrate) "
+                   "times are relative to the slowest stage");
   plan->add_option("--world-size", plan_cmd.world_size,
                    "ranks to plan for (stages = world size / parallel.data)");
   plan->add_option("--compare", plan_cmd.compare, "also evaluate this split, e.g. 2,2,3,3,4,4,4,2");
-  plan->add_option("--recompute", plan_cmd.recompute, "auto (the planner chooses), none or full")
+  plan->add_option("--recompute", plan_cmd.recompute,
+                   "auto (the planner chooses), none or full; default: the config's "
+                   "train.recompute")
       ->check(CLI::IsMember({"auto", "none", "full"}));
   plan->add_option("--p2p-gbps", plan_cmd.p2p_gbps,
                    "bandwidth between pipeline stages in GB/s for the simulator (default: free)")

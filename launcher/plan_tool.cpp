@@ -51,6 +51,20 @@ std::vector<double> per_stage(const std::vector<double>& v, int p, const char* o
   return v;
 }
 
+// What the figures of a plan can claim: budgets only where given, absolute times only with a
+// throughput (--tflops, runtime.tflops / [[runtime.devices]], or --calibrate).
+struct Knowns {
+  bool budget = false;      // some stage has a memory budget
+  bool throughput = false;  // stage times are seconds, not only ratios
+  // Without a throughput every device runs at runtime.tflops' default: times are then shown in
+  // units of one block's forward + backward of one microbatch, the same unit for every plan.
+  double unit_s = 1.0;
+};
+
+bool has_budget(const parallel::PlanInputs& in, size_t stage) {
+  return in.devices[stage].memory_bytes != INT64_MAX;
+}
+
 // Throughput figures of a plan: tokens/s, MFU over the dense peak, cost per million tokens.
 struct Economics {
   double tokens_per_s = 0, mfu = 0, usd_per_mtok = 0;
@@ -80,17 +94,23 @@ Economics economics(const parallel::Plan& plan, const parallel::PlanInputs& in,
   return e;
 }
 
+// "fits", "does NOT fit", or "no budget given" when no stage has one.
+const char* verdict(const parallel::Plan& plan, const Knowns& k) {
+  if (!k.budget) return "no budget given";
+  return plan.fits ? "fits" : "does NOT fit";
+}
+
 void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
-                const PlanCommand& cmd) {
+                const PlanCommand& cmd, const Knowns& k) {
   using runtime::format_bytes;
   std::printf("%s: stage_layers %s, recompute %s\n", plan.name.c_str(),
               parallel::format_list(plan.layers).c_str(), parallel::format_list(plan.recompute).c_str());
+  const double unit = k.unit_s;
   std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s %11s %11s %9s\n", "stage",
               "layers", "recompute", "params", "params B", "grads B", "optim B", "activ. B",
-              "workspace", "loss ws", "peak", "budget", "time ms");
+              "workspace", "loss ws", "peak", "budget", k.throughput ? "time ms" : "time");
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const parallel::StagePlan& st = plan.stages[s];
-    const int64_t budget = in.devices[s].memory_bytes;
     std::printf("  %-5zu %6d %9d %12lld %11s %11s %11s %11s %11s %11s %11s %11s %9.2f%s\n", s,
                 st.layers, st.recompute, static_cast<long long>(st.params),
                 format_bytes(st.memory.params).c_str(), format_bytes(st.memory.grads).c_str(),
@@ -99,8 +119,16 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
                 format_bytes(st.memory.workspace).c_str(),
                 format_bytes(st.memory.loss_workspace).c_str(),
                 format_bytes(st.memory.total()).c_str(),
-                budget == INT64_MAX ? "-" : format_bytes(budget).c_str(), st.time_s * 1e3,
+                has_budget(in, s) ? format_bytes(in.devices[s].memory_bytes).c_str() : "none",
+                k.throughput ? st.time_s * 1e3 : st.time_s / unit,
                 st.fits ? "" : "  over budget");
+  }
+  if (!k.throughput) {
+    std::printf("  step %.2f units (simulated, %d microbatches), bubble %.1f%%, slowest stage "
+                "%.2f units, peak %s: %s\n\n",
+                plan.sim.step_s / unit, in.cost.microbatches, 100.0 * plan.sim.bubble_fraction,
+                plan.bottleneck_s / unit, format_bytes(plan.peak_bytes).c_str(), verdict(plan, k));
+    return;
   }
   const Economics e = economics(plan, in, cmd);
   std::printf("  step %.2f ms (simulated, %d microbatches%s), bubble %.1f%%, slowest stage %.2f "
@@ -113,43 +141,54 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
                                      : ""))
                   .c_str(),
               100.0 * plan.sim.bubble_fraction, plan.bottleneck_s * 1e3,
-              format_bytes(plan.peak_bytes).c_str(), plan.fits ? "fits" : "does NOT fit");
+              format_bytes(plan.peak_bytes).c_str(), verdict(plan, k));
   std::printf("  %.0f tokens/s, MFU %.1f%%%s\n\n", e.tokens_per_s, 100.0 * e.mfu,
               cmd.gpu_hour_usd > 0 ? fmt::format(", ${:.4f} per million tokens", e.usd_per_mtok).c_str()
                                    : "");
 }
 
+// A value, or null where the inputs do not support it.
+template <class T>
+nlohmann::json known(bool ok, T value) {
+  return ok ? nlohmann::json(value) : nlohmann::json();
+}
+
 nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs& in,
-                         const PlanCommand& cmd) {
+                         const PlanCommand& cmd, const Knowns& k) {
   nlohmann::json stages = nlohmann::json::array();
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const parallel::StagePlan& st = plan.stages[s];
-    const int64_t budget = in.devices[s].memory_bytes;
+    const bool budget = has_budget(in, s);
     stages.push_back({{"layers", st.layers},
-                      {"budget_bytes", budget == INT64_MAX ? nlohmann::json() : nlohmann::json(budget)},
+                      {"budget_bytes", known(budget, in.devices[s].memory_bytes)},
                       {"recompute", st.recompute},
                       {"params", st.params},
                       {"peak_bytes", st.memory.total()},
-                      {"fits", st.fits},
+                      {"fits", known(budget, st.fits)},
                       {"bytes", {{"params", st.memory.params},
                                  {"grads", st.memory.grads},
                                  {"optimizer", st.memory.optimizer},
                                  {"activations", st.memory.activations},
                                  {"workspace", st.memory.workspace},
                                  {"loss_workspace", st.memory.loss_workspace}}},
-                      {"time_ms", st.time_s * 1e3}});
+                      {"time_ms", known(k.throughput, st.time_s * 1e3)},
+                      {"time_units", known(!k.throughput, st.time_s / k.unit_s)}});
   }
-  return {{"name", plan.name},        {"stage_layers", plan.layers},
-          {"recompute", plan.recompute}, {"fits", plan.fits},
-          {"peak_bytes", plan.peak_bytes}, {"step_ms", plan.sim.step_s * 1e3},
-          {"bubble_fraction", plan.sim.bubble_fraction}, {"stages", stages},
-          {"reduce_ms", plan.reduce_s * 1e3},
-          {"optimizer_ms", plan.optimizer_s * 1e3},
-          {"tokens_per_s", economics(plan, in, cmd).tokens_per_s},
-          {"mfu", economics(plan, in, cmd).mfu},
-          {"usd_per_million_tokens", cmd.gpu_hour_usd > 0
-                                         ? nlohmann::json(economics(plan, in, cmd).usd_per_mtok)
-                                         : nlohmann::json()}};
+  const Economics e = economics(plan, in, cmd);
+  return {{"name", plan.name},
+          {"stage_layers", plan.layers},
+          {"recompute", plan.recompute},
+          {"fits", known(k.budget, plan.fits)},
+          {"peak_bytes", plan.peak_bytes},
+          {"step_ms", known(k.throughput, plan.sim.step_s * 1e3)},
+          {"step_units", known(!k.throughput, plan.sim.step_s / k.unit_s)},
+          {"bubble_fraction", plan.sim.bubble_fraction},
+          {"stages", stages},
+          {"reduce_ms", known(k.throughput, plan.reduce_s * 1e3)},
+          {"optimizer_ms", known(k.throughput, plan.optimizer_s * 1e3)},
+          {"tokens_per_s", known(k.throughput, e.tokens_per_s)},
+          {"mfu", known(k.throughput, e.mfu)},
+          {"usd_per_million_tokens", known(k.throughput && cmd.gpu_hour_usd > 0, e.usd_per_mtok)}};
 }
 
 struct Calibration {
@@ -244,7 +283,29 @@ int run_plan(const PlanCommand& cmd) {
   }
   in.cost = {dp, cfg.parallel.zero, parallel::parse_schedule_kind(cfg.parallel.schedule),
              cfg.microbatches(), cfg.train.micro_batch, {}};
-  in.recompute = parallel::parse_recompute_choice(cmd.recompute);
+
+  // Recompute: --recompute, else the config's train.recompute ("none", "full", "auto"; blocks
+  // per stage apply to the config's own split, and the planner then chooses for its own).
+  using RK = parallel::RecomputeSpec::Kind;
+  const parallel::RecomputeSpec& rc = cfg.train.recompute;
+  const bool same_stages = in.pipeline == cfg.parallel.pipeline;
+  std::string recompute_text;
+  if (!cmd.recompute.empty()) {
+    in.recompute = parallel::parse_recompute_choice(cmd.recompute);
+    recompute_text = cmd.recompute + " (--recompute)";
+  } else {
+    in.recompute = rc.kind == RK::none   ? parallel::RecomputeChoice::none
+                   : rc.kind == RK::full ? parallel::RecomputeChoice::full
+                                         : parallel::RecomputeChoice::automatic;
+    recompute_text = parallel::format_recompute(rc) + " (train.recompute" +
+                     (rc.kind == RK::per_stage
+                          ? std::string(same_stages ? " for the config's split; the planner "
+                                                      "chooses for its own"
+                                                    : ", for another number of stages: the "
+                                                      "planner chooses")
+                          : std::string()) +
+                     ")";
+  }
   in.p2p_bytes_per_s = cmd.p2p_gbps * 1e9;
   in.net_bytes_per_s = cmd.net_gbps * 1e9;
   // Without --memory-gib / --tflops, the config's runtime.memory_gib and runtime.tflops (or its
@@ -252,6 +313,23 @@ int run_plan(const PlanCommand& cmd) {
   const std::vector<double> gib = per_stage(
       cmd.memory_gib.empty() ? cfg.runtime.memory_gib : number_list(cmd.memory_gib, "--memory-gib"),
       in.pipeline, cmd.memory_gib.empty() ? "runtime.memory_gib" : "--memory-gib");
+  Knowns knowns;
+  knowns.throughput = !cmd.tflops.empty() || cmd.calibrate || cfg.is_given("runtime.tflops");
+  if (!knowns.throughput) {
+    // runtime.tflops' default only makes equal devices equal: seconds from it would be fiction.
+    for (const auto& [given, option] : {std::pair{cmd.p2p_gbps > 0, "--p2p-gbps"},
+                                        {cmd.net_gbps > 0, "--net-gbps"},
+                                        {cmd.peak_tflops > 0, "--peak-tflops"},
+                                        {cmd.gpu_hour_usd > 0, "--gpu-hour-usd"}}) {
+      if (given) {
+        throw usage_error(std::string(option) + " needs the devices' throughput: without it "
+                              "nupipe plan gives stage and step times only relative to the "
+                              "slowest stage",
+                          "add --tflops N (or runtime.tflops / [[runtime.devices]] in the "
+                          "config), or --calibrate to time the layers on this machine");
+      }
+    }
+  }
   std::vector<double> tflops = cmd.tflops.empty() ? cfg.runtime.tflops
                                                   : number_list(cmd.tflops, "--tflops");
   Calibration calibration;  // none: every layer at --tflops, the optimizer left out
@@ -276,22 +354,47 @@ int run_plan(const PlanCommand& cmd) {
     in.devices.push_back({gib[s] > 0 ? static_cast<int64_t>(gib[s] * (1ull << 30)) : INT64_MAX,
                           tflops[s] * 1e12, calibration.others_flops_per_s,
                           calibration.adamw_elements_per_s});
+    knowns.budget = knowns.budget || gib[s] > 0;
+  }
+  if (!knowns.throughput) {
+    knowns.unit_s = runtime::Block::cost(in.model).flops_per_token * cfg.train.micro_batch *
+                    in.model.seq_len / in.devices[0].flops_per_s;
   }
 
   std::vector<parallel::Plan> plans;
   const std::optional<parallel::Plan> best = parallel::plan_best(in);
-  // The uniform and --compare splits recompute every block with --recompute full, none
+  // The uniform and --compare splits recompute every block with recompute full, none
   // otherwise (with auto the planner's own choice is in its plan).
   auto recompute_for = [&](const std::vector<int>& layers) {
     if (in.recompute == parallel::RecomputeChoice::full) return layers;
     return std::vector<int>(layers.size(), 0);
   };
+  // The config's own split (an explicit parallel.stage_layers, or "uniform") with its own
+  // train.recompute, as `nupipe train` would run it: the uniform plan, or one named "config".
+  const std::vector<int> uniform_counts = parallel::uniform_split(in.pipeline, in.model.n_layer);
+  std::optional<std::vector<int>> config_layers;
+  using SK = parallel::StageLayersSpec::Kind;
+  if (same_stages && cfg.parallel.stage_layers.kind != SK::automatic) {
+    config_layers = cfg.parallel.stage_layers.kind == SK::explicit_list
+                        ? cfg.parallel.stage_layers.layers
+                        : uniform_counts;
+  }
+  auto config_recompute = [&](const std::vector<int>& layers) {
+    if (cmd.recompute.empty() && rc.kind == RK::per_stage) return rc.blocks;
+    return recompute_for(layers);
+  };
   if (best) plans.push_back(*best);
-  parallel::Plan uniform =
-      parallel::evaluate(in, parallel::uniform_split(in.pipeline, in.model.n_layer),
-                         recompute_for(parallel::uniform_split(in.pipeline, in.model.n_layer)));
+  parallel::Plan uniform = parallel::evaluate(
+      in, uniform_counts,
+      config_layers == uniform_counts ? config_recompute(uniform_counts)
+                                      : recompute_for(uniform_counts));
   uniform.name = "uniform";
   plans.push_back(uniform);
+  if (config_layers && *config_layers != uniform_counts) {
+    parallel::Plan c = parallel::evaluate(in, *config_layers, config_recompute(*config_layers));
+    c.name = "config";
+    plans.push_back(c);
+  }
   if (!cmd.compare.empty()) {
     std::vector<int> layers;
     for (double v : number_list(cmd.compare, "--compare")) layers.push_back(static_cast<int>(v));
@@ -310,18 +413,36 @@ int run_plan(const PlanCommand& cmd) {
   if (cmd.json) {
     nlohmann::json j;
     j["plans"] = nlohmann::json::array();
-    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p, in, cmd));
-    j["fits"] = best.has_value();
-    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in, cmd);
+    for (const parallel::Plan& p : plans) j["plans"].push_back(plan_json(p, in, cmd, knowns));
+    j["budget_given"] = knowns.budget;
+    j["throughput_given"] = knowns.throughput;
+    j["time_unit"] = knowns.throughput ? nlohmann::json("ms")
+                                       : nlohmann::json("one block's forward + backward of one "
+                                                        "microbatch");
+    j["fits"] = known(knowns.budget, best.has_value());
+    if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in, cmd, knowns);
     std::printf("%s\n", j.dump(1).c_str());
     return best ? 0 : static_cast<int>(ExitCode::usage);
   }
   std::printf("nupipe plan %s: %d layers, d_model %d, %d stages x %d replicas, %s, %d "
-              "microbatches of %d, ZeRO-%d, recompute %s\n\n",
+              "microbatches of %d, ZeRO-%d, recompute %s\n",
               cmd.config_path.c_str(), in.model.n_layer, in.model.d_model, in.pipeline, dp,
               cfg.parallel.schedule.c_str(), in.cost.microbatches, in.cost.micro_batch,
-              in.cost.zero, cmd.recompute.c_str());
-  for (const parallel::Plan& p : plans) print_plan(p, in, cmd);
+              in.cost.zero, recompute_text.c_str());
+  if (!knowns.budget) {
+    std::printf("memory: no budget given (--memory-gib, runtime.memory_gib or "
+                "[[runtime.devices]]): the peaks are predicted, not checked against one; "
+                "`nupipe train` without one holds each rank to the host's available memory "
+                "divided by the ranks on the host\n");
+  }
+  if (!knowns.throughput) {
+    std::printf("time: no device throughput given, so times are relative, in units of one "
+                "block's forward + backward of one microbatch, and there is no tokens/s or MFU; "
+                "--tflops N (or runtime.tflops / [[runtime.devices]]) gives absolute figures, "
+                "--calibrate measures this machine's cpu backend\n");
+  }
+  std::printf("\n");
+  for (const parallel::Plan& p : plans) print_plan(p, in, cmd, knowns);
   if (!best) {
     parallel::Plan low = parallel::plan_lowest_peak(in);
     int64_t over = 0;

@@ -1,6 +1,8 @@
-// plan_tool.h: `nupipe plan CONFIG.toml`: the planner's split next to the uniform one (and any
-// --compare split), per stage the layers, recompute, parameters, bytes by kind and time, and
-// per plan the simulated step time, bubble, peak and whether it fits. No MPI launch needed.
+// plan_tool.h: `nupipe plan CONFIG.toml`: the planner's split next to the uniform one, the
+// config's own and any --compare split, per stage the layers, recompute, parameters, bytes by
+// kind and time, and per plan the simulated step time, bubble, peak and whether it fits. It
+// claims only what its inputs support: "no budget given" without a memory budget, times
+// relative to the slowest stage (no tokens/s, no MFU) without a device throughput. No MPI.
 #pragma once
 
 #include <string>
@@ -11,11 +13,12 @@ namespace nupipe::launcher {
 struct PlanCommand {
   std::string config_path;
   std::vector<std::string> overrides;
-  std::string memory_gib;   // "80" or "80,80,40,40"; empty: no limit
-  std::string tflops;       // per-stage throughput, "0.1" or a list; empty: 0.1
+  std::string memory_gib;   // "80" or "80,80,40,40"; empty: the config's (0: none)
+  std::string tflops;       // per-stage throughput, "400" or a list; empty: the config's (none
+                            // there: relative times only)
   int world_size = 0;       // 0: parallel.pipeline x parallel.data of the config
   std::string compare;      // "2,2,3,3"; empty: none
-  std::string recompute = "none";
+  std::string recompute;    // "auto", "none", "full"; empty: the config's train.recompute
   double p2p_gbps = 0.0;       // between stages, GB/s (0: free)
   double net_gbps = 0.0;       // data-parallel reduction, GB/s per rank (0: free)
   double peak_tflops = 0.0;    // the device's dense peak for MFU (0: --tflops)

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 
 namespace nupipe::launcher {
 
@@ -69,9 +70,22 @@ void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
   }
 }
 
+std::string iso8601_utc(std::chrono::system_clock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
+  const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
+  std::tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
+  return fmt::format("{}.{:03d}Z", buf, static_cast<int>(ms.count() % 1000));
+}
+
 nlohmann::json metrics_record(const StepStats& s, int64_t tokens_per_step,
-                              double flops_per_token) {
-  nlohmann::json rec = {{"step", s.step},
+                              double flops_per_token, int64_t tokens_seen,
+                              std::chrono::system_clock::time_point at) {
+  nlohmann::json rec = {{"step", s.step + 1},
+                        {"timestamp", iso8601_utc(at)},
+                        {"tokens_seen", tokens_seen},
                         {"loss", s.loss},
                         {"lr", s.lr},
                         {"grad_norm", s.grad_norm},

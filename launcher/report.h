@@ -2,6 +2,7 @@
 // allocator), the per-step log line and metrics.jsonl record, and their format helpers.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -39,9 +40,14 @@ struct StepStats {
   double val_loss = -1.0; // when validated after this step
 };
 
-// The metrics.jsonl record: step, loss, lr, grad_norm, tokens_per_s, step_ms,
+// The metrics.jsonl record: step (steps completed, as the log's "step 10/400" and the
+// checkpoint step_00000010 count them), timestamp (ISO-8601 UTC of `at`), tokens_seen (training
+// tokens consumed so far, over every restart), loss, lr, grad_norm, tokens_per_s, step_ms,
 // bubble_fraction, gflops (and val_loss).
-nlohmann::json metrics_record(const StepStats& s, int64_t tokens_per_step, double flops_per_token);
+nlohmann::json metrics_record(const StepStats& s, int64_t tokens_per_step, double flops_per_token,
+                              int64_t tokens_seen, std::chrono::system_clock::time_point at);
+// "2026-12-02T05:48:07.123Z"
+std::string iso8601_utc(std::chrono::system_clock::time_point t);
 // "step 10/400 | loss 2.3456 | ..."; steps_run/elapsed_s drive the ETA.
 std::string step_line(const StepStats& s, int total_steps, int64_t tokens_per_step,
                       bool pipelined, int steps_run, double elapsed_s);

@@ -17,8 +17,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Keeps the whole lines of records with step < first_step; returns {kept, dropped}. A torn
-// last line (the process died while writing it) is dropped.
+// Keeps the whole lines of records with step <= first_step (a record's step counts the steps
+// completed, as checkpoints do); returns {kept, dropped}. A torn last line (the process died
+// while writing it) is dropped.
 std::pair<int, int> cut_metrics(const fs::path& path, int64_t first_step) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
@@ -38,7 +39,7 @@ std::pair<int, int> cut_metrics(const fs::path& path, int64_t first_step) {
     bool keep = false;
     try {
       const nlohmann::json rec = nlohmann::json::parse(line);
-      keep = rec.at("step").get<int64_t>() < first_step;
+      keep = rec.at("step").get<int64_t>() <= first_step;
     } catch (const nlohmann::json::exception&) {
     }
     if (keep) {

@@ -49,7 +49,7 @@ StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups,
   st.loss = sums[0] / static_cast<double>(s.tokens_per_step);
   st.stop = sums[1] > 0.0;
   if (!std::isfinite(st.loss)) {
-    throw Error(ExitCode::non_finite, fmt::format("loss is {} at step {}", st.loss, step),
+    throw Error(ExitCode::non_finite, fmt::format("loss is {} at step {} (counted as the log counts)", st.loss, step + 1),
                 "lower optim.lr, raise optim.warmup_steps or set optim.grad_clip > 0");
   }
   st.grad_norm = std::sqrt(sq);

@@ -65,6 +65,16 @@ checkpoint::TrainingState start_state(const ResumePoint& rp, Stage& s, const Con
   state.optimizer_steps = rp.info.state.optimizer_steps;
   return state;
 }
+  state.tokens_seen = rp.info.state.tokens_seen;
+  if (state.tokens_seen < 0) {  // a checkpoint from before it was counted: its own batch shape
+    int64_t per_step = s.tokens_per_step;
+    try {
+      const Config saved = parse_config(rp.info.config_toml, "the checkpoint's config");
+      per_step = static_cast<int64_t>(saved.train.global_batch) * saved.model.seq_len;
+    } catch (const Error&) {
+    }
+    state.tokens_seen = state.step * per_step;
+  }
 
 }  // namespace
 
@@ -98,6 +108,17 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     }
   });
   // Every rank's heartbeat carries rank 0's token for this launch (an earlier job's files in
+  // A finished run relaunched: nothing in run.dir is touched (its metrics, config and log
+  // stay those of the run that trained); the last log line says which run and how on.
+  if (std::string why = nothing_to_train(cfg, rp); !why.empty()) {
+    if (world.is_root()) {
+      for (const std::string& w : rp.warnings) log->warn("checkpoint: {}", w);
+    }
+    TrainResult done;
+    done.first_step = done.steps = static_cast<int>(rp.info.state.step);
+    done.nothing_to_train = std::move(why);
+    return done;
+  }
   // the same run.dir are told apart by it).
   watchdog.set_heartbeat_dir(
       cfg.run.dir + "/heartbeat",
@@ -108,7 +129,10 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     for (const std::string& w : rp.warnings) log->warn("checkpoint: {}", w);
     for (const std::string& n : rp.notes) log->info("checkpoint: {}", n);
     if (!rp.dir.empty()) {
-      for (const std::string& c : describe_changes(cfg, rp.info.config_toml)) log->warn("{}", c);
+      if (const SettingChanges c = describe_changes(cfg, rp.info.config_toml); !c.line.empty()) {
+        if (c.changes_training) log->warn("{}", c.line);
+        else log->info("{}", c.line);
+      }
       const checkpoint::TrainingState& saved = rp.info.state;
       if (saved.data_name != s.data.train->name() || saved.data_tokens != s.data.train->size()) {
         log->warn("the training data differs from the checkpoint's ({}, {} tokens -> {}, {} "
@@ -157,14 +181,18 @@ TrainResult train(const Config& cfg, const parallel::World& world,
 
     const bool last = state.step == steps;
     if (s.val_sampler &&
+    state.tokens_seen += s.tokens_per_step;
         (last || (cfg.train.val_every > 0 && state.step % cfg.train.val_every == 0))) {
       st.val_loss = validate(s, cfg, groups);
     }
-    // metrics.jsonl records the same steps whether or not the run was interrupted; the log
-    // also shows the first step of every (re)start.
-    const bool record = last || step % cfg.run.log_every == 0 || st.val_loss >= 0;
+    // metrics.jsonl records the same steps whether or not the run was interrupted (the
+    // first, every run.log_every-th counted as the log and checkpoints count, the validated
+    // and the last); the log also shows the first step of every (re)start.
+    const bool record = last || state.step == 1 || state.step % cfg.run.log_every == 0 ||
+                        st.val_loss >= 0;
     if (record && metrics) {
-      metrics->write(metrics_record(st, s.tokens_per_step, s.model_cost.flops_per_token));
+      metrics->write(metrics_record(st, s.tokens_per_step, s.model_cost.flops_per_token,
+                                    state.tokens_seen, std::chrono::system_clock::now()));
     }
     if (record || step == result.first_step) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <spdlog/logger.h>
@@ -24,6 +25,9 @@ struct TrainResult {
   int steps = 0;               // the step count reached (train.steps unless stopped)
   int first_step = 0;          // where this run started (a checkpoint's step, or 0)
   bool stopped = false;        // a stop signal ended it early (after saving, by default)
+  // Set when the checkpoint found is at or beyond train.steps: which run, and how on (the
+  // run ends without touching run.dir).
+  std::string nothing_to_train;
   std::vector<double> losses;  // every step's mean training loss run here (identical on every rank)
 };
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """plot_plan.py: per-stage stacked memory bars (params, grads, optimizer, activations,
 workspace, loss workspace) against each stage's budget, one panel per plan of `nupipe plan --json` (the
 planner's split next to the uniform one, and any --compare), side by side.
@@ -34,7 +34,11 @@ def main():
         sys.exit("plot_plan.py: %s is not the output of `nupipe plan --json`: %s" %
                  (args.plan_json, e))
     mib = 1024.0 * 1024.0
-    fig, axes = plt.subplots(1, len(plans), figsize=(4.2 * len(plans), 4), sharey=True,
+    top = 0.0
+    for plan in plans:
+        for s in plan["stages"]:
+            top = max(top, s["peak_bytes"] / mib, (s.get("budget_bytes") or 0) / mib)
+    fig, axes = plt.subplots(1, len(plans), figsize=(4.4 * len(plans), 4.6), sharey=True,
                              squeeze=False)
     for ax, plan in zip(axes[0], plans):
         stages = plan["stages"]
@@ -44,24 +48,47 @@ def main():
             vals = [s["bytes"].get(kind, 0) / mib for s in stages]
             ax.bar(x, vals, bottom=bottom, color=color, label=kind, width=0.7)
             bottom = [b + v for b, v in zip(bottom, vals)]
-        budgets = [s.get("budget_bytes") for s in stages]
-        for i, b in enumerate(budgets):
+        for i, s in enumerate(stages):
+            peak, b = s["peak_bytes"] / mib, s.get("budget_bytes")
+            over = b is not None and s["peak_bytes"] > b
+            if over:  # the whole bar outlined, and by how much it misses
+                ax.bar([i], [peak], width=0.7, fill=False, edgecolor="#d62728", linewidth=2.2,
+                       zorder=3)
+            ax.text(i, peak + 0.015 * top, "%.2f" % peak + ("\n+%.2f over" % (peak - b / mib)
+                                                           if over else ""),
+                    ha="center", va="bottom", fontsize=8, zorder=4,
+                    color="#d62728" if over else "black",
+                    fontweight="bold" if over else "normal")
             if b is not None:
                 ax.hlines(b / mib, i - 0.45, i + 0.45, colors="black", linestyles="--",
-                          label="budget" if i == 0 else None)
+                          linewidth=1.6, zorder=5, label="budget" if i == 0 else None)
         ax.set_xticks(x)
         ax.set_xticklabels(["%d\n%d blk%s" % (i, s["layers"],
                                               ", %d rc" % s["recompute"] if s["recompute"] else "")
                             for i, s in enumerate(stages)])
-        ax.set_title("%s %s: %s\npeak %.2f MiB, step %.1f ms" % (
-            plan["name"], plan["stage_layers"], "fits" if plan["fits"] else "does NOT fit",
-            plan["peak_bytes"] / mib, plan["step_ms"]), fontsize=9)
+        if plan.get("fits") is None:
+            verdict = "no budget given"
+        else:
+            verdict = "fits" if plan["fits"] else "does NOT fit"
+        if plan.get("step_ms") is not None:
+            step = "step %.2f ms" % plan["step_ms"]
+        elif plan.get("step_units") is not None:
+            step = "step %.1f block-microbatch units" % plan["step_units"]
+        else:
+            step = ""
+        ax.set_title("%s %s: %s\npeak %.2f MiB%s" % (
+            plan["name"], plan["stage_layers"], verdict, plan["peak_bytes"] / mib,
+            ", " + step if step else ""), fontsize=9,
+            color="#d62728" if plan.get("fits") is False else "black")
         ax.set_xlabel("stage")
-    axes[0][0].set_ylabel("MiB per rank")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
+        ax.set_ylim(0, top * 1.22)
+    axes[0][0].set_ylabel("MiB per rank (peak labelled)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8,
+               frameon=False)
     if args.title:
         fig.suptitle(args.title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(args.out_png, dpi=110)
     print("wrote %s (%d plans)" % (args.out_png, len(plans)))
 

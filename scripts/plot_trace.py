@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """plot_trace.py: draws a nupipe trace.json (Chrome trace, one process per rank) as a per-rank
 timeline PNG: forward, backward, communication and optimizer spans, microbatch numbers on the
-compute blocks.
+compute blocks, the validation pass that follows the update on validated steps hatched apart.
 
     /usr/bin/python3 scripts/plot_trace.py RUN_DIR/trace.json out.png [--step N]
+
+--step N counts as the log does (step 1 is the first); the default is the last in the trace.
 """
 import argparse
 import json
@@ -14,17 +16,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {
-    "forward": "#4C72B0",
-    "backward": "#55A868",
-    "send": "#C44E52",
-    "recv": "#DD8452",
-    "send-wait": "#C44E52",
-    "all-reduce": "#8172B3",
-    "reduce-scatter": "#8172B3",
-    "all-gather": "#DA8BC3",
-    "optimizer": "#937860",
+# Each span kind its own colour (the pairs a reader tells apart, send/send-wait and
+# all-reduce/reduce-scatter, far apart) and what it is, for the legend.
+KINDS = {
+    "forward": ("#4C72B0", "forward"),
+    "backward": ("#55A868", "backward"),
+    "recv": ("#DD8452", "recv (waiting for the neighbour stage)"),
+    "send": ("#C44E52", "send (posted)"),
+    "send-wait": ("#5B1A18", "send-wait (this step's sends completing)"),
+    "all-reduce": ("#8172B3", "all-reduce (loss, then gradients over replicas)"),
+    "reduce-scatter": ("#2A9D8F", "reduce-scatter (ZeRO-1 gradient shards)"),
+    "optimizer": ("#937860", "optimizer (AdamW update)"),
+    "all-gather": ("#DA8BC3", "all-gather (ZeRO-1: updated parameters)"),
 }
+UPDATE = ("optimizer", "all-gather")
 
 
 def main() -> int:
@@ -32,7 +37,8 @@ def main() -> int:
     ap.add_argument("trace")
     ap.add_argument("out")
     ap.add_argument("--step", type=int, default=None,
-                    help="which training step to draw (default: the last one in the trace)")
+                    help="which training step to draw, counted as the log counts (default: the "
+                         "last one in the trace)")
     args = ap.parse_args()
     try:
         with open(args.trace) as f:
@@ -46,21 +52,40 @@ def main() -> int:
     if not spans:
         print(f"plot_trace: {args.trace} holds no spans (was run.trace = true?)", file=sys.stderr)
         return 2
-    step = args.step if args.step is not None else max(e["args"]["step"] for e in spans)
+    # trace.json's "step" is the step's index (the log's step N is index N - 1).
+    step = args.step - 1 if args.step is not None else max(e["args"]["step"] for e in spans)
     spans = [e for e in spans if e["args"]["step"] == step]
     if not spans:
-        print(f"plot_trace: no spans for step {step}", file=sys.stderr)
+        print(f"plot_trace: no spans for step {step + 1}", file=sys.stderr)
         return 2
     t0 = min(e["ts"] for e in spans)
     ranks = sorted({e["pid"] for e in spans})
-    fig, ax = plt.subplots(figsize=(14, 0.7 * len(ranks) + 1.5))
+    # A validated step (every val_every-th and the last) runs the validation pass after the
+    # update: its sends and receives carry the step's number but are not part of the training
+    # step; drawn hatched and pale, apart from the step's own.
+    update_end = {}
+    for e in spans:
+        if e["name"] in UPDATE:
+            update_end[e["pid"]] = max(update_end.get(e["pid"], 0), e["ts"] + e["dur"])
+
+    def validation(e):
+        return e["pid"] in update_end and e["ts"] >= update_end[e["pid"]] - 1e-3
+
+    fig, ax = plt.subplots(figsize=(14, 0.7 * len(ranks) + 2.2))
+    drawn, validated = set(), False
     for row, pid in enumerate(ranks):
         for e in (e for e in spans if e["pid"] == pid):
             start, dur = (e["ts"] - t0) / 1e3, e["dur"] / 1e3
             compute = e["name"] in ("forward", "backward")
             height = 0.8 if compute else 0.35
-            ax.broken_barh([(start, dur)], (row - height / 2, height),
-                           facecolors=COLORS.get(e["name"], "#999999"))
+            color = KINDS.get(e["name"], ("#999999", e["name"]))[0]
+            if validation(e):
+                validated = True
+                ax.broken_barh([(start, dur)], (row - height / 2, height), facecolors=color,
+                               alpha=0.35, hatch="//", edgecolor="#555555", linewidth=0)
+                continue
+            drawn.add(e["name"])
+            ax.broken_barh([(start, dur)], (row - height / 2, height), facecolors=color)
             mb = e["args"].get("microbatch")
             if compute and mb is not None and dur > 0:
                 ax.text(start + dur / 2, row, str(mb), ha="center", va="center", fontsize=7,
@@ -69,13 +94,20 @@ def main() -> int:
     ax.set_yticklabels([names.get(p, f"rank {p}") for p in ranks])
     ax.invert_yaxis()
     ax.set_xlabel("ms since the step began")
-    ax.set_title(f"{args.trace}: step {step}")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLORS.values()]
-    ax.legend(handles, COLORS.keys(), loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=7,
-              fontsize=8)
+    ax.set_title(f"{args.trace}: step {step + 1} (as the log counts it)")
+    order = [k for k in KINDS if k in drawn] + sorted(drawn - set(KINDS))
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KINDS.get(k, ("#999999", k))[0]) for k in order]
+    labels = [KINDS.get(k, ("", k))[1] for k in order]
+    if validated:
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="#BBBBBB", hatch="//",
+                                     edgecolor="#555555", linewidth=0))
+        labels.append("validation after the update (its sends/receives; its forward "
+                      "compute is not traced)")
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3,
+              fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out} ({len(ranks)} ranks, step {step})")
+    print(f"wrote {args.out} ({len(ranks)} ranks, step {step + 1})")
     return 0
 
 

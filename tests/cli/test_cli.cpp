@@ -267,7 +267,7 @@ TEST(CliRunDir, SecondRunContinuesFromItsCheckpointOrIsRefusedWithNever) {
   EXPECT_EQ(read_file(run_dir + "/train.log"), log) << "train.log was modified";
 
   // The same command with more steps (checkpoint.resume = "auto", the default) continues
-  // from the checkpoint of step 3 and appends step 3's record, warning that the schedule's
+  // from the checkpoint of step 3 and appends step 4's record, warning that the schedule's
   // length changed.
   const std::vector<std::string> more{"run.dir=" + run_dir, "runtime.threads=1", "train.steps=4",
                                       "optim.warmup_steps=0", "run.log_every=1", "data.val="};
@@ -281,7 +281,7 @@ TEST(CliRunDir, SecondRunContinuesFromItsCheckpointOrIsRefusedWithNever) {
   ASSERT_EQ(lines.size(), 4u) << read_file(run_dir + "/metrics.jsonl");
   EXPECT_EQ(read_file(run_dir + "/metrics.jsonl").rfind(metrics, 0), 0u)
       << "the first run's records were not kept as they were";
-  EXPECT_NE(lines[3].find("\"step\":3"), std::string::npos) << lines[3];
+  EXPECT_NE(lines[3].find("\"step\":4"), std::string::npos) << lines[3];
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,7 +339,7 @@ TEST(CliPrepare, WritesByteTokensThatTrainingAccepts) {
   ASSERT_EQ(lines.size(), 8u) << read_file(run_dir + "/metrics.jsonl");
   const auto first = nlohmann::json::parse(lines.front());
   const auto last = nlohmann::json::parse(lines.back());
-  EXPECT_EQ(last["step"].get<int>(), 7);
+  EXPECT_EQ(last["step"].get<int>(), 8);
   EXPECT_LT(last["loss"].get<double>(), first["loss"].get<double>()) << "no learning at all";
   for (const auto& l : lines) {
     EXPECT_FALSE(nlohmann::json::parse(l).contains("val_loss")) << "data.val is empty: " << l;

@@ -206,7 +206,7 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
   for (size_t i = 0; i < lines.size(); ++i) {
     nlohmann::json rec;
     ASSERT_NO_THROW(rec = nlohmann::json::parse(lines[i])) << lines[i];
-    EXPECT_EQ(rec.value("step", -1), static_cast<int>(i)) << lines[i];
+    EXPECT_EQ(rec.value("step", -1), static_cast<int>(i) + 1) << lines[i];
     ASSERT_TRUE(rec.contains("bubble_fraction") && rec["bubble_fraction"].is_number())
         << lines[i];
     const double bubble = rec["bubble_fraction"].get<double>();

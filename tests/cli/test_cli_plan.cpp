@@ -1,7 +1,8 @@
 // test_cli_plan.cpp: `nupipe plan` end to end, without mpirun: at a budget where the uniform
 // split of tiny.toml on 4 stages does not fit, the planner's split does (and is reported as
-// such in the table and the JSON); nothing fitting is exit 2 with the shortfall; bad
-// arguments are exit 2.
+// such in the table and the JSON); without a budget or a throughput it claims neither; it
+// follows train.recompute and shows the config's split; nothing fitting is exit 2 with the
+// shortfall; bad arguments are exit 2.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -108,6 +109,103 @@ TEST(CliPlan, NetworkMfuAndCost) {
   const double tokens = 2.0 * 64 * 8;  // micro_batch 2, seq 64, 8 microbatches, 1 replica
   EXPECT_NEAR(b["usd_per_million_tokens"].get<double>(),
               2.0 * 4 * b["step_ms"].get<double>() / 1e3 / 3600.0 / (tokens / 1e6), 1e-9);
+}
+
+// Without a budget nothing "fits"; without a throughput (runtime.tflops' default) there are no
+// seconds, tokens/s or MFU, only times in units of one block's forward + backward of one
+// microbatch: a middle stage holding one block takes exactly one unit.
+TEST(CliPlan, ClaimsOnlyWhatItsInputsSupport) {
+  const ProcessResult table = plan({});
+  ASSERT_EQ(table.exit_code, 0) << table;
+  for (const char* needle : {"memory: no budget given", "time: no device throughput given",
+                             ": no budget given", " units (simulated", "--calibrate"}) {
+    EXPECT_NE(table.output.find(needle), std::string::npos) << needle << "\n" << table;
+  }
+  for (const char* absent : {": fits", "does NOT fit", "tokens/s, MFU", " ms"}) {
+    EXPECT_EQ(table.output.find(absent), std::string::npos) << absent << "\n" << table;
+  }
+  const ProcessResult r = plan({"--json"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  EXPECT_FALSE(j["budget_given"].get<bool>());
+  EXPECT_FALSE(j["throughput_given"].get<bool>());
+  EXPECT_TRUE(j["fits"].is_null());
+  for (const auto& p : j["plans"]) {
+    EXPECT_TRUE(p["fits"].is_null()) << p;
+    for (const char* k : {"step_ms", "tokens_per_s", "mfu", "reduce_ms", "optimizer_ms"}) {
+      EXPECT_TRUE(p[k].is_null()) << k << " " << p;
+    }
+    EXPECT_GT(p["step_units"].get<double>(), 0.0);
+  }
+  const auto& uniform = j["plans"][1];
+  ASSERT_EQ(uniform["name"], "uniform");
+  EXPECT_NEAR(uniform["stages"][1]["time_units"].get<double>(), 1.0, 1e-12) << uniform;
+  EXPECT_NEAR(uniform["stages"][2]["time_units"].get<double>(), 1.0, 1e-12) << uniform;
+  // 8 microbatches over 4 equal-ish stages: at least (m + p - 1) x the slowest stage.
+  EXPECT_GE(uniform["step_units"].get<double>(),
+            11 * uniform["stages"][1]["time_units"].get<double>());
+  // Figures that need seconds are refused without a throughput, with the way to give one.
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{"--p2p-gbps", "10"}, {"--net-gbps", "10"},
+        {"--peak-tflops", "100"}, {"--gpu-hour-usd", "2"}}) {
+    const ProcessResult refused = plan(extra);
+    EXPECT_EQ(refused.exit_code, 2) << extra[0] << "\n" << refused;
+    EXPECT_NE(refused.output.find("--tflops"), std::string::npos) << refused;
+  }
+  // A throughput in the config gives seconds again.
+  const ProcessResult given = plan({"--json", "--set", "runtime.tflops=100"});
+  ASSERT_EQ(given.exit_code, 0) << given;
+  const nlohmann::json g = nlohmann::json::parse(given.output);
+  EXPECT_TRUE(g["throughput_given"].get<bool>());
+  EXPECT_GT(g["plans"][0]["step_ms"].get<double>(), 0.0);
+  EXPECT_GT(g["plans"][0]["tokens_per_s"].get<double>(), 0.0);
+  EXPECT_TRUE(g["plans"][0]["step_units"].is_null());
+}
+
+// train.recompute is followed (--recompute overrides it), blocks per stage included; the
+// config's own split is shown as `nupipe train` would run it.
+TEST(CliPlan, FollowsTheConfigsRecomputeAndSplit) {
+  auto uniform = [](const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const ProcessResult r = plan(args);
+    EXPECT_EQ(r.exit_code, 0) << r;
+    const nlohmann::json j = nlohmann::json::parse(r.output);
+    for (const auto& p : j["plans"]) {
+      if (p["name"] == "uniform") return nlohmann::json(p);
+    }
+    ADD_FAILURE() << "no uniform plan\n" << r;
+    return nlohmann::json{};
+  };
+  const auto none = uniform({});
+  const auto full = uniform({"--set", "train.recompute=full"});
+  const auto listed = uniform({"--set", "train.recompute=[1,0,0,0]"});
+  const auto overridden = uniform({"--set", "train.recompute=full", "--recompute", "none"});
+  EXPECT_EQ(none["recompute"], nlohmann::json({0, 0, 0, 0}));
+  EXPECT_EQ(full["recompute"], nlohmann::json({1, 1, 1, 1}));
+  EXPECT_EQ(listed["recompute"], nlohmann::json({1, 0, 0, 0}));
+  EXPECT_EQ(overridden["recompute"], nlohmann::json({0, 0, 0, 0}));
+  auto activations = [](const nlohmann::json& p, int s) {
+    return p["stages"][s]["bytes"]["activations"].get<int64_t>();
+  };
+  EXPECT_LT(activations(full, 0), activations(none, 0));
+  EXPECT_LT(activations(listed, 0), activations(none, 0));
+  EXPECT_EQ(activations(listed, 1), activations(none, 1));
+
+  // tiny.toml as it is: 2 stages split [1, 3].
+  const ProcessResult r = run_nupipe({"plan", tiny_config(), "--json"}, source_dir());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  bool found = false;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  for (const auto& p : j["plans"]) {
+    if (p["name"] != "config") continue;
+    found = true;
+    EXPECT_EQ(p["stage_layers"], nlohmann::json({1, 3})) << p;
+  }
+  EXPECT_TRUE(found) << r;
+  const ProcessResult text = run_nupipe({"plan", tiny_config()}, source_dir());
+  EXPECT_NE(text.output.find("recompute \"none\" (train.recompute)"), std::string::npos) << text;
+  EXPECT_NE(text.output.find("config: stage_layers [1, 3]"), std::string::npos) << text;
 }
 
 TEST(CliPlan, CalibrateTimesTheLayersHere) {

@@ -23,7 +23,7 @@ bool finite_number(const nlohmann::json& rec, const char* key) {
 }
 
 // 40 steps of configs/tiny.toml take ~3 s on one thread. Measured (seed 42): loss 5.570 at
-// step 0, 2.459 at step 39 (0.44 x the first; 30 steps reach only 0.51 x, 60 steps 0.32 x).
+// step 1, 2.459 at step 40 (0.44 x the first; 30 steps reach only 0.51 x, 60 steps 0.32 x).
 // One thread: with the default (all cores) a loaded 2-core machine was 5x slower.
 constexpr int kSteps = 40;
 
@@ -37,14 +37,16 @@ TEST(CliTrain, ShortRunOfTheEmbeddedDefaultLearns) {
       tmp.path(), /*timeout_s=*/100.0);
   ASSERT_EQ(r.exit_code, 0) << r;
 
-  // metrics.jsonl: steps 0, 10, 20, 30 (log_every), 19 and 39 (validation; 39 is the last).
+  // metrics.jsonl: steps as the log counts them: 1 (the first), 10, 20, 30, 40 (log_every),
+  // 20 and 40 validated (40 is the last); each with its time and the tokens seen so far.
   const auto lines = read_lines(run_dir + "/metrics.jsonl");
   ASSERT_FALSE(lines.empty()) << list_dir(run_dir);
   std::vector<nlohmann::json> recs;
   for (const auto& line : lines) {
     nlohmann::json rec;
     ASSERT_NO_THROW(rec = nlohmann::json::parse(line)) << line;
-    for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "step_ms"}) {
+    for (const char* key :
+         {"step", "loss", "lr", "grad_norm", "tokens_per_s", "step_ms", "tokens_seen"}) {
       EXPECT_TRUE(finite_number(rec, key)) << key << " missing or not a finite number: " << line;
     }
     recs.push_back(rec);
@@ -64,8 +66,19 @@ TEST(CliTrain, ShortRunOfTheEmbeddedDefaultLearns) {
       val_steps.push_back(rec["step"].get<int>());
     }
   }
-  EXPECT_EQ(steps, (std::vector<int>{0, 10, 19, 20, 30, 39}));
-  EXPECT_EQ(val_steps, (std::vector<int>{19, 39})) << "validation every 20 steps and at the end";
+  EXPECT_EQ(steps, (std::vector<int>{1, 10, 20, 30, 40}));
+  EXPECT_EQ(val_steps, (std::vector<int>{20, 40})) << "validation every 20 steps and at the end";
+  std::string previous_time;
+  for (const auto& rec : recs) {
+    // tiny.toml: 16 sequences of 64 tokens per step
+    EXPECT_EQ(rec["tokens_seen"].get<int64_t>(), rec["step"].get<int64_t>() * 16 * 64) << rec;
+    ASSERT_TRUE(rec["timestamp"].is_string()) << rec;
+    const std::string t = rec["timestamp"].get<std::string>();
+    EXPECT_TRUE(std::regex_match(t, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")))
+        << t;
+    EXPECT_GE(t, previous_time) << "timestamps go forward";
+    previous_time = t;
+  }
 
   const double first = recs.front()["loss"].get<double>();
   const double last = recs.back()["loss"].get<double>();
@@ -89,11 +102,14 @@ TEST(CliTrain, ShortRunOfTheEmbeddedDefaultLearns) {
   const std::string log = read_file(run_dir + "/train.log");
   for (const auto& rec : recs) {
     char want[96];
-    std::snprintf(want, sizeof(want), "step %2d/%d | loss %.4f", rec["step"].get<int>() + 1,
-                  kSteps, rec["loss"].get<double>());
+    std::snprintf(want, sizeof(want), "step %2d/%d | loss %.4f", rec["step"].get<int>(), kSteps,
+                  rec["loss"].get<double>());
     EXPECT_NE(log.find(want), std::string::npos) << "train.log lacks '" << want << "'\n" << log;
   }
-  EXPECT_NE(log.find("done: " + std::to_string(kSteps) + " steps"), std::string::npos) << log;
+  char done[96];
+  std::snprintf(done, sizeof(done), "done: %d steps; final validation loss %.4f", kSteps,
+                last_val);
+  EXPECT_NE(log.find(done), std::string::npos) << log;
 }
 
 // Trains with `sets` (steps 50, every step logged); expects exit 6 and that metrics.jsonl
@@ -117,12 +133,12 @@ void expect_non_finite_stop(const std::vector<std::string>& sets) {
   EXPECT_NE(r.output.find("HINT"), std::string::npos) << r;
 
   const auto lines = read_lines(run_dir + "/metrics.jsonl");
-  EXPECT_EQ(static_cast<int>(lines.size()), bad_step)
+  EXPECT_EQ(static_cast<int>(lines.size()), bad_step - 1)
       << "every step before the bad one is logged, the bad one is not\n"
       << read_file(run_dir + "/metrics.jsonl");
   for (size_t i = 0; i < lines.size(); ++i) {
     const auto rec = nlohmann::json::parse(lines[i]);
-    EXPECT_EQ(rec["step"].get<int>(), static_cast<int>(i));
+    EXPECT_EQ(rec["step"].get<int>(), static_cast<int>(i) + 1);
     EXPECT_TRUE(finite_number(rec, "loss")) << lines[i];
   }
 }
@@ -134,7 +150,7 @@ TEST(CliTrain, DivergingLearningRateStopsWithExit6) {
 }
 
 // Weights of 1e30 overflow float32 in the first forward pass: NaN at step 0.
-TEST(CliTrain, OverflowingInitStopsWithExit6AtStep0) {
+TEST(CliTrain, OverflowingInitStopsWithExit6AtStep1) {
   expect_non_finite_stop({"model.init_std=1e30"});
 }
 

@@ -55,7 +55,7 @@ def case_bf16_roundtrip():
         print("step %d: model/* float32, %d of %d values (%.1f%%) not bf16-representable"
               % (step, off, total, 100.0 * off / total))
     src = ckpt(root, 8)
-    ref_losses = {r["step"]: r["loss"] for r in records(ref)}
+    ref_losses = {r["step"] - 1: r["loss"] for r in records(ref)}  # by step index
     for name, np_, layout in BF16_RESAVE:
         out, losses = resave("bf16_roundtrip_" + name, src, BF16, np_=np_, layout=layout)
         n = same_tensors(src, ckpt(out + "/ckpt", 8))
@@ -101,7 +101,7 @@ def case_cross_precision():
     for writer, reader in (("bf16", "fp32"), ("fp32", "bf16")):
         ref = reference_run(BF16 if writer == "bf16" else ())
         src = ckpt(ref + "/checkpoints", 8)
-        ref_losses = {r["step"]: r["loss"] for r in records(ref)}
+        ref_losses = {r["step"] - 1: r["loss"] for r in records(ref)}  # by step index
         out, losses = resave("cross_%s_to_%s" % (writer, reader), src,
                              ["runtime.precision=" + reader])
         saved = ckpt(out + "/ckpt", 8)

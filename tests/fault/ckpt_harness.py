@@ -72,7 +72,7 @@ def records(run_dir):
     return [json.loads(line) for line in text.splitlines()]
 
 
-MATH_KEYS = ("step", "loss", "lr", "grad_norm", "val_loss")
+MATH_KEYS = ("step", "tokens_seen", "loss", "lr", "grad_norm", "val_loss")
 
 
 def same_records(a_dir, b_dir):

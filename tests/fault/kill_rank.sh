@@ -139,7 +139,7 @@ lines = open(sys.argv[1]).read().split("\n")
 assert lines[-1] == "", "the last line is not terminated: %r" % lines[-1][:200]
 for i, line in enumerate(lines[:-1]):
     rec = json.loads(line)
-    assert rec["step"] == i, "line %d has step %s" % (i, rec["step"])
+    assert rec["step"] == i + 1, "line %d has step %s" % (i, rec["step"])
 print("metrics.jsonl: %d whole lines" % (len(lines) - 1))
 EOF
 fi
