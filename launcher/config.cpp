@@ -23,6 +23,7 @@
 #include <variant>
 
 #include "parallel/stage_layout.h"
+#include "runtime/cpu/onednn_gemm.h"
 #include "runtime/error.h"
 
 namespace nupipe::launcher {
@@ -548,6 +549,9 @@ runtime::ModelConfig model_that_runs(const Config& config) {
   m.dtype = parse_precision(config.runtime.precision);
   m.fused_attention = config.runtime.attention == "fused" ||
                       (config.runtime.attention == "auto" && config.runtime.device != "cuda");
+  m.gemm_arena_bytes = config.runtime.device != "cuda" && m.dtype == runtime::DType::bf16
+                           ? runtime::cpu::OnednnGemm::kArenaBytes
+                           : 0;
   return m;
 }
 

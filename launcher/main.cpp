@@ -18,6 +18,7 @@
 #include "parallel/world.h"
 #include "runtime/data/prepare.h"
 #include "runtime/check.h"
+#include "runtime/cpu/onednn_gemm.h"
 #include "runtime/error.h"
 #if defined(NUPIPE_HAVE_CUDA)
 #include "runtime/cuda/cuda_backend.h"
@@ -33,6 +34,8 @@ std::shared_ptr<spdlog::logger> make_logger(const parallel::World& world) {
   log->set_pattern("[%H:%M:%S] %v");
   // One voice: rank 0 reports; the others only warn and fail.
   log->set_level(world.is_root() ? spdlog::level::info : spdlog::level::warn);
+  spdlog::drop("nupipe");
+  spdlog::register_logger(log);  // the runtime's one-time notes (the cpu GEMM kernels)
   return log;
 }
 
@@ -84,10 +87,11 @@ int run_prepare(const std::string& text, const std::string& out) {
 int main(int argc, char** argv) {
   CLI::App app{"nupipe: train GPT-style models with non-uniform pipeline parallelism"};
   app.require_subcommand(1);
+  const std::string cpu = "cpu (onednn " + runtime::cpu::OnednnGemm::version() + ", openblas)";
 #if defined(NUPIPE_HAVE_CUDA)
-  const std::string backends = "cpu, " + runtime::CudaBackend::build_info();
+  const std::string backends = cpu + ", " + runtime::CudaBackend::build_info();
 #else
-  const std::string backends = "cpu";
+  const std::string backends = cpu;
 #endif
   const std::string collectives = parallel::nccl_built() ? "mpi, nccl" : "mpi";
   app.set_version_flag("--version", std::string("nupipe ") + launcher::nupipe_version() +

@@ -29,6 +29,10 @@ struct ModelConfig {
   // false: the unfused reference (batched GEMMs and causal_softmax). The default is what
   // runtime.attention = "auto" gives on the cpu (fused).
   bool fused_attention = true;
+  // Bytes the backend holds under the workspace tag from a stage's first bf16 x bf16 product
+  // on: the cpu backend's oneDNN scratchpad arena (cpu::OnednnGemm::kArenaBytes) when the
+  // precision is bf16, else 0. The cost model adds it to each stage that runs a product.
+  int64_t gemm_arena_bytes = 0;
 
   int head_dim() const { return d_model / n_head; }
 };

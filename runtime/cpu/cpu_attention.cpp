@@ -1,18 +1,26 @@
 // cpu_attention.cpp: fused causal attention on the cpu. One (sequence, head) pair per OpenMP
 // iteration; its query rows go in blocks of kBlock, and a block's scores against the keys it
-// can see (0 .. its last row) live in a thread-local [kBlock, T] scratch, never a [T,T] matrix
-// per head. The products are sgemm calls (single-threaded inside the parallel loop) and the
-// softmax is the unfused kernel's (max, exp, double row sum), so the two paths agree to fp32
-// summation order.
+// can see (0 .. its last row) live in a thread-local [kBlock, T] fp32 scratch, never a [T,T]
+// matrix per head. The block products are the backend's GEMMs (CpuBackend::gemm, one thread
+// each inside the parallel loop): the score products q k^T and dO v^T read q, k, v and dO in
+// their stored dtype (bf16 x bf16 runs oneDNN's bf16 kernels with fp32 accumulation); the
+// products with the fp32 probabilities (p v, ds k, ds^T q, p^T dO) read a head's bf16
+// operands widened to fp32, so the probabilities are never rounded to bf16, and bf16 outputs
+// are rounded once, from fp32 per-head buffers. In fp32 every product is the sgemm call it
+// always was. The softmax is the unfused kernel's (max, exp, double row sum), so the two paths
+// agree to fp32 summation order.
 // Backward recomputes each block's probabilities from the saved log-sum-exp
 // (FlashAttention-2's dS = P * (dP - rowsum(dO * O))) and accumulates dk, dv block after block
 // in a fixed order, so results do not depend on the thread count.
-#include <cblas.h>
+#include "runtime/cpu/cpu_attention.h"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "runtime/cpu/cpu_backend.h"
 #include "runtime/cpu/cpu_kernels.h"
 
 namespace nupipe::runtime::cpu {
@@ -21,74 +29,108 @@ namespace {
 
 constexpr int64_t kBlock = 64;  // query rows per block
 
-// C[M,N] (ldc) = alpha op(A) op(B) + beta C, row-major.
-void mm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-        int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              static_cast<int>(M), static_cast<int>(N), static_cast<int>(K), alpha, A,
-              static_cast<int>(lda), B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+float load(ConstDevPtr p, int64_t i) {
+  return p.dtype == DType::bf16 ? f32_from_bf16(static_cast<const uint16_t*>(p.ptr)[i])
+                                : static_cast<const float*>(p.ptr)[i];
+}
+
+// A head's [T, D] block (row stride ld) read as fp32: in place when f32, else widened into
+// buf (row stride D).
+struct View {
+  float* p;
+  int64_t ld;
+};
+View as_f32(ConstDevPtr m, int64_t ld, int64_t T, int64_t D, std::vector<float>& buf) {
+  if (m.dtype == DType::f32) return {const_cast<float*>(static_cast<const float*>(m.ptr)), ld};
+  buf.resize(static_cast<size_t>(T * D));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t d = 0; d < D; ++d) buf[t * D + d] = load(m, t * ld + d);
+  }
+  return {buf.data(), D};
+}
+// An output head block: written in place when f32, else into buf and rounded back by store().
+View out_f32(DevPtr m, int64_t ld, int64_t T, int64_t D, std::vector<float>& buf) {
+  if (m.dtype == DType::f32) return {static_cast<float*>(m.ptr), ld};
+  buf.resize(static_cast<size_t>(T * D));
+  return {buf.data(), D};
+}
+void store(DevPtr m, int64_t ld, int64_t T, int64_t D, const View& v) {
+  if (m.dtype == DType::f32) return;
+  uint16_t* o = static_cast<uint16_t*>(m.ptr);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t d = 0; d < D; ++d) o[t * ld + d] = bf16_from_f32(v.p[t * v.ld + d]);
+  }
 }
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t H,
-                       int64_t D, float scale) {
+void attention_forward(CpuBackend& be, DevPtr out, float* lse, ConstDevPtr qkv, int64_t B,
+                       int64_t T, int64_t H, int64_t D, float scale) {
   const int64_t C = H * D, C3 = 3 * C;
-#pragma omp parallel
+#pragma omp parallel num_threads(be.threads())
   {
-    std::vector<float> s(static_cast<size_t>(kBlock * T));
+    omp_set_num_threads(1);  // this thread's products run on it alone
+    std::vector<float> s(static_cast<size_t>(kBlock * T)), vbuf, obuf;
 #pragma omp for
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* q = qkv + b * T * C3 + h * D;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
+      const ConstDevPtr q = qkv + (b * T * C3 + h * D), k = q + C, v = q + 2 * C;
+      const View vf = as_f32(v, C3, T, D, vbuf);
+      const DevPtr o = out + (b * T * C + h * D);
+      const View of = out_f32(o, C, T, D, obuf);
       for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
         const int64_t rows = std::min(kBlock, T - i0), keys = i0 + rows;  // keys 0..last row
         // s = q_blk k^T (unscaled, as the unfused GEMM), then the causal softmax per row.
-        mm(false, true, rows, keys, D, 1.0f, q + i0 * C3, C3, k, C3, 0.0f, s.data(), keys);
+        be.gemm(false, true, rows, keys, D, 1.0f, q + i0 * C3, C3, k, C3, 0.0f,
+                f32_ptr(s.data()), keys);
         for (int64_t r = 0; r < rows; ++r) {
           float* si = s.data() + r * keys;
           lse[bh * T + i0 + r] = softmax_row(si, si, i0 + r + 1, keys, scale);
         }
         // out_blk = p v
-        mm(false, false, rows, D, keys, 1.0f, s.data(), keys, v, C3, 0.0f,
-           out + (b * T + i0) * C + h * D, C);
+        be.gemm(false, false, rows, D, keys, 1.0f, f32_ptr(s.data()), keys, f32_ptr(vf.p), vf.ld,
+                0.0f, f32_ptr(of.p + i0 * of.ld), of.ld);
       }
+      store(o, C, T, D, of);
     }
   }
 }
 
-void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
-                        const float* out, const float* lse, int64_t B, int64_t T, int64_t H,
-                        int64_t D, float scale) {
+void attention_backward(CpuBackend& be, DevPtr dqkv, float* delta, ConstDevPtr dout,
+                        ConstDevPtr qkv, ConstDevPtr out, const float* lse, int64_t B, int64_t T,
+                        int64_t H, int64_t D, float scale) {
   const int64_t C = H * D, C3 = 3 * C;
-#pragma omp parallel
+#pragma omp parallel num_threads(be.threads())
   {
+    omp_set_num_threads(1);
     std::vector<float> p(static_cast<size_t>(kBlock * T)), dp(static_cast<size_t>(kBlock * T));
+    std::vector<float> qbuf, kbuf, gbuf, dqbuf, dkbuf, dvbuf;
 #pragma omp for
     for (int64_t bh = 0; bh < B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* q = qkv + b * T * C3 + h * D;
-      const float* k = q + C;
-      const float* v = q + 2 * C;
-      const float* g = dout + b * T * C + h * D;
-      const float* o = out + b * T * C + h * D;
-      float* dq = dqkv + b * T * C3 + h * D;
-      float* dk = dq + C;
-      float* dv = dq + 2 * C;
+      const ConstDevPtr q = qkv + (b * T * C3 + h * D), k = q + C, v = q + 2 * C;
+      const ConstDevPtr g = dout + (b * T * C + h * D), o = out + (b * T * C + h * D);
+      const DevPtr dq = dqkv + (b * T * C3 + h * D), dk = dq + C, dv = dq + 2 * C;
+      const View qf = as_f32(q, C3, T, D, qbuf), kf = as_f32(k, C3, T, D, kbuf),
+                 gf = as_f32(g, C, T, D, gbuf);
+      const View dqf = out_f32(dq, C3, T, D, dqbuf), dkf = out_f32(dk, C3, T, D, dkbuf),
+                 dvf = out_f32(dv, C3, T, D, dvbuf);
       for (int64_t i = 0; i < T; ++i) {
         double acc = 0.0;
-        for (int64_t d = 0; d < D; ++d) acc += static_cast<double>(g[i * C + d]) * o[i * C + d];
+        for (int64_t d = 0; d < D; ++d) {
+          acc += static_cast<double>(load(g, i * C + d)) * load(o, i * C + d);
+        }
         delta[bh * T + i] = static_cast<float>(acc);
-        std::fill(dk + i * C3, dk + i * C3 + D, 0.0f);  // summed into over the blocks below
-        std::fill(dv + i * C3, dv + i * C3 + D, 0.0f);
+        std::fill(dkf.p + i * dkf.ld, dkf.p + i * dkf.ld + D, 0.0f);  // summed into below
+        std::fill(dvf.p + i * dvf.ld, dvf.p + i * dvf.ld + D, 0.0f);
       }
       for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
         const int64_t rows = std::min(kBlock, T - i0), keys = i0 + rows;
         // p from the saved lse; dp = dO_blk v^T; then ds = scale p (dp - delta) into dp.
-        mm(false, true, rows, keys, D, 1.0f, q + i0 * C3, C3, k, C3, 0.0f, p.data(), keys);
-        mm(false, true, rows, keys, D, 1.0f, g + i0 * C, C, v, C3, 0.0f, dp.data(), keys);
+        be.gemm(false, true, rows, keys, D, 1.0f, q + i0 * C3, C3, k, C3, 0.0f,
+                f32_ptr(p.data()), keys);
+        be.gemm(false, true, rows, keys, D, 1.0f, g + i0 * C, C, v, C3, 0.0f,
+                f32_ptr(dp.data()), keys);
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = i0 + r;
           float* pi = p.data() + r * keys;
@@ -102,10 +144,16 @@ void attention_backward(float* dqkv, float* delta, const float* dout, const floa
           std::fill(di + i + 1, di + keys, 0.0f);
         }
         // dq_blk = ds k ; dk += ds^T q_blk ; dv += p^T dO_blk
-        mm(false, false, rows, D, keys, 1.0f, dp.data(), keys, k, C3, 0.0f, dq + i0 * C3, C3);
-        mm(true, false, keys, D, rows, 1.0f, dp.data(), keys, q + i0 * C3, C3, 1.0f, dk, C3);
-        mm(true, false, keys, D, rows, 1.0f, p.data(), keys, g + i0 * C, C, 1.0f, dv, C3);
+        be.gemm(false, false, rows, D, keys, 1.0f, f32_ptr(dp.data()), keys, f32_ptr(kf.p),
+                kf.ld, 0.0f, f32_ptr(dqf.p + i0 * dqf.ld), dqf.ld);
+        be.gemm(true, false, keys, D, rows, 1.0f, f32_ptr(dp.data()), keys,
+                f32_ptr(qf.p + i0 * qf.ld), qf.ld, 1.0f, f32_ptr(dkf.p), dkf.ld);
+        be.gemm(true, false, keys, D, rows, 1.0f, f32_ptr(p.data()), keys,
+                f32_ptr(gf.p + i0 * gf.ld), gf.ld, 1.0f, f32_ptr(dvf.p), dvf.ld);
       }
+      store(dq, C3, T, D, dqf);
+      store(dk, C3, T, D, dkf);
+      store(dv, C3, T, D, dvf);
     }
   }
 }

@@ -1,11 +1,14 @@
 // cpu_backend.cpp: host memory, copies, and the typed Backend interface over the fp32 kernels:
 // f32 operands go straight through, bf16 ones are staged (widened, computed in fp32, rounded
-// back once). Products too: Debian's OpenBLAS is built without its bf16 GEMM (sbgemm), so a
-// bf16 product widens its operands and runs sgemm, which accumulates in fp32 as sbgemm would.
+// back once). Products with both operands bf16 run oneDNN's bf16 matmul (fp32 accumulation,
+// one rounding of a bf16 result); fp32 products run OpenBLAS's sgemm (measured as fast as
+// oneDNN's fp32 matmul here, and bitwise what they always were: docs/precision.md); a mixed
+// or refused bf16 product widens its bf16 operands and runs sgemm, the same semantics.
 #include "runtime/cpu/cpu_backend.h"
 
 #include <cblas.h>
 #include <omp.h>
+#include <spdlog/spdlog.h>
 #if defined(__x86_64__) || defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -14,8 +17,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <vector>
 
 #include "runtime/check.h"
+#include "runtime/cpu/cpu_attention.h"
 #include "runtime/cpu/cpu_kernels.h"
 #include "runtime/cpu/staging.h"
 
@@ -34,13 +39,45 @@ int64_t extent(int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t b
 }
 }  // namespace
 
-CpuBackend::CpuBackend() : threads_(std::max(1, omp_get_max_threads())) {}
+CpuBackend::CpuBackend()
+    : threads_(std::max(1, omp_get_max_threads())),
+      onednn_(std::make_unique<cpu::OnednnGemm>(*this)) {}
 
+CpuBackend::~CpuBackend() = default;
+
+// One OpenMP pool for everything: our loops, OpenBLAS (its OpenMP build) and oneDNN (built on
+// the same libgomp, it partitions each primitive for omp_get_max_threads() threads).
 void CpuBackend::set_threads(int threads) {
   threads_ = std::max(1, threads);
   omp_set_num_threads(threads_);
   openblas_set_num_threads(threads_);
   apply_flush_denormals();  // new threads take the mode too
+  static bool logged = false;  // once per process: the kernels do not change between backends
+  if (!logged) {
+    if (auto log = spdlog::get("nupipe")) {
+      logged = true;
+      log->info("gemm: {}", gemm_info());
+    }
+  }
+}
+
+std::string CpuBackend::gemm_info() {
+  const std::string impl = onednn_->probe();
+  const std::string dnnl = "onednn " + cpu::OnednnGemm::version();
+  return (impl.empty() ? "bf16 widened to fp32 and run by openblas sgemm (" + dnnl +
+                             ": no bf16 instructions on isa " + cpu::OnednnGemm::isa() + ")"
+                       : "bf16 " + dnnl + " " + impl + " (isa " + cpu::OnednnGemm::isa() + ")") +
+         "; fp32 openblas sgemm";
+}
+
+void CpuBackend::note_refusal(const char* what, int64_t M, int64_t N, int64_t K) {
+  // Without bf16 instructions every product takes the widened path: the start-up line says so.
+  if (!cpu::OnednnGemm::native_bf16() || refusal_logged_.exchange(true)) return;
+  if (auto log = spdlog::get("nupipe")) {
+    log->info("gemm: oneDNN has no bf16 primitive here for {} [{} x {} x {}] (or its "
+              "scratchpad exceeds the {} arena): such products are widened to fp32 (sgemm)",
+              what, M, N, K, format_bytes(static_cast<double>(cpu::OnednnGemm::kArenaBytes)));
+  }
 }
 
 bool CpuBackend::set_flush_denormals(bool on) {
@@ -97,6 +134,13 @@ void CpuBackend::convert(DevPtr dst, ConstDevPtr src, int64_t n) {
 void CpuBackend::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                       ConstDevPtr A, int64_t lda, ConstDevPtr B, int64_t ldb, float beta,
                       DevPtr C, int64_t ldc) {
+  if (A.dtype == DType::bf16 && B.dtype == DType::bf16) {
+    cpu::MatmulDesc d;
+    d.ta = ta, d.tb = tb, d.M = M, d.N = N, d.K = K, d.lda = lda, d.ldb = ldb, d.ldc = ldc;
+    d.alpha = alpha, d.beta = beta, d.c = C.dtype;
+    if (onednn_->run(d, A.ptr, B.ptr, C.ptr, nullptr)) return;
+    if (K > 0) note_refusal("gemm", M, N, K);
+  }
   cpu::Staging st;
   float* c = st.out(C, extent(M, N, ldc));
   const float* a = st.in(A, ta ? extent(K, M, lda) : extent(M, K, lda));
@@ -108,6 +152,14 @@ void CpuBackend::gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                               ConstDevPtr A, int64_t lda, int64_t sa, ConstDevPtr B, int64_t ldb,
                               int64_t sb, float beta, DevPtr C, int64_t ldc, int64_t sc,
                               int64_t batch) {
+  if (A.dtype == DType::bf16 && B.dtype == DType::bf16) {
+    cpu::MatmulDesc d;
+    d.ta = ta, d.tb = tb, d.M = M, d.N = N, d.K = K, d.batch = batch;
+    d.lda = lda, d.ldb = ldb, d.ldc = ldc, d.sa = sa, d.sb = sb, d.sc = sc;
+    d.alpha = alpha, d.beta = beta, d.c = C.dtype;
+    if (onednn_->run(d, A.ptr, B.ptr, C.ptr, nullptr)) return;
+    if (K > 0) note_refusal("gemm_batched", M, N, K);
+  }
   cpu::Staging st;
   float* c = st.out(C, extent(M, N, ldc, sc, batch));
   const float* a = st.in(A, ta ? extent(K, M, lda, sa, batch) : extent(M, K, lda, sa, batch));
@@ -201,6 +253,26 @@ void CpuBackend::causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr d
 
 void CpuBackend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
                                 int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) {
+  if (x.dtype == DType::bf16 && w.dtype == DType::bf16) {
+    cpu::MatmulDesc d;
+    d.tb = true, d.M = N, d.N = n_out, d.K = n_in, d.lda = n_in, d.ldb = n_in, d.ldc = n_out;
+    d.beta = beta, d.bias = b.ptr != nullptr, d.bias_dtype = b.dtype;
+    if (!gelu_out.ptr) {  // y = x w^T + b + beta y in fp32, rounded once to y's dtype
+      d.c = y.dtype;
+      if (onednn_->run(d, x.ptr, w.ptr, y.ptr, b.ptr)) return;
+    } else {  // the fp32 pre-activation, then y and gelu(y) each rounded once from it
+      NUPIPE_CHECK(beta == 0.0f, "linear_forward with gelu_out needs beta = 0");
+      std::vector<float> y32(static_cast<size_t>(N * n_out));
+      d.c = DType::f32;
+      if (onednn_->run(d, x.ptr, w.ptr, y32.data(), b.ptr)) {
+        cpu::Staging st;
+        convert(y, f32_ptr(y32.data()), N * n_out);
+        cpu::gelu_forward(st.out(gelu_out, N * n_out), y32.data(), N * n_out);
+        return;
+      }
+    }
+    if (n_in > 0) note_refusal("linear_forward", N, n_out, n_in);
+  }
   cpu::Staging st;
   float* y32 = st.out(y, N * n_out);
   cpu::gemm(false, true, N, n_out, n_in, 1.0f, st.in(x, N * n_in), n_in, st.in(w, n_out * n_in),
@@ -211,18 +283,13 @@ void CpuBackend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDev
 
 void CpuBackend::attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
                                    int64_t H, int64_t D, float scale) {
-  cpu::Staging st;
-  const int64_t N = B * T, C = H * D;
-  cpu::attention_forward(st.out(out, N * C), lse, st.in(qkv, N * 3 * C), B, T, H, D, scale);
+  cpu::attention_forward(*this, out, lse, qkv, B, T, H, D, scale);
 }
 
 void CpuBackend::attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
                                     ConstDevPtr out, const float* lse, int64_t B, int64_t T,
                                     int64_t H, int64_t D, float scale) {
-  cpu::Staging st;
-  const int64_t N = B * T, C = H * D;
-  cpu::attention_backward(st.out(dqkv, N * 3 * C), delta, st.in(dout, N * C),
-                          st.in(qkv, N * 3 * C), st.in(out, N * C), lse, B, T, H, D, scale);
+  cpu::attention_backward(*this, dqkv, delta, dout, qkv, out, lse, B, T, H, D, scale);
 }
 
 double CpuBackend::cross_entropy_forward_backward(float* dlogits, const float* logits,

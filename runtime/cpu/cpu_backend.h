@@ -1,14 +1,21 @@
-// cpu_backend.h: the reference backend: OpenBLAS sgemm and OpenMP loops in fp32 (runtime/cpu/cpu_kernels.h), bf16 operands widened around them and
-// rounded back (runtime/cpu/staging.h). Runs everywhere, CI included.
+// cpu_backend.h: the reference backend: bf16 products through oneDNN (runtime/cpu/onednn_gemm.h),
+// fp32 ones through OpenBLAS sgemm, OpenMP loops in fp32 for the rest (runtime/cpu/cpu_kernels.h),
+// bf16 operands widened around them and rounded back (runtime/cpu/staging.h). Runs everywhere.
 #pragma once
 
+#include <atomic>
+#include <memory>
+#include <string>
+
 #include "runtime/backend.h"
+#include "runtime/cpu/onednn_gemm.h"
 
 namespace nupipe::runtime {
 
 class CpuBackend : public Backend {
  public:
   CpuBackend();
+  ~CpuBackend() override;
   std::string name() const override { return "cpu"; }
 
   void fill_zero(void* dst, size_t bytes) override;
@@ -48,8 +55,10 @@ class CpuBackend : public Backend {
                               float scale) override;
   void causal_softmax_backward(DevPtr ds, ConstDevPtr p, ConstDevPtr dp, int64_t rows, int64_t T,
                                float scale) override;
-  // In fp32 throughout (bf16 operands staged), y rounded once after the bias and gelu_out
-  // computed from the fp32 pre-activation: the semantics of a fused epilogue.
+  // In fp32 throughout (bf16 x bf16 products accumulated in fp32 by oneDNN, other bf16 operands
+  // staged), y rounded once after the bias and gelu_out computed from the fp32 pre-activation:
+  // the semantics of a fused epilogue. The bias is oneDNN's bias; GELU is not fused (the op
+  // keeps the pre-activation too, and oneDNN's gelu_tanh is its own approximation of tanh).
   void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
                       int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) override;
   void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
@@ -71,6 +80,12 @@ class CpuBackend : public Backend {
   bool set_flush_denormals(bool on) override;
   int threads() const { return threads_; }
 
+  // Which GEMM kernels run, for the start-up log: "bf16 onednn 2.6.3 brg:avx512_core_bf16
+  // (isa avx512_core_bf16), fp32 openblas", or where oneDNN has no bf16 kernel here,
+  // "bf16 widened to fp32 (...)". Creates the probe primitive at the current thread count.
+  std::string gemm_info();
+  cpu::OnednnGemm& onednn() { return *onednn_; }
+
  protected:
   void* raw_allocate(size_t bytes) override;
   void raw_release(void* ptr) override;
@@ -78,6 +93,10 @@ class CpuBackend : public Backend {
  private:
   int threads_;
   bool flush_denormals_ = false;
+  std::unique_ptr<cpu::OnednnGemm> onednn_;
+  // bf16 products oneDNN refused, computed by the staged fp32 path instead (logged once).
+  void note_refusal(const char* what, int64_t M, int64_t N, int64_t K);
+  std::atomic<bool> refusal_logged_{false};
   bool apply_flush_denormals();  // on the calling thread and every OpenMP thread
 };
 

@@ -38,12 +38,6 @@ float softmax_row(float* p, const float* s, int64_t n, int64_t len, float scale)
 void causal_softmax_forward(float* p, const float* s, int64_t rows, int64_t T, float scale);
 void causal_softmax_backward(float* ds, const float* p, const float* dp, int64_t rows, int64_t T,
                              float scale);
-// Fused causal attention (cpu_attention.cpp); layouts as Backend::attention_forward/backward.
-void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t H,
-                       int64_t D, float scale);
-void attention_backward(float* dqkv, float* delta, const float* dout, const float* qkv,
-                        const float* out, const float* lse, int64_t B, int64_t T, int64_t H,
-                        int64_t D, float scale);
 double cross_entropy_forward_backward(float* dlogits, const float* logits, const int32_t* targets,
                                       int64_t N, int64_t V, float dloss);
 double cross_entropy_forward(const float* logits, const int32_t* targets, int64_t N, int64_t V);

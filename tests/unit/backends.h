@@ -21,7 +21,10 @@ namespace nupipe::runtime::testing {
 struct BackendCase {
   std::string name;
   std::function<std::unique_ptr<Backend>()> make;
-  bool runs_reference_kernels;  // widens to fp32 and runs cpu::* itself: every result bitwise
+  // Widens to fp32 and runs cpu::* itself: every result bitwise, except the products with both
+  // operands bf16, which the cpu backend runs through oneDNN's bf16 kernels (tolerance-bound;
+  // test_backend_ops.cpp, test_cpu_gemm.cpp).
+  bool runs_reference_kernels;
   std::function<std::string()> unavailable = {};  // why it cannot run here ("" or empty: it can)
 };
 
