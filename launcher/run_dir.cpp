@@ -114,7 +114,7 @@ void prepare_run_dir(const Config& config, spdlog::logger& log, int64_t first_st
              rotated);
   }
   if (cut.second > 0) {
-    log.info("metrics.jsonl: kept {} record(s) of steps before {}, dropped {} logged after the "
+    log.info("metrics.jsonl: kept {} record(s) of steps up to {}, dropped {} logged after the "
              "checkpoint by the interrupted run",
              cut.first, first_step, cut.second);
   }

@@ -98,7 +98,7 @@ def median_step_ms(d):
         rows = [json.loads(l) for l in open(os.path.join(d, "run", "metrics.jsonl")) if l.strip()]
     except OSError:
         return None
-    timed = [r["step_ms"] for r in rows if r.get("step", 0) > 0]
+    timed = [r["step_ms"] for r in rows if r.get("step", 0) > 1]  # step 1 is warm-up
     return statistics.median(timed) if timed else None
 
 ok = True
