@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,18 +40,52 @@ std::shared_ptr<spdlog::logger> make_logger(const parallel::World& world) {
   return log;
 }
 
+// The --set flags that fit the config to a world of `ranks` ranks, for the world-size hint:
+// the data degree kept where it divides the world, else 1, and parallel.stage_layers made
+// uniform where the config's split no longer fits. Each candidate is loaded and validated as a
+// launch would be, so the hint is a fix that works; "" when none does.
+std::string world_size_fix(const std::string& config_path,
+                           const std::vector<std::string>& overrides,
+                           const launcher::Config& cfg, int ranks) {
+  std::vector<int> datas;
+  if (ranks % cfg.parallel.data == 0) datas.push_back(cfg.parallel.data);
+  if (cfg.parallel.data != 1) datas.push_back(1);
+  for (const int data : datas) {
+    std::vector<std::string> fix = {"parallel.pipeline=" + std::to_string(ranks / data),
+                                    "parallel.data=" + std::to_string(data)};
+    for (const bool uniform : {false, true}) {
+      if (uniform) fix.push_back("parallel.stage_layers=uniform");
+      std::vector<std::string> all = overrides;
+      all.insert(all.end(), fix.begin(), fix.end());
+      try {
+        (void)launcher::load_config(config_path, all);
+      } catch (const std::exception&) {
+        continue;
+      }
+      std::string flags;
+      for (const auto& f : fix) flags += (flags.empty() ? "--set " : " --set ") + f;
+      return flags;
+    }
+  }
+  return "";
+}
+
 int run_train(const parallel::World& world, const std::string& config_path,
               const std::vector<std::string>& overrides) {
   launcher::Config cfg = launcher::load_config(config_path, overrides);
   const int grid = cfg.parallel.pipeline * cfg.parallel.data;
   if (world.size() != grid) {  // every rank sees the same numbers: no collective needed
+    const std::string fix = world_size_fix(config_path, overrides, cfg, world.size());
     throw usage_error(
-        "the world has " + std::to_string(world.size()) + " ranks but parallel.pipeline x "
-            "parallel.data = " + std::to_string(cfg.parallel.pipeline) + " x " +
-            std::to_string(cfg.parallel.data) + " = " + std::to_string(grid),
+        "the world has " + std::to_string(world.size()) + " rank" +
+            (world.size() > 1 ? "s" : "") + " but parallel.pipeline x parallel.data = " +
+            std::to_string(cfg.parallel.pipeline) + " x " + std::to_string(cfg.parallel.data) +
+            " = " + std::to_string(grid),
         "launch with mpirun -np " + std::to_string(grid) +
-            ", or change parallel.pipeline / parallel.data so their product is " +
-            std::to_string(world.size()));
+            (fix.empty() ? ", or change parallel.pipeline / parallel.data so their product is " +
+                               std::to_string(world.size())
+                         : ", or run on " + std::to_string(world.size()) + " rank" +
+                               (world.size() > 1 ? "s" : "") + " with " + fix));
   }
   auto log = make_logger(world);
   log->info("nupipe train {} ({} rank{})", config_path, world.size(), world.size() > 1 ? "s" : "");

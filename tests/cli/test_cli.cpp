@@ -412,6 +412,28 @@ TEST(CliMultiRank, WorldOfTheWrongSizeIsRefusedOnceWithoutRunDir) {
       << "the refusal should be reported once, by rank 0\n" << r;
   EXPECT_NE(r.output.find("2 x 2 = 4"), std::string::npos) << r;
   EXPECT_FALSE(fs::exists(run_dir)) << list_dir(run_dir);
+  EXPECT_NE(r.output.find("or run on 2 ranks with --set parallel.pipeline=1 --set "
+                          "parallel.data=2 --set parallel.stage_layers=uniform"),
+            std::string::npos) << r;
+}
+
+// The hint for one process (no mpirun) is the whole fix: the flags it gives, pasted, train.
+TEST(CliMultiRank, OneRankHintIsAFixThatTrains) {
+  TempDir tmp;
+  const std::string run_dir = tmp.file("run");
+  const ProcessResult r =
+      run_nupipe({"train", tiny_config(), "--set", "run.dir=" + run_dir}, tmp.path());
+  EXPECT_EQ(r.exit_code, 2) << r;
+  const std::string flags =
+      "--set parallel.pipeline=1 --set parallel.data=1 --set parallel.stage_layers=uniform";
+  ASSERT_NE(r.output.find("or run on 1 rank with " + flags), std::string::npos) << r;
+  EXPECT_FALSE(fs::exists(run_dir)) << list_dir(run_dir);
+  const ProcessResult fixed = run_nupipe(
+      {"train", tiny_config(), "--set", "run.dir=" + run_dir, "--set", "parallel.pipeline=1",
+       "--set", "parallel.data=1", "--set", "parallel.stage_layers=uniform", "--set",
+       "train.steps=2"},
+      tmp.path());
+  EXPECT_EQ(fixed.exit_code, 0) << fixed;
 }
 
 }  // namespace
