@@ -80,7 +80,16 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
     return rp;
   }
   const bool explicit_path = mode != "auto";
-  if (explicit_path) candidates = {mode};
+  if (explicit_path) {
+    // A missing or mistyped path, or a directory of checkpoints, is named as such (rank 0
+    // looks; every rank gets the verdict), never reported as a damaged checkpoint.
+    parallel::agree(world, [&] {
+      if (world.rank() == 0) {
+        checkpoint::require_checkpoint_path(mode, "--set checkpoint.resume={}");
+      }
+    });
+    candidates = {mode};
+  }
   if (candidates.empty()) {
     rp.notes.push_back("no checkpoint in " + root + ": starting from step 0");
     return rp;
@@ -255,16 +264,30 @@ bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why)
     }
     const double verify_s = seconds_since(t_verify);
     std::vector<std::string> deleted;
-    if (world.rank() == 0) deleted = checkpoint::apply_retention(root, cfg_.checkpoint.keep);
+    const int keep_every = cfg_.checkpoint.keep_every;
+    if (world.rank() == 0) {
+      deleted = checkpoint::apply_retention(root, cfg_.checkpoint.keep, keep_every);
+    }
     const double total_s = seconds_since(t0);
     seconds_ += total_s;
     ++saves_;
-    log_.info("checkpoint ({}): {} | {:.1f} MB in {:.2f} s ({:.0f} MB/s), read back in {:.2f} s{}",
+    const std::string milestone =
+        checkpoint::is_milestone(state.step, keep_every)
+            ? fmt::format(" | milestone (checkpoint.keep_every = {}): never removed by "
+                          "retention", keep_every)
+            : std::string();
+    const std::string removed =
+        deleted.empty()
+            ? std::string()
+            : fmt::format(" | removed {} older (checkpoint.keep = {}{})", deleted.size(),
+                          cfg_.checkpoint.keep,
+                          keep_every > 0
+                              ? fmt::format("; milestones every {} steps kept", keep_every)
+                              : std::string());
+    log_.info("checkpoint ({}): {} | {:.1f} MB in {:.2f} s ({:.0f} MB/s), read back in "
+              "{:.2f} s{}{}",
               why, r.dir, r.bytes / 1e6, r.seconds, r.bytes / 1e6 / std::max(r.seconds, 1e-9),
-              verify_s,
-              deleted.empty() ? std::string()
-                              : fmt::format(" | removed {} older (checkpoint.keep = {})",
-                                            deleted.size(), cfg_.checkpoint.keep));
+              verify_s, milestone, removed);
     return true;
   } catch (const Error& e) {
     if (e.code() != ExitCode::checkpoint || cfg_.checkpoint.on_write_error == "stop") throw;

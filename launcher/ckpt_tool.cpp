@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/catalog.h"
 #include "checkpoint/manifest.h"
 #include "checkpoint/reader.h"
 #include "runtime/error.h"
@@ -31,6 +32,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }  // namespace
 
 int ckpt_verify(const std::string& dir) {
+  checkpoint::require_checkpoint_path(dir, "nupipe ckpt verify {}");
   const std::vector<std::string> problems = checkpoint::verify_checkpoint(dir);
   if (!problems.empty()) return report_problems(dir, problems);
   const checkpoint::Manifest m = checkpoint::Manifest::read(dir);
@@ -43,6 +45,8 @@ int ckpt_verify(const std::string& dir) {
 }
 
 int ckpt_inspect(const std::string& dir, bool json) {
+  checkpoint::require_checkpoint_path(
+      dir, std::string("nupipe ckpt inspect ") + (json ? "--json " : "") + "{}");
   const std::vector<std::string> problems = checkpoint::verify_checkpoint(dir);
   if (!problems.empty()) return report_problems(dir, problems);
   const checkpoint::CheckpointInfo info = checkpoint::read_info(dir);

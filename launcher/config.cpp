@@ -97,6 +97,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("data.synthetic.seed", data.synthetic.seed),
       NUPIPE_KEY("checkpoint.every", checkpoint.every),
       NUPIPE_KEY("checkpoint.keep", checkpoint.keep),
+      NUPIPE_KEY("checkpoint.keep_every", checkpoint.keep_every),
       NUPIPE_KEY("checkpoint.dir", checkpoint.dir),
       NUPIPE_KEY("checkpoint.resume", checkpoint.resume),
       NUPIPE_KEY("checkpoint.strict", checkpoint.strict),

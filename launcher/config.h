@@ -70,6 +70,8 @@ struct RuntimeOptions {
 struct CheckpointOptions {
   int every = 100;                       // steps between saves, and one after the last; 0: none
   int keep = 2;                          // committed checkpoints kept (never fewer than the newest)
+  int keep_every = 0;                    // steps that are multiples of it: milestones, never
+                                         // deleted by retention; 0: none
   std::string dir;                       // "": run.dir/checkpoints
   std::string resume = "auto";           // "auto", "never", or a checkpoint directory
   bool strict = false;                   // a damaged newest checkpoint stops the run (exit 4)

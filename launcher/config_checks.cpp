@@ -190,6 +190,17 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   const auto& k = c.checkpoint;
   ck.at_least("checkpoint.every", k.every, 0);
   ck.at_least("checkpoint.keep", k.keep, 1);
+  ck.at_least("checkpoint.keep_every", k.keep_every, 0);
+  if (k.keep_every > 0 && k.every > 0 && k.keep_every % k.every != 0)
+    ck.fail("checkpoint.keep_every",
+            "checkpoint.keep_every = " + ck.str(k.keep_every) +
+                " is not a multiple of checkpoint.every = " + ck.str(k.every) +
+                ": few or no saves would land on a milestone",
+            "set checkpoint.keep_every to a multiple of checkpoint.every, e.g. " +
+                ck.str(k.every * std::max(1, k.keep_every / k.every)) + ", or 0 for none");
+  if (k.keep_every > 0 && k.every == 0)
+    warnings.push_back("checkpoint.keep_every = " + ck.str(k.keep_every) +
+                       " has no interval saves to keep (checkpoint.every = 0)");
   if (k.resume.empty())
     ck.fail("checkpoint.resume", "checkpoint.resume is empty",
             "set checkpoint.resume = \"auto\" (continue from the newest checkpoint), \"never\" "

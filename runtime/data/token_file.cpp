@@ -9,7 +9,9 @@
 
 #include <bit>
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +30,35 @@ namespace {
 
 std::string regenerate_hint(const std::string& path) {
   return "regenerate it with `nupipe data prepare --text FILE --out " + path + "`";
+}
+
+// A path for the token file made from `path`'s text: a new name beside it, never `path`
+// itself (input.txt -> input.bin; input.bin -> input.tokens.bin).
+std::string token_file_name_for(const std::string& path) {
+  std::filesystem::path p(path);
+  std::filesystem::path out = p;
+  out.replace_extension(".bin");
+  if (out == p) out = std::filesystem::path(path + ".tokens.bin");
+  return out.string();
+}
+
+// The first bytes look like text (no NUL, no control characters but tab, CR, LF, FF).
+bool looks_like_text(const unsigned char* bytes, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const unsigned char c = bytes[i];
+    if (c == 0 || (c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f') || c == 0x7f) {
+      return false;
+    }
+  }
+  return n > 0;
+}
+
+std::string bad_magic_hint(const std::string& path, bool text) {
+  const std::string out = token_file_name_for(path);
+  return std::string(text ? "this looks like a text file: " : "") +
+         "make a token file from the text with `nupipe data prepare --text " +
+         (text ? path : std::string("TEXT")) + " --out " + out + "` (a new file; " + path +
+         " is left as it is) and point data.train / data.val at " + out;
 }
 
 int32_t read_le_i32(const unsigned char* p) {
@@ -60,9 +91,12 @@ TokenFile::TokenFile(const std::string& path, int vocab_size) : path_(path) {
   }
   const int64_t file_bytes = st.st_size;
   if (file_bytes < kTokenFileHeaderBytes) {
+    unsigned char head[kTokenFileHeaderBytes];
+    const ssize_t got = ::pread(fd.get(), head, sizeof head, 0);
     throw data_error(what + "shorter than the header: the file has " + std::to_string(file_bytes) +
                          " bytes, the header alone needs " + std::to_string(kTokenFileHeaderBytes),
-                     regenerate_hint(path));
+                     got > 0 && looks_like_text(head, got) ? bad_magic_hint(path, true)
+                                                           : regenerate_hint(path));
   }
 
   map_ = ::mmap(nullptr, static_cast<size_t>(file_bytes), PROT_READ, MAP_PRIVATE, fd.get(), 0);
@@ -82,7 +116,8 @@ TokenFile::TokenFile(const std::string& path, int vocab_size) : path_(path) {
       throw data_error(what + "bad magic number " + std::to_string(magic) +
                            " at byte offset 0 (header[0]); expected " +
                            std::to_string(kTokenFileMagic) + " (an llm.c token file)",
-                       regenerate_hint(path));
+                       bad_magic_hint(path, looks_like_text(bytes, std::min<int64_t>(
+                                                                      file_bytes, 512))));
     }
     const int32_t version = read_le_i32(bytes + 4);
     if (version != kTokenFileVersion) {

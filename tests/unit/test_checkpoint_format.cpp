@@ -1,8 +1,10 @@
 // test_checkpoint_format.cpp: the pieces of the checkpoint format on one process: flat-range
-// hyperslab writes and reads, the manifest, byte-level verification, the catalog and
-// retention, and the model keys a checkpoint must match.
+// hyperslab writes and reads, the manifest, byte-level verification, the catalog, retention
+// and its milestones, paths that are not checkpoints, and the model keys a checkpoint must
+// match.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -175,6 +177,81 @@ TEST(CheckpointFormat, VerificationFindsAndNamesDamage) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ExitCode::checkpoint);
     EXPECT_CONTAINS(e.what(), "never committed");
+  }
+}
+
+// checkpoint.keep_every: milestones stay whatever keep says; the newest `keep` are counted
+// over every checkpoint, milestones included.
+TEST(CheckpointFormat, RetentionKeepsMilestones) {
+  TempDir tmp;
+  for (int step = 10; step <= 90; step += 10) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%08d", step);
+    fs::create_directories(tmp.path / name);
+  }
+  EXPECT_TRUE(is_milestone(40, 20));
+  EXPECT_FALSE(is_milestone(50, 20));
+  EXPECT_FALSE(is_milestone(40, 0));
+  EXPECT_FALSE(is_milestone(0, 20));
+  const std::vector<std::string> deleted = apply_retention(tmp.path.string(), 2, 30);
+  std::vector<int64_t> left;
+  for (const CheckpointEntry& e : list_checkpoints(tmp.path.string()).committed) {
+    left.push_back(e.step);
+  }
+  EXPECT_EQ(left, (std::vector<int64_t>{90, 80, 60, 30}));
+  EXPECT_EQ(deleted.size(), 5u);
+  apply_retention(tmp.path.string(), 1, 0);  // keep_every = 0: milestones are ordinary again
+  EXPECT_EQ(list_checkpoints(tmp.path.string()).committed.size(), 1u);
+}
+
+// A path that is not a checkpoint is named for what it is, from names alone.
+TEST(CheckpointFormat, PathsThatAreNotCheckpoints) {
+  TempDir tmp;
+  const std::string ck = tmp.file("run/checkpoints");
+  for (const char* d : {"step_00000008", "step_00000016", "step_00000024.tmp"}) {
+    fs::create_directories(fs::path(ck) / d);
+  }
+  std::ofstream(ck + "/step_00000016/state.h5") << "x";
+  EXPECT_EQ(check_checkpoint_path(ck + "/step_00000016").what, "");
+  EXPECT_EQ(check_checkpoint_path(ck + "/step_00000016/").what, "");
+  EXPECT_EQ(check_checkpoint_path(ck + "/step_00000024.tmp").what, "");  // "never committed"
+
+  PathProblem p = check_checkpoint_path(ck + "/step_16");
+  EXPECT_CONTAINS(p.what, ck + "/step_16 does not exist; the committed checkpoints in " + ck +
+                              " are, newest first: " + ck + "/step_00000016, " + ck +
+                              "/step_00000008");
+  EXPECT_EQ(p.suggestion, ck + "/step_00000016");
+  p = check_checkpoint_path(ck + "/step_00000032");
+  EXPECT_CONTAINS(p.hint, "name one of them, e.g. the newest");
+  EXPECT_EQ(p.suggestion, ck + "/step_00000016");
+  p = check_checkpoint_path(tmp.file("elsewhere/step_00000016"));
+  EXPECT_CONTAINS(p.what, "does not exist (nor does the directory " + tmp.file("elsewhere") + ")");
+  EXPECT_EQ(p.suggestion, "");
+
+  p = check_checkpoint_path(ck);
+  EXPECT_CONTAINS(p.what, "is a directory of checkpoints, not one checkpoint; its newest "
+                          "committed checkpoint is " + ck + "/step_00000016 (2 in all");
+  p = check_checkpoint_path(ck + "/");
+  EXPECT_EQ(p.suggestion, ck + "/step_00000016");
+  p = check_checkpoint_path(tmp.file("run"));
+  EXPECT_CONTAINS(p.what, "is a run directory, not one checkpoint");
+  EXPECT_EQ(p.suggestion, ck + "/step_00000016");
+  p = check_checkpoint_path(ck + "/step_00000016/state.h5");
+  EXPECT_CONTAINS(p.what, "is a file of a checkpoint, not its directory");
+  EXPECT_EQ(p.suggestion, ck + "/step_00000016");
+  fs::create_directories(tmp.file("empty"));
+  EXPECT_CONTAINS(check_checkpoint_path(tmp.file("empty")).what,
+                  "is not a checkpoint: it holds neither manifest.json nor state.h5");
+  // Only an unfinished save: said so.
+  fs::remove_all(ck + "/step_00000008");
+  fs::remove_all(ck + "/step_00000016");
+  EXPECT_CONTAINS(check_checkpoint_path(ck).what, "holds no committed checkpoint, only 1 "
+                                                  "unfinished save(s) (step_00000024.tmp)");
+  try {
+    require_checkpoint_path(ck, "nupipe ckpt verify {}");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ExitCode::checkpoint);
   }
 }
 

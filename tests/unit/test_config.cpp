@@ -99,6 +99,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.tflops, b.runtime.tflops);
   EXPECT_EQ(a.checkpoint.every, b.checkpoint.every);
   EXPECT_EQ(a.checkpoint.keep, b.checkpoint.keep);
+  EXPECT_EQ(a.checkpoint.keep_every, b.checkpoint.keep_every);
   EXPECT_EQ(a.checkpoint.dir, b.checkpoint.dir);
   EXPECT_EQ(a.checkpoint.resume, b.checkpoint.resume);
   EXPECT_EQ(a.checkpoint.strict, b.checkpoint.strict);
@@ -153,6 +154,7 @@ grad_clip = 0
 [checkpoint]
 every = 9
 keep = 4
+keep_every = 27
 dir = "/ckpt/x"
 resume = "never"
 strict = true
@@ -394,6 +396,8 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
        "train.recompute"},
       {"[train]\nrecompute = [1]\nglobal_batch = 8\n[parallel]\npipeline = 2", "train.recompute"},
       {"[checkpoint]\nkeep = 0", "checkpoint.keep"},
+      {"[checkpoint]\nkeep_every = -2", "checkpoint.keep_every"},
+      {"[checkpoint]\nkeep_every = 25\nevery = 10", "checkpoint.keep_every"},
       {"[checkpoint]\nresume = \"\"", "checkpoint.resume"},
       {"[checkpoint]\non_signal = \"ignore\"", "checkpoint.on_signal"},
       {"[checkpoint]\non_write_error = \"retry\"", "checkpoint.on_write_error"},
@@ -498,7 +502,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 58u) << emitted;
+  EXPECT_EQ(lines, 59u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");

@@ -63,7 +63,9 @@ struct Probe {
   // Seconds from t0 to the firing, waiting up to `limit_s` for it; -1 if it did not fire.
   double fired_after(Clock::time_point t0, double limit_s) {
     const auto until = t0 + std::chrono::duration<double>(limit_s);
-    while (!fired && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (!fired && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     if (!fired) return -1.0;
     return std::chrono::duration<double>(Clock::time_point(Clock::duration(fired_ns.load())) - t0)
         .count();
