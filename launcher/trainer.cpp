@@ -107,7 +107,6 @@ TrainResult train(const Config& cfg, const parallel::World& world,
                       cfg.checkpoint.resume != "never");
     }
   });
-  // Every rank's heartbeat carries rank 0's token for this launch (an earlier job's files in
   // A finished run relaunched: nothing in run.dir is touched (its metrics, config and log
   // stay those of the run that trained); the last log line says which run and how on.
   if (std::string why = nothing_to_train(cfg, rp); !why.empty()) {
@@ -119,6 +118,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     done.nothing_to_train = std::move(why);
     return done;
   }
+  // Every rank's heartbeat carries rank 0's token for this launch (an earlier job's files in
   // the same run.dir are told apart by it).
   watchdog.set_heartbeat_dir(
       cfg.run.dir + "/heartbeat",
