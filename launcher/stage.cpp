@@ -180,19 +180,30 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
   s.layout = parallel::layout_from_counts(best->layers, in.model.n_layer);
   s.recompute = best->recompute;
   const std::optional<parallel::Plan> second = parallel::runner_up(in, *best);
+  // Seconds only from a throughput the config gives; runtime.tflops' default makes equal
+  // devices equal and no more, so times are then in units of one block's forward + backward
+  // of one microbatch (as `nupipe plan` gives them).
+  const bool seconds = cfg.is_given("runtime.tflops");
+  const double unit_s = runtime::Block::cost(in.model).flops_per_token * s.tokens_per_micro /
+                        in.devices[0].flops_per_s;
+  auto time = [&](double t) {
+    return seconds ? fmt::format("{:.3f} ms", t * 1e3) : fmt::format("{:.2f} units", t / unit_s);
+  };
   s.plan_note = fmt::format(
-      "planner: stage_layers {} with recompute {} (slowest stage {:.3f} ms per microbatch at "
-      "runtime.tflops, peak {}) within {} per rank ({}); {}; the uniform split {} would need {} "
-      "({}), slowest stage {:.3f} ms",
-      parallel::format_list(best->layers), parallel::format_list(best->recompute), best->bottleneck_s * 1e3,
+      "planner: stage_layers {} with recompute {} (slowest stage {} per microbatch{} peak {}) "
+      "within {} per rank ({}); {}; the uniform split {} would need {} ({}), slowest stage {}",
+      parallel::format_list(best->layers), parallel::format_list(best->recompute),
+      time(best->bottleneck_s),
+      seconds ? " at runtime.tflops,"
+              : ", 1 unit = one block's forward + backward, runtime.tflops not being given;",
       runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
-      second ? fmt::format("runner-up: {} with recompute {} (slowest stage {:.3f} ms, peak {}): {}",
+      second ? fmt::format("runner-up: {} with recompute {} (slowest stage {}, peak {}): {}",
                            parallel::format_list(second->layers),
-                           parallel::format_list(second->recompute), second->bottleneck_s * 1e3,
+                           parallel::format_list(second->recompute), time(second->bottleneck_s),
                            runtime::format_bytes(second->peak_bytes), why_second(*best, *second))
              : std::string("no other split fits"),
       parallel::format_list(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
-      uniform.fits ? "fits" : "does not fit", uniform.bottleneck_s * 1e3);
+      uniform.fits ? "fits" : "does not fit", time(uniform.bottleneck_s));
 }
 
 }  // namespace

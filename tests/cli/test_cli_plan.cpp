@@ -208,6 +208,33 @@ TEST(CliPlan, FollowsTheConfigsRecomputeAndSplit) {
   EXPECT_NE(text.output.find("config: stage_layers [1, 3]"), std::string::npos) << text;
 }
 
+// The same at start-up: parallel.stage_layers = "auto" reports its choice in milliseconds only
+// with a throughput in the config, else in block units.
+TEST(CliPlan, StartUpPlanGivesSecondsOnlyWithAThroughput) {
+  TempDir tmp;
+  auto note = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"train", tiny_config()};
+    for (const std::string& s : std::vector<std::string>{"parallel.pipeline=1", "parallel.data=1", "parallel.stage_layers=auto",
+          "train.steps=1", "checkpoint.every=0", "runtime.threads=1", "data.val=",
+          "run.dir=" + tmp.file("run" + std::to_string(extra.size()))}) {
+      args.push_back("--set");
+      args.push_back(s);
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    const ProcessResult r = run_nupipe(args, tmp.path());
+    EXPECT_EQ(r.exit_code, 0) << r;
+    const size_t at = r.output.find("planner: ");
+    return at == std::string::npos ? std::string() : r.output.substr(at, r.output.find('\n', at) - at);
+  };
+  const std::string relative = note({});
+  EXPECT_NE(relative.find("units per microbatch, 1 unit = one block's forward + backward"),
+            std::string::npos)
+      << relative;
+  EXPECT_EQ(relative.find(" ms"), std::string::npos) << relative;
+  const std::string absolute = note({"--set", "runtime.tflops=0.5"});
+  EXPECT_NE(absolute.find(" ms per microbatch at runtime.tflops"), std::string::npos) << absolute;
+}
+
 TEST(CliPlan, CalibrateTimesTheLayersHere) {
   const ProcessResult r = plan({"--calibrate", "--set", "runtime.threads=1"});
   ASSERT_EQ(r.exit_code, 0) << r;
