@@ -1,4 +1,4 @@
-// main.cpp: the `nupipe` executable: CLI verbs (train, data prepare, ckpt inspect|verify), MPI
+// main.cpp: the `nupipe` executable: CLI verbs (train, plan, data prepare, sample, ckpt), MPI
 // session, logging and the mapping of errors to exit codes (docs/sre-runbook.md).
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -14,10 +14,11 @@
 #include "launcher/ckpt_tool.h"
 #include "launcher/config.h"
 #include "launcher/plan_tool.h"
+#include "launcher/prepare_tool.h"
+#include "launcher/sample_tool.h"
 #include "launcher/trainer.h"
 #include "parallel/data_plane.h"
 #include "parallel/world.h"
-#include "runtime/data/prepare.h"
 #include "runtime/check.h"
 #include "runtime/cpu/onednn_gemm.h"
 #include "runtime/error.h"
@@ -109,14 +110,6 @@ int run_train(const parallel::World& world, const std::string& config_path,
   return 0;
 }
 
-int run_prepare(const std::string& text, const std::string& out) {
-  const runtime::PrepareStats s = runtime::prepare_bytes(text, out);
-  std::printf("wrote %s: %lld tokens (byte-level, vocab 256) from %lld bytes of %s\n",
-              out.c_str(), static_cast<long long>(s.tokens), static_cast<long long>(s.bytes_in),
-              text.c_str());
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -144,11 +137,52 @@ int main(int argc, char** argv) {
 
   CLI::App* data = app.add_subcommand("data", "token data tools");
   data->require_subcommand(1);
-  std::string text_path, out_path;
+  launcher::PrepareCommand prep;
   CLI::App* prepare = data->add_subcommand(
-      "prepare", "turn any text file into a byte-level (vocab 256) token file in llm.c format");
-  prepare->add_option("--text", text_path, "input text file")->required()->check(CLI::ExistingFile);
-  prepare->add_option("--out", out_path, "output token file (.bin)")->required();
+      "prepare", "tokenize a text file into llm.c-format token files (byte level, vocab 256, or "
+                 "GPT-2's BPE, vocab 50257), read as a stream; FILE.bin.json records the "
+                 "tokenizer");
+  prepare->add_option("--text", prep.text_path, "input text file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  prepare->add_option("--out", prep.out_path, "output token file (.bin)")->required();
+  prepare->add_option("--tokenizer", prep.tokenizer,
+                      "byte (each byte one token; the default) or gpt2 (GPT-2's BPE by "
+                      "js-tiktoken, which scripts/setup.sh installs)")
+      ->check(CLI::IsMember({"byte", "gpt2"}));
+  prepare->add_option("--val-fraction", prep.val_fraction,
+                      "the last share of the tokens that goes to --val-out, e.g. 0.01")
+      ->check(CLI::Range(0.0, 1.0, "in [0, 1)"));
+  prepare->add_option("--val-out", prep.val_path, "validation token file (.bin)");
+
+  launcher::SampleCommand sample_cmd;
+  CLI::App* sample = app.add_subcommand(
+      "sample", "generate text from a checkpoint on one process: the prompt in the run's "
+                "tokenizer, decoded back to text");
+  sample->add_option("checkpoint", sample_cmd.checkpoint,
+                     "checkpoint directory (run.dir/checkpoints/step_N), or a run directory "
+                     "(its newest checkpoint)")
+      ->required();
+  sample->add_option("--config", sample_cmd.config_path,
+                     "config to build the model from (default: the one the checkpoint recorded)")
+      ->check(CLI::ExistingFile);
+  sample->add_option("--set", sample_cmd.overrides, "override a config key (repeatable)")
+      ->type_name("KEY=VALUE");
+  sample->add_option("--prompt", sample_cmd.prompt,
+                     "text to continue (gpt2: empty starts a document at <|endoftext|>)");
+  sample->add_option("--tokens", sample_cmd.tokens, "new tokens to generate (default 64)")
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--temperature", sample_cmd.temperature,
+                     "0: greedy (the most likely token); 1: the model's distribution (default)")
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--top-k", sample_cmd.top_k,
+                     "sample among the k most likely tokens; 0: all (default)")
+      ->check(CLI::NonNegativeNumber);
+  sample->add_option("--seed", sample_cmd.seed, "the same seed gives the same text (default 0)");
+  sample->add_option("--tokenizer", sample_cmd.tokenizer,
+                     "byte or gpt2 (default: the one recorded next to data.train, FILE.bin.json)")
+      ->check(CLI::IsMember({"byte", "gpt2"}));
+  sample->add_flag("--ids", sample_cmd.ids, "print the token ids instead of the text");
 
   launcher::PlanCommand plan_cmd;
   CLI::App* plan = app.add_subcommand(
@@ -212,7 +246,8 @@ int main(int argc, char** argv) {
   // Tools that run on one process answer without MPI.
   try {
     if (*plan) return launcher::run_plan(plan_cmd);
-    if (*prepare) return run_prepare(text_path, out_path);
+    if (*prepare) return launcher::run_prepare(prep);
+    if (*sample) return launcher::run_sample(sample_cmd);
     if (*inspect) return launcher::ckpt_inspect(ckpt_dir, inspect_json);
     if (*verify) return launcher::ckpt_verify(ckpt_dir);
   } catch (const Error& e) {

@@ -104,4 +104,15 @@ double GptModel::loss_sum(const Tensor& tokens, const Tensor& targets, int64_t b
   return head_forward(pass, targets);
 }
 
+std::vector<float> GptModel::next_token_logits(const Tensor& tokens, int64_t n) const {
+  NUPIPE_CHECK(embedding_ != nullptr && head_ != nullptr,
+               "next_token_logits needs the whole model in one slice");
+  NUPIPE_CHECK(tokens.numel() == cfg_.seq_len && n >= 1 && n <= cfg_.seq_len,
+               "next_token_logits: " + std::to_string(n) + " tokens of a sequence of " +
+                   std::to_string(tokens.numel()) + ", seq_len " + std::to_string(cfg_.seq_len));
+  Pass pass;
+  forward(pass, tokens, 1);
+  return head_->logits(pass.hidden, n - 1);
+}
+
 }  // namespace nupipe::runtime

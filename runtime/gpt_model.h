@@ -69,6 +69,10 @@ class GptModel {
   double forward_backward(const Tensor& tokens, const Tensor& targets, int64_t batch,
                           float dloss);
   double loss_sum(const Tensor& tokens, const Tensor& targets, int64_t batch);
+  // Whole model: the logits [V] (host, fp32) of the token that follows tokens[0, n), where
+  // `tokens` is one sequence of seq_len i32 tokens of which only the first n (1..seq_len)
+  // matter: attention is causal, so what follows position n - 1 cannot change its output.
+  std::vector<float> next_token_logits(const Tensor& tokens, int64_t n) const;
 
  private:
   ModelConfig cfg_;

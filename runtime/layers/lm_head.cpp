@@ -98,4 +98,18 @@ double LmHead::forward(const Tensor& x, const Tensor& targets) const {
   return forward_backward(x, targets, 0.0f, nullptr);
 }
 
+std::vector<float> LmHead::logits(const Tensor& x, int64_t row) const {
+  Backend& be = x.backend();
+  NUPIPE_CHECK(row >= 0 && row < x.numel() / C_, "LmHead::logits: row " + std::to_string(row) +
+                                                      " outside the hidden states");
+  Tensor ln = Tensor::empty(be, {1, C_}, DType::f32, MemTag::loss_workspace);
+  Tensor mean = Tensor::empty(be, {1}, DType::f32, MemTag::loss_workspace);
+  Tensor rstd = Tensor::empty(be, {1}, DType::f32, MemTag::loss_workspace);
+  Tensor out = Tensor::empty(be, {1, V_}, DType::f32, MemTag::loss_workspace);
+  be.layernorm_forward(ln.data(), mean.f32(), rstd.f32(), x.data() + row * C_, ln_w_.data(),
+                       ln_b_.data(), 1, C_, eps_);
+  be.gemm(false, true, 1, V_, C_, 1.0f, ln.data(), C_, w_.data(), C_, 0.0f, out.data(), V_);
+  return to_host(out);
+}
+
 }  // namespace nupipe::runtime

@@ -25,6 +25,9 @@ class LmHead {
   // parameter gradients accumulate and *dx receives d(loss)/dx.
   double forward_backward(const Tensor& x, const Tensor& targets, float dloss, Tensor* dx) const;
   double forward(const Tensor& x, const Tensor& targets) const;
+  // The logits [V] of row `row` of x [N, C] (fp32, copied to the host): the final LayerNorm
+  // and the head product as in forward, without the loss (text generation).
+  std::vector<float> logits(const Tensor& x, int64_t row) const;
 
  private:
   Tensor ln_w_, ln_b_, ln_dw_, ln_db_;  // final LayerNorm [C]
