@@ -23,6 +23,9 @@ Keys (one per line, `run` and `setup` may repeat):
   match: all    (default) the region shows every output line, in order, but for the lines that
                 `elide` matches and those a `...` line stands for
   match: excerpt  the region shows some output lines, in order
+  match: config-keys  the key tables of the page (`## [section]`, then `| \`key\` | type |
+                default |`) against the effective configuration a run writes (`toml: PATH`):
+                the same keys, and the defaults equal (keys in `ignore: a.b, c.d` set by the run)
   match: smoke  the region is a list of commands: each must exit 0 when run as written, with
                 `quick` added to every `nupipe train` so it stays quick
   quick: FLAGS  (smoke) what is added (default: --set train.steps=2 --set checkpoint.every=0;
@@ -258,7 +261,7 @@ def align(doc, out, extra, elide, all_lines):
                 problems.append("the output has a line the doc does not show:\n    output: " +
                                 out[k])
                 new.append(out[k])
-        new.append(doc[i] if mask(doc[i], extra) == mo[j] else out[j])
+        new.append(out[j])  # one run's lines throughout: times and dates consistent
         shown.add(j)
         prev, gap = j, False
     if all_lines and not gap:
@@ -299,6 +302,8 @@ def check_region(r, lines, scratch, timeout):
                 problems.append("exit %d from the command as written:\n    %s\n%s" %
                                 (rc, quick(cmd, extra), tail(out)))
         return problems, None
+    if mode == "config-keys":
+        return check_config_keys(r, lines, scratch, timeout), None
     cmds = r.keys.get("run", [])
     head = 0
     if not cmds:
@@ -315,6 +320,66 @@ def check_region(r, lines, scratch, timeout):
     out_lines = out.rstrip("\n").split("\n") if out.strip() else []
     problems, new = align(body[head:], out_lines, extra, elide, mode == "all")
     return problems, body[:head] + new
+
+
+def documented_keys(lines):
+    """{section.key: default text} from the key tables under `## [section]` headings."""
+    keys, section = {}, None
+    for line in lines:
+        m = re.match(r"^##+ \[([\w.]+)\]", line)
+        if m or line.startswith("## "):
+            section = m.group(1) if m else None
+            continue
+        m = re.match(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|", line)
+        if m and section:
+            keys[section + "." + m.group(1)] = m.group(2).strip()
+    return keys
+
+
+def flatten(table, prefix=""):
+    out = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_config_keys(r, lines, scratch, timeout):
+    """match: config-keys: the keys and defaults this doc's tables give against the effective
+    configuration a run writes (`toml:`), every key on both sides."""
+    import tomllib
+    for cmd in r.keys.get("run", []):
+        rc, out = scratch.run(cmd, timeout)
+        if rc != 0:
+            return ["exit %d from: %s\n%s" % (rc, cmd, tail(out))]
+    with open(os.path.join(scratch.dir, r.key("toml")), "rb") as f:
+        effective = flatten(tomllib.load(f))
+    doc = documented_keys(lines)
+    ignore = set(x.strip() for v in r.keys.get("ignore", []) for x in v.split(","))
+    problems = []
+    for k in sorted(set(effective) - set(doc)):
+        problems.append("the effective configuration has %s = %r, which this page does not "
+                        "document" % (k, effective[k]))
+    for k in sorted(set(doc) - set(effective)):
+        if doc[k] != "none":  # a key without a default (a table) is not in the effective file
+            problems.append("this page documents %s, which the effective configuration does "
+                            "not have" % k)
+    for k in sorted(set(doc) & set(effective) - ignore):
+        text = doc[k].strip("`")
+        try:
+            want = tomllib.loads("v = " + text)["v"]
+        except tomllib.TOMLDecodeError:
+            problems.append("the default of %s is shown as %s, not a TOML value" % (k, doc[k]))
+            continue
+        got = effective[k]
+        same = want == got if not isinstance(got, float) else \
+            isinstance(want, (int, float)) and float(want) == got
+        if not same:
+            problems.append("this page gives %s the default %s; a run with an empty config "
+                            "uses %r" % (k, doc[k], got))
+    return problems
 
 
 def tail(text, n=15):
@@ -373,7 +438,7 @@ def main():
                                                 else "FAILED")
             print("%-8s %s" % (status, r.where()), flush=True)
             if problems and (not a.write or new is None):
-                failed.append(r)
+                failed.append((r, new is not None))
             if problems:
                 for pr in problems[:20]:
                     print("  " + pr.replace("\n", "\n  "))
@@ -393,10 +458,16 @@ def main():
     print("%d region(s) checked, %d failed%s" %
           (checked, len(failed), ", %d slow one(s) left out (--all)" % skipped if skipped else ""))
     if failed:
-        names = ",".join(r.name for r in failed)
-        print("If the change in behaviour is meant, regenerate the docs with:\n"
-              "  /usr/bin/python3 %s --build %s --write --only %s" %
-              (THIS, os.path.relpath(build, ROOT) if build.startswith(ROOT) else build, names))
+        names = ",".join(r.name for r, writable in failed if writable)
+        if names:
+            print("If the change in behaviour is meant, regenerate the docs with:\n"
+                  "  /usr/bin/python3 %s --build %s --write --only %s" %
+                  (THIS, os.path.relpath(build, ROOT) if build.startswith(ROOT) else build,
+                   names))
+        for r, writable in failed:
+            if not writable:
+                print("%s: --write cannot regenerate this one; fix the doc (or the command) by "
+                      "hand" % r.where())
         return 1
     return 0
 
