@@ -13,6 +13,7 @@
 #include "launcher/checkpointing.h"
 #include "launcher/ckpt_tool.h"
 #include "launcher/config.h"
+#include "launcher/outcome.h"
 #include "launcher/plan_tool.h"
 #include "launcher/prepare_tool.h"
 #include "launcher/sample_tool.h"
@@ -90,7 +91,12 @@ int run_train(const parallel::World& world, const std::string& config_path,
   }
   auto log = make_logger(world);
   log->info("nupipe train {} ({} rank{})", config_path, world.size(), world.size() > 1 ? "s" : "");
-  const launcher::TrainResult r = launcher::train(cfg, world, log);
+  // From the moment the run holds run.dir, run.dir/outcome.json records how it ended.
+  launcher::OutcomeRecorder outcome(world, cfg.train.steps, cfg.checkpoint_dir());
+  launcher::TrainHooks hooks;
+  hooks.outcome = &outcome;
+  const launcher::TrainResult r = launcher::recording_failures(
+      outcome, *log, [&] { return launcher::train(cfg, world, log, hooks); });
   if (r.stopped) {
     log->info("stopped: after step {} of {} on a stop signal; relaunch the same command to "
               "continue", r.steps, cfg.train.steps);
@@ -107,6 +113,7 @@ int run_train(const parallel::World& world, const std::string& config_path,
                                               100.0 * (final_loss / r.loss_floor - 1.0))
                                 : std::string());
   }
+  if (r.nothing_to_train.empty()) outcome.finished(r.stopped, *log);  // the last line
   return 0;
 }
 

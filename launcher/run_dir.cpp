@@ -107,6 +107,9 @@ void prepare_run_dir(const Config& config, spdlog::logger& log, int64_t first_st
   }
   log.sinks().push_back(
       std::make_shared<spdlog::sinks::basic_file_sink_mt>((dir / "train.log").string()));
+  // Every line reaches the file as it is logged: after a kill -9 the log ends with the last
+  // line written, whole (the file sink is block-buffered otherwise).
+  log.flush_on(spdlog::level::trace);
   log.info("run directory {}", fs::absolute(dir).string());
   if (!rotated.empty()) {
     log.warn("run.dir held the metrics of an earlier run with no checkpoint to continue from: "

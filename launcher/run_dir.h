@@ -12,12 +12,11 @@
 namespace nupipe::launcher {
 
 // Creates run.dir (and parents), adds run.dir/train.log to the logger (appending, every line
-// flushed as logged) and writes
-// run.dir/config.toml. metrics.jsonl keeps exactly the records of steps up to `first_step`
-// (the resumed run appends from there: no step is missing or twice); starting at step 0 in a
-// directory that holds metrics renames them to metrics.jsonl.N instead. A run.dir that
-// already holds metrics is refused (exit 2) only when nothing may continue it: `may_continue`
-// false (checkpoint.resume = "never").
+// flushed as logged) and writes run.dir/config.toml. metrics.jsonl keeps exactly the records
+// of steps up to `first_step` (the resumed run appends from there: no step is missing or
+// twice); starting at step 0 in a directory that holds metrics renames them to
+// metrics.jsonl.N instead. A run.dir that already holds metrics is refused (exit 2) only when
+// nothing may continue it: `may_continue` false (checkpoint.resume = "never").
 void prepare_run_dir(const Config& config, spdlog::logger& log, int64_t first_step,
                      bool may_continue);
 

@@ -11,8 +11,10 @@
 #include "launcher/checkpointing.h"
 #include "launcher/memory_report.h"
 #include "launcher/metrics.h"
+#include "launcher/outcome.h"
 #include "launcher/report.h"
 #include "launcher/run_dir.h"
+#include "launcher/run_lock.h"
 #include "launcher/signals.h"
 #include "launcher/stage.h"
 #include "launcher/trace_file.h"
@@ -63,8 +65,6 @@ checkpoint::TrainingState start_state(const ResumePoint& rp, Stage& s, const Con
   });
   state.step = rp.info.state.step;
   state.optimizer_steps = rp.info.state.optimizer_steps;
-  return state;
-}
   state.tokens_seen = rp.info.state.tokens_seen;
   if (state.tokens_seen < 0) {  // a checkpoint from before it was counted: its own batch shape
     int64_t per_step = s.tokens_per_step;
@@ -75,6 +75,8 @@ checkpoint::TrainingState start_state(const ResumePoint& rp, Stage& s, const Con
     }
     state.tokens_seen = state.step * per_step;
   }
+  return state;
+}
 
 }  // namespace
 
@@ -83,8 +85,9 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   install_stop_handlers();
   parallel::Watchdog watchdog({cfg.runtime.peer_timeout_s, world.rank(), world.size(),
                                world.host(),
-                               [log](const std::string& m) {
+                               [log, outcome = hooks.outcome](const std::string& m) {
                                  log->error("{}", m);
+                                 if (outcome) outcome->peer_failure(m, *log);
                                  log->flush();  // the process ends right after, without unwinding
                                },
                                {}});
@@ -100,13 +103,11 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     ~PlaneReset() { groups.reset_device_plane(); }
   } plane_reset{groups};
   open_stage_inputs(s, cfg, world, groups);
+  // run.dir's lock, before anything in it is read or changed (a live run there: exit 2).
+  auto lock = std::make_unique<RunLock>(cfg.run.dir, world, groups.world_mpi());
+  const std::vector<std::string> lock_notes = lock->notes();
+  if (hooks.outcome) hooks.outcome->hold(std::move(lock));  // held until the outcome is written
   const ResumePoint rp = find_resume_point(cfg, groups.world_mpi());
-  parallel::agree(world_comm, [&] {
-    if (world.is_root()) {
-      prepare_run_dir(cfg, *log, rp.dir.empty() ? 0 : rp.info.state.step,
-                      cfg.checkpoint.resume != "never");
-    }
-  });
   // A finished run relaunched: nothing in run.dir is touched (its metrics, config and log
   // stay those of the run that trained); the last log line says which run and how on.
   if (std::string why = nothing_to_train(cfg, rp); !why.empty()) {
@@ -118,12 +119,19 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     done.nothing_to_train = std::move(why);
     return done;
   }
+  parallel::agree(world_comm, [&] {
+    if (world.is_root()) {
+      prepare_run_dir(cfg, *log, rp.dir.empty() ? 0 : rp.info.state.step,
+                      cfg.checkpoint.resume != "never");
+    }
+  });
   // Every rank's heartbeat carries rank 0's token for this launch (an earlier job's files in
   // the same run.dir are told apart by it).
   watchdog.set_heartbeat_dir(
       cfg.run.dir + "/heartbeat",
       groups.world_mpi().broadcast_text(parallel::Watchdog::job_token(world.host()), 0));
   if (world.is_root()) {  // the same on every rank: said once
+    for (const std::string& n : lock_notes) log->warn("{}", n);
     for (const std::string& w : cfg.warnings) log->warn("config: {}", w);
     for (const std::string& w : s.budget_warnings) log->warn("memory: {}", w);
     for (const std::string& w : rp.warnings) log->warn("checkpoint: {}", w);
@@ -146,6 +154,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   build_stage(s, cfg, world, groups, /*initialize=*/rp.dir.empty());
   const auto t_load = Clock::now();
   checkpoint::TrainingState state = start_state(rp, s, cfg, groups);
+  if (hooks.outcome) hooks.outcome->step_done(state.step);
   if (!rp.dir.empty()) {
     log->info("checkpoint loaded: step {} into stage {} of {} ({} parameters, optimizer range "
               "of {} elements) in {:.2f} s",
@@ -172,6 +181,8 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     StepStats st = run_step(s, cfg, groups, step);
     state.step = step + 1;
     state.optimizer_steps = s.optimizer->adamw().steps_taken();
+    state.tokens_seen += s.tokens_per_step;
+    if (hooks.outcome) hooks.outcome->step_done(state.step);
     result.losses.push_back(st.loss);
     if (step == result.first_step) {
       log_first_step(*log, s, cfg, topo, st);
@@ -181,7 +192,6 @@ TrainResult train(const Config& cfg, const parallel::World& world,
 
     const bool last = state.step == steps;
     if (s.val_sampler &&
-    state.tokens_seen += s.tokens_per_step;
         (last || (cfg.train.val_every > 0 && state.step % cfg.train.val_every == 0))) {
       st.val_loss = validate(s, cfg, groups);
     }

@@ -32,6 +32,7 @@ struct TrainResult {
 };
 
 class Checkpointer;
+class OutcomeRecorder;
 
 struct TrainHooks {
   // Called on every rank after the last step, with the rank's model slice.
@@ -39,6 +40,10 @@ struct TrainHooks {
   // Called on every rank once the start state is loaded, before the first step (tests save
   // a resharded checkpoint here: checkpointer.save(state, ...)).
   std::function<void(Checkpointer&, const checkpoint::TrainingState&)> on_start;
+  // Given run.dir's lock once it is taken (before that nothing is recorded), told of every
+  // step done, and told by the watchdog of a peer failure (launcher/outcome.h). Without it
+  // the lock is released when train() returns.
+  OutcomeRecorder* outcome = nullptr;
 };
 
 // Runs training up to config.train.steps, from the newest checkpoint when there is one

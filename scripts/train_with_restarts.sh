@@ -1,73 +1,168 @@
 #!/usr/bin/env bash
-# train_with_restarts.sh: runs a training command (usually mpirun ... nupipe train ...) and,
-# after a failure, relaunches the same command up to N times; each relaunch resumes from the
-# last committed checkpoint (checkpoint.resume = "auto"). Every restart is logged with its
-# phases timed: failure detected, job torn down, checkpoint loaded, first step done.
+# train_with_restarts.sh: runs a training command (usually mpirun ... nupipe train ...) until the
+# run finishes, deciding from the run's own record of how it ended (run.dir/outcome.json), not
+# from mpirun's exit code; after a failure it relaunches the same command (which resumes from
+# the last committed checkpoint) up to N times, with a growing pause between attempts. Every
+# restart is logged with its phases timed: failure detected, job torn down, checkpoint loaded,
+# first step done.
 #
-# usage: scripts/train_with_restarts.sh [--max-restarts N] [--log FILE] -- COMMAND [ARGS...]
+# usage: scripts/train_with_restarts.sh [OPTIONS] -- COMMAND [ARGS...]
 #   --max-restarts N  relaunches allowed after failures (default 3)
+#   --backoff S       seconds before the first relaunch, doubled before each next one, at most
+#                     60 (default 2; 0: relaunch at once)
+#   --grace S         once the run has recorded its outcome, the seconds mpirun gets to end by
+#                     itself before the job is torn down (a frozen rank keeps mpirun waiting
+#                     when Open MPI is told not to abort; default 10)
+#   --run-dir DIR     the run's run.dir (default: the last run.dir=DIR in the command, else the
+#                     run's "run directory" log line)
 #   --log FILE        also append the job's output and the restart log to FILE
-# Exit: the command's last exit code (0 once a run finishes). Exit codes that a relaunch cannot
-# fix are not retried: 2 (bad usage or config), 3 (bad data), 4 (checkpoint problem),
-# 6 (non-finite loss). Everything else (5: a peer failed; 137: killed; ...) is.
+#
+# Decision (docs/sre-runbook.md#automatic-restarts), from this attempt's outcome.json:
+#   finished                         -> exit 0
+#   preempted (a stop signal, saved) -> exit 0, no relaunch (relaunch by hand to continue)
+#   failed with 2, 3, 4 or 6         -> exit with that code (a relaunch cannot fix it)
+#   failed otherwise (5, 1)          -> relaunch, or exit with the code when none are left
+#   no outcome.json from the attempt (the job was killed before a rank could record it, or it
+#   was refused before it held run.dir): the same table on mpirun's exit code.
+# SIGINT, SIGTERM or SIGHUP on this script: the run is asked to stop (SIGUSR1 to mpirun, which
+# forwards it to the ranks: they finish the step, save a checkpoint and exit), the script waits
+# for that and exits 0 once the run recorded "preempted". A second signal tears the job down at
+# once (exit 128 + signal). mpirun runs in a session of its own (setsid): a teardown sends
+# SIGTERM to mpirun, then SIGKILL to every process of that session.
 set -uo pipefail
 
-max_restarts=3
-log_file=""
+max_restarts=3 backoff=2 grace=10 run_dir="" log_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --max-restarts) max_restarts=$2; shift 2 ;;
-    --log) log_file=$2; shift 2 ;;
+    --max-restarts) max_restarts=${2-}; shift 2 ;;
+    --backoff) backoff=${2-}; shift 2 ;;
+    --grace) grace=${2-}; shift 2 ;;
+    --run-dir) run_dir=${2-}; shift 2 ;;
+    --log) log_file=${2-}; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "train_with_restarts: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ $# -gt 0 ] || { echo "train_with_restarts: no command given (see --help)" >&2; exit 2; }
-case "$max_restarts" in ''|*[!0-9]*) echo "train_with_restarts: --max-restarts needs a number" >&2; exit 2 ;; esac
+case "$max_restarts" in ''|*[!0-9]*) echo "train_with_restarts: --max-restarts needs a whole number" >&2; exit 2 ;; esac
+for v in "$backoff" "$grace"; do
+  case "$v" in ''|*[!0-9.]*) echo "train_with_restarts: --backoff and --grace need seconds (e.g. 2 or 0.5)" >&2; exit 2 ;; esac
+done
+command -v setsid >/dev/null || { echo "train_with_restarts: setsid (util-linux) is needed" >&2; exit 2; }
+if [ -z "$run_dir" ]; then
+  for a in "$@"; do case "$a" in run.dir=*) run_dir=${a#run.dir=} ;; esac; done
+fi
 
 now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+older_than() { awk -v a="$1" -v b="$(now)" -v s="$2" 'BEGIN { exit !(b - a > s) }'; }
 say() {
   echo "[restarts] $*"
   [ -z "$log_file" ] || echo "[restarts] $*" >>"$log_file"
 }
 
-# Runs the command once, echoing its output, and records when the phases were seen:
-# the first error line (failure detected), "checkpoint loaded", the first "step " line.
-run_once() {
-  local marks=$1
-  shift
-  : >"$marks"
-  set +e
-  "$@" 2>&1 | {
-    while IFS= read -r line; do
-      printf '%s\n' "$line"
-      [ -z "$log_file" ] || printf '%s\n' "$line" >>"$log_file"
-      case "$line" in
-        *"checkpoint loaded"*) grep -q '^loaded ' "$marks" || echo "loaded $(now)" >>"$marks" ;;
-        *"] step "*) grep -q '^step ' "$marks" || echo "step $(now)" >>"$marks" ;;
-        *"error"*|*"exiting with code"*|*"killed"*|*"Killed"*|*"exited on signal"*)
-          grep -q '^failed ' "$marks" || echo "failed $(now)" >>"$marks" ;;
-      esac
-    done
-  }
-  local rc=${PIPESTATUS[0]}
-  echo "exit $(now) $rc" >>"$marks"
-  return "$rc"
+# Echoes the job's output and records when the phases were seen: the first error line (failure
+# detected), "checkpoint loaded", the first "step " line, and the run directory; "eof" at the
+# end. Signals meant for the wrapper must not end it (mpirun would lose its output pipe).
+reader() {
+  trap '' INT TERM HUP
+  local marks=$1 line
+  while IFS= read -r line; do
+    printf '%s\n' "$line"
+    [ -z "$log_file" ] || printf '%s\n' "$line" >>"$log_file"
+    case "$line" in
+      *"] run directory "*) grep -q '^rundir ' "$marks" || echo "rundir ${line#*] run directory }" >>"$marks" ;;
+      *"checkpoint loaded"*) grep -q '^loaded ' "$marks" || echo "loaded $(now)" >>"$marks" ;;
+      *"] step "*) grep -q '^step ' "$marks" || echo "step $(now)" >>"$marks" ;;
+      *"error"*|*"exiting with code"*|*"killed"*|*"Killed"*|*"exited on signal"*)
+        grep -q '^failed ' "$marks" || echo "failed $(now)" >>"$marks" ;;
+    esac
+  done
+  echo "eof" >>"$marks"
 }
-mark() { awk -v k="$1" '$1 == k { print $2; exit }' "$2"; }
+mark() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$2"; }
+
+outcome_file() {
+  local d=${run_dir:-$(mark rundir "$marks")}
+  [ -n "$d" ] && echo "$d/outcome.json"
+}
+fingerprint() { stat -c '%i %s %y' "$1" 2>/dev/null; }
+# A field of outcome.json as nupipe writes it (one "key": value per line; strings unescaped
+# only as far as the decision needs).
+field() { sed -n "s/^  \"$1\": //p" "$2" | head -n 1 | sed 's/,$//; s/^"//; s/"$//'; }
+
+# Tears the job down: SIGTERM to mpirun (it ends its ranks), then SIGKILL to its whole session
+# (a SIGSTOP'd rank included) after 5 s.
+teardown() {
+  kill -TERM "$mp" 2>/dev/null
+  local t0
+  t0=$(now)
+  while kill -0 "$mp" 2>/dev/null && ! older_than "$t0" 5; do sleep 0.1; done
+  pkill -KILL -s "$mp" 2>/dev/null
+  kill -KILL "$mp" 2>/dev/null
+}
+
+stop_sig="" stop_count=0
+on_signal() {
+  stop_sig=$1
+  stop_count=$((stop_count + 1))
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+trap 'on_signal HUP' HUP
 
 marks=$(mktemp "${TMPDIR:-/tmp}/nupipe_restarts_XXXXXX")
-trap 'rm -f "$marks" "$marks.prev"' EXIT
-attempt=0
-prev_failed="" prev_exit=""
+trap 'rm -f "$marks"' EXIT
+attempt=0 failures=0 prev_failed="" prev_exit="" pause=$backoff
 while :; do
   attempt=$((attempt + 1))
+  : >"$marks"
+  of=$(outcome_file) before=""
+  [ -z "$of" ] || before=$(fingerprint "$of")
   t_launch=$(now)
   say "attempt $attempt: $*"
-  run_once "$marks" "$@"
+  setsid "$@" </dev/null > >(reader "$marks") 2>&1 &
+  mp=$!
+  forwarded=0 torn=0 t_outcome=""
+  while kill -0 "$mp" 2>/dev/null; do
+    if [ -n "$stop_sig" ] && [ "$forwarded" = 0 ]; then
+      forwarded=1
+      say "SIG$stop_sig: asking the run to stop after its current step and save a checkpoint" \
+        "(SIGUSR1 to mpirun, pid $mp); waiting for it (a second signal tears the job down now)"
+      kill -USR1 "$mp" 2>/dev/null
+    fi
+    if [ "$stop_count" -ge 2 ] && [ "$torn" = 0 ]; then
+      torn=1
+      say "second SIG$stop_sig: tearing the job down now (checkpoint not awaited)"
+      teardown
+      break
+    fi
+    of=$(outcome_file)
+    if [ -z "$t_outcome" ] && [ -n "$of" ] && [ -f "$of" ] && [ "$(fingerprint "$of")" != "$before" ]; then
+      t_outcome=$(now)
+    fi
+    if [ -n "$t_outcome" ] && [ "$torn" = 0 ] && older_than "$t_outcome" "$grace"; then
+      torn=1
+      say "the run recorded its outcome ($(field status "$of"), exit $(field exit_code "$of")) but" \
+        "mpirun is still running ${grace} s later (a rank is frozen?): tearing the job down" \
+        "(mpirun pid $mp and its session)"
+      teardown
+    fi
+    sleep 0.1 & wait $!
+  done
+  wait "$mp" 2>/dev/null
   rc=$?
+  t_exit=$(now)
+  echo "exit $t_exit $rc" >>"$marks"
+  # Nothing of the job may outlive it (a frozen rank would keep holding run.dir).
+  left=$(pgrep -s "$mp" | tr '\n' ' ')
+  if [ -n "$left" ]; then
+    say "processes of the job still running after mpirun ended (pids $left): killed"
+    pkill -KILL -s "$mp" 2>/dev/null
+  fi
+  for _ in $(seq 50); do grep -q '^eof' "$marks" && break; sleep 0.1; done  # the last output
+
   if [ -n "$prev_exit" ]; then  # the phases of the restart that this attempt was
     loaded=$(mark loaded "$marks") step=$(mark step "$marks")
     loaded_s="n/a (started from step 0)" step_s="n/a"
@@ -78,23 +173,56 @@ while :; do
       "relaunched +$(since "$prev_failed" "$t_launch"), checkpoint loaded $loaded_s," \
       "first step done $step_s"
   fi
-  if [ "$rc" -eq 0 ]; then
-    say "attempt $attempt finished (exit 0) after $attempt attempt(s)"
-    exit 0
+
+  # This attempt's outcome, when it recorded one.
+  of=$(outcome_file) status="" code=$rc
+  if [ -n "$of" ] && [ -f "$of" ] && [ "$(fingerprint "$of")" != "$before" ]; then
+    status=$(field status "$of") code=$(field exit_code "$of")
+    what="outcome $status (exit $code) at step $(field step "$of") of $(field steps "$of")"
+    fr=$(field failed_rank "$of")
+    [ -z "$fr" ] || [ "$fr" = null ] || what="$what, rank $fr failed first"
+    what="$what; mpirun exited $rc"
+  else
+    what="no outcome.json from this attempt${of:+ ($of unchanged)}; mpirun exited $rc"
+    if [ "$rc" = 0 ]; then status=finished; else status=failed; fi
   fi
-  case "$rc" in
-    2|3|4|6)
-      say "attempt $attempt failed with exit $rc, which a relaunch cannot fix (docs/sre-runbook.md); giving up"
-      exit "$rc" ;;
+  case "$status" in
+    finished)
+      say "attempt $attempt: $what: finished after $attempt attempt(s)"
+      exit 0 ;;
+    preempted)
+      say "attempt $attempt: $what: stopped on request with a checkpoint saved; not relaunched" \
+        "(relaunch the same command to continue)"
+      exit 0 ;;
   esac
-  t_exit=$(awk '$1 == "exit" { print $2 }' "$marks")
+  if [ "$torn" = 1 ] && [ "$stop_count" -ge 2 ]; then
+    say "attempt $attempt: $what: torn down on SIG$stop_sig; exiting"
+    exit $((128 + $(kill -l "$stop_sig")))
+  fi
+  case "$code" in
+    2|3|4|6)
+      say "attempt $attempt: $what: exit $code is one a relaunch cannot fix (docs/sre-runbook.md); giving up"
+      exit "$code" ;;
+    0) code=1 ;;  # failed, but the code says otherwise: treat as a failure
+  esac
   failed=$(mark failed "$marks")
   failed=${failed:-$t_exit}
-  say "attempt $attempt failed with exit $rc: failure detected at +$(since "$t_launch" "$failed") s" \
+  say "attempt $attempt: $what: failure detected at +$(since "$t_launch" "$failed") s" \
     "after launch, job torn down $(since "$failed" "$t_exit") s later"
-  if [ $((attempt - 1)) -ge "$max_restarts" ]; then
-    say "no restarts left (--max-restarts $max_restarts); giving up with exit $rc"
-    exit "$rc"
+  if [ -n "$stop_sig" ]; then
+    say "SIG$stop_sig received: not relaunching; exiting with $code"
+    exit "$code"
+  fi
+  failures=$((failures + 1))
+  if [ "$failures" -gt "$max_restarts" ]; then
+    say "no restarts left (--max-restarts $max_restarts); giving up with exit $code"
+    exit "$code"
   fi
   prev_failed=$failed prev_exit=$t_exit
+  if awk -v p="$pause" 'BEGIN { exit !(p > 0) }'; then
+    say "relaunching in $pause s (restart $failures of at most $max_restarts)"
+    sleep "$pause" & wait $!
+    [ -z "$stop_sig" ] || { say "SIG$stop_sig received while waiting: not relaunching; exiting with $code"; exit "$code"; }
+    pause=$(awk -v p="$pause" 'BEGIN { p *= 2; print (p > 60 ? 60 : p) }')
+  fi
 done
