@@ -129,9 +129,9 @@ StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape
   m.activations = activation_peak(mc, shape, received_input, recompute_blocks, in_flight, tokens,
                                   &m.kept_per_microbatch);
   m.workspace = workspace >= 0 ? workspace : stage_workspace_peak(mc, shape, role, tokens);
-  // The backend's GEMM scratchpad arena, from the stage's first product on (a stage of only
-  // the embedding runs none).
-  if (shape.blocks > 0 || role.last) m.workspace += mc.gemm_arena_bytes;
+  // The backend's bf16 GEMM scratchpad arena, from the stage's first product on (a stage of
+  // only the embedding runs none; fp32 products take none).
+  if (bf16 && (shape.blocks > 0 || role.last)) m.workspace += mc.gemm_arena_bytes;
   m.loss_workspace = role.last ? shape.cost.loss_workspace_bytes(tokens) : 0;
   return m;
 }

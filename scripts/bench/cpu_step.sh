@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# cpu_step.sh: nupipe vs PyTorch training-step throughput on this CPU, side by side in one run
-# (same model, batch and threads), once per precision, and nupipe's GFLOP/s against the OpenBLAS
-# sgemm ceiling.
+# cpu_step.sh: nupipe bf16, nupipe fp32 and PyTorch bf16 / fp32 training-step throughput on this
+# CPU, side by side in one run (same model, batch and threads), interleaved over rounds, with
+# the GEMM ceiling of this CPU measured in the same run (gemm_peak: the cpu backend's own bf16
+# and fp32 products) and each end-to-end GFLOP/s against it.
 #
-#   scripts/bench/cpu_step.sh                      # GPT-2 small width, 2 layers, 4 x 256 tokens
-#   N_LAYER=4 SEQ=512 THREADS=8 PRECISIONS=fp32 scripts/bench/cpu_step.sh
+#   scripts/bench/cpu_step.sh                          # the shapes and threads below, 2 rounds
+#   SHAPES="small:2:256:4" THREADS_LIST=2 ROUNDS=3 scripts/bench/cpu_step.sh
 #
-# The PyTorch peer (torch_step.py) is a nanoGPT-style GPT-2 run as its users run it at its best:
-# denormals flushed to zero, the fastest AdamW this torch offers (timed at its start-up), and for
-# bf16 torch.autocast with fp32 master weights. nupipe runs with --set runtime.precision=<p>,
-# once as it runs by default (IEEE subnormals) and once with runtime.flush_denormals = true
-# (the "nupipe FTZ" columns); a precision nupipe rejects (exit 2) reads n/a and is not an error.
+# SHAPES: name:n_layer:seq:batch entries (default: "small:2:256:4" GPT-2 width with 2 layers,
+# 4 x 256 tokens; "124m-256:12:256:1" and "124m-1024:12:1024:1", GPT-2 124M at seq 256 and
+# 1024, one sequence per step). THREADS_LIST ("1 2"). ROUNDS (2): each round runs the four
+# (nupipe bf16, nupipe fp32, PyTorch bf16, PyTorch fp32) in an order rotated per round, so slow
+# phases of a shared machine fall on all of them; each cell is the median over the rounds of a
+# run's median step (steps after the first), with the spread (min-max over rounds) beside it.
+# STEPS (3; the first is warm-up). CONFIG (configs/gpt2-124m.toml: d_model, n_head, vocab,
+# tie_embeddings and the synthetic alphabet PyTorch draws its tokens from). BUILD_DIR (build),
+# SKIP_BUILD=1, KEEP_TMP=1, PYTHON, FLUSH_DENORMALS (nupipe's runtime.flush_denormals, false),
+# TORCH_ADAMW (auto: torch_step.py times each AdamW of this torch first and keeps the fastest;
+# naming one, e.g. for-loop, skips that timing).
 #
-# Environment: N_LAYER (2), SEQ (256), BATCH (4 sequences per step), STEPS (5; the first is
-# warm-up), THREADS (all cores), PRECISIONS ("fp32 bf16"), FLUSH_DENORMAL (1; 0 runs PyTorch
-# without flushing denormals), CONFIG (configs/gpt2-124m.toml: d_model, n_head, vocab_size,
-# tie_embeddings and the synthetic alphabet PyTorch draws its tokens from come from it),
-# BUILD_DIR (build), SKIP_BUILD=1, KEEP_TMP=1, PYTHON.
-# The table has one row per precision: tokens/s of both, their ratio, and the loss of step STEPS
-# of each (a check of each precision against fp32 within one framework: data and LR schedule
-# differ between the two). Absolute numbers on shared machines are noise; the ratios are the
-# result (DESIGN.md).
+# The PyTorch peer (torch_step.py) is nanoGPT-style GPT-2 at its fastest here: bf16 autocast
+# (fp32 master weights) or fp32, denormals flushed, SDPA attention, the fastest AdamW of this
+# torch. GFLOP/s are the model's FLOPs per token (nupipe's cost descriptors, the same for both)
+# times tokens/s. Absolute numbers on shared machines are noise; the ratios are the result.
 # Exit: 0 all measured; 1 some part could not be measured (it reads n/a).
 set -uo pipefail
 
@@ -28,14 +30,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 1
 PYTHON=${PYTHON:-/usr/bin/python3}
 CONFIG=${CONFIG:-configs/gpt2-124m.toml}
-N_LAYER=${N_LAYER:-2}
-SEQ=${SEQ:-256}
-BATCH=${BATCH:-4}
-STEPS=${STEPS:-5}
-THREADS=${THREADS:-$(nproc)}
-PRECISIONS=${PRECISIONS:-fp32 bf16}
-FLUSH_DENORMAL=${FLUSH_DENORMAL:-1}
+SHAPES=${SHAPES:-small:2:256:4 124m-256:12:256:1 124m-1024:12:1024:1}
+THREADS_LIST=${THREADS_LIST:-1 2}
+ROUNDS=${ROUNDS:-2}
+STEPS=${STEPS:-3}
+FLUSH_DENORMALS=${FLUSH_DENORMALS:-false}
 BUILD_DIR=${BUILD_DIR:-build}
+TORCH_ADAMW=${TORCH_ADAMW:-auto}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/nupipe-cpu-step.XXXXXX") || exit 1
 if [ "${KEEP_TMP:-0}" = 1 ]; then
@@ -62,8 +63,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$TMP/configure.log" 2>&1 ||
       { tail -n 30 "$TMP/configure.log" >&2; note "cmake configure failed (log above)"; }
   fi
-  # Each target on its own, so that a broken nupipe build still leaves sgemm_peak measurable.
-  for target in nupipe sgemm_peak; do
+  for target in nupipe gemm_peak; do
     if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
       cmake --build "$BUILD_DIR" -j --target "$target" >"$TMP/build-$target.log" 2>&1 ||
         { tail -n 30 "$TMP/build-$target.log" >&2; note "building $target failed (log above)"; }
@@ -74,10 +74,14 @@ build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt"
 if [ -n "$build_type" ] && [ "$build_type" != Release ]; then
   note "WARNING: $BUILD_DIR is a '$build_type' build; nupipe's numbers are not Release numbers"
 fi
+NUPIPE="$BUILD_DIR/bin/nupipe"
+PEAK="$BUILD_DIR/bin/gemm_peak"
+for exe in "$NUPIPE" "$PEAK"; do
+  [ -x "$exe" ] || { note "ERROR: $exe not found (build it: cmake --build $BUILD_DIR --target $(basename "$exe"))"; exit 1; }
+done
 
 # [model] of a TOML file, and the synthetic data's alphabet (0: not synthetic).
-model_of() {
-  "$PYTHON" - "$1" <<'EOF'
+read -r _ D_MODEL N_HEAD VOCAB _ TIED ALPHABET < <("$PYTHON" - "$CONFIG" <<'EOF'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     cfg = tomllib.load(f)
@@ -86,139 +90,120 @@ alphabet = d.get("synthetic", {}).get("alphabet", 0) if d.get("train") == "synth
 print(m["n_layer"], m["d_model"], m["n_head"], m["vocab_size"], m["seq_len"],
       int(m["tie_embeddings"]), alphabet)
 EOF
-}
-read -r _ D_MODEL N_HEAD VOCAB _ TIED ALPHABET < <(model_of "$CONFIG") ||
-  { note "cannot read [model] of $CONFIG"; exit 2; }
+) || { note "cannot read [model] of $CONFIG"; exit 2; }
+untied_flag=""
+[ "$TIED" = 0 ] && untied_flag=--untied
 
-# ---- nupipe and PyTorch, per precision --------------------------------------------------
-NUPIPE="$BUILD_DIR/bin/nupipe"
-if [ ! -x "$NUPIPE" ]; then
-  note "ERROR: $NUPIPE not found: the build did not produce it (see above, or build with"
-  note "       cmake -S . -B $BUILD_DIR -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD_DIR -j)"
-  status=1
-fi
-
-# Median tokens/s and GFLOP/s over the steps after the first, and the last step's loss.
+# Median tokens/s and GFLOP/s over a run's steps after the first.
 nupipe_metrics() {
   "$PYTHON" - "$1" <<'EOF'
 import json, statistics, sys
-try:
-    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-except (OSError, ValueError) as e:
-    sys.exit(f"cpu_step: cannot read {sys.argv[1]}: {e}")
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 rows = [r for r in rows if "step" in r]
-first = min((r["step"] for r in rows), default=None)
-timed = [r for r in rows if r["step"] != first]  # the first step is warm-up
-if not timed:
-    sys.exit(f"cpu_step: {sys.argv[1]} has no step after the first")
-med = lambda k: statistics.median(r[k] for r in timed) if all(k in r for r in timed) else None
-tps, gf = med("tokens_per_s"), med("gflops")
-if tps is None:
-    sys.exit(f"cpu_step: {sys.argv[1]} lacks tokens_per_s")
-loss = max(timed, key=lambda r: r["step"]).get("loss")
-print(f"{tps:.1f}", "n/a" if gf is None else f"{gf:.1f}", "n/a" if loss is None else f"{loss:.4f}")
+first = min(r["step"] for r in rows)
+timed = [r for r in rows if r["step"] != first]
+tps = statistics.median(r["tokens_per_s"] for r in timed)
+gf = statistics.median(r["gflops"] for r in timed)
+print(f"{tps:.2f} {gf / tps * 1e9:.0f}")  # tokens/s, FLOPs per token
 EOF
 }
 
-untied_flag=""
-[ "$TIED" = 0 ] && untied_flag=--untied
-: >"$TMP/rows"
-: >"$TMP/setup"
-# run_nupipe PRECISION FLUSH: sets nupipe_tps, nupipe_gflops, nupipe_loss.
-run_nupipe() {
-  local p=$1 flush=$2
-  nupipe_tps=n/a nupipe_gflops=n/a nupipe_loss=n/a
-  RUN="$TMP/run-$p-$flush"
-  if [ -x "$NUPIPE" ]; then
-    echo "== nupipe $p (flush_denormals=$flush): $NUPIPE train $CONFIG" \
-      "(n_layer=$N_LAYER seq=$SEQ batch=$BATCH threads=$THREADS)"
-    "$NUPIPE" train "$CONFIG" --set model.n_layer="$N_LAYER" --set model.seq_len="$SEQ" \
-      --set train.micro_batch="$BATCH" --set train.global_batch="$BATCH" \
-      --set train.steps="$STEPS" --set run.log_every=1 --set run.dir="$RUN" \
-      --set runtime.threads="$THREADS" --set runtime.precision="$p" --set checkpoint.every=0 \
-      --set runtime.flush_denormals="$flush" 2>&1 | tee "$TMP/nupipe-$p-$flush.log"
-    rc=${PIPESTATUS[0]}
-    if [ "$rc" = 0 ]; then
-      # The effective configuration is the truth about what ran.
-      if [ -f "$RUN/config.toml" ]; then
-        read -r _ D_MODEL N_HEAD VOCAB _ TIED ALPHABET < <(model_of "$RUN/config.toml")
-      fi
-      read -r nupipe_tps nupipe_gflops nupipe_loss < <(nupipe_metrics "$RUN/metrics.jsonl") ||
-        { nupipe_tps=n/a nupipe_gflops=n/a nupipe_loss=n/a status=1; }
-    elif [ "$rc" = 2 ] && [ "$p" != fp32 ]; then
-      note "nupipe rejected runtime.precision=$p (message above); its $p row reads n/a"
-    else
-      note "ERROR: nupipe train ($p) failed (exit $rc); output above"
-      status=1
-    fi
+# run KIND PRECISION: appends "shape threads kind precision tokens/s flops/token" to rows.
+run() {
+  local kind=$1 p=$2 log="$TMP/$shape-$threads-$1-$2-r$round.log" tps="" fpt=""
+  if [ "$kind" = nupipe ]; then
+    local dir="$TMP/run-$shape-$threads-$p-r$round"
+    "$NUPIPE" train "$CONFIG" --set model.n_layer="$layers" --set model.seq_len="$seq" \
+      --set train.micro_batch="$batch" --set train.global_batch="$batch" \
+      --set train.steps="$STEPS" --set run.log_every=1 --set run.dir="$dir" \
+      --set runtime.threads="$threads" --set runtime.precision="$p" --set checkpoint.every=0 \
+      --set runtime.flush_denormals="$FLUSH_DENORMALS" >"$log" 2>&1 &&
+      read -r tps fpt < <(nupipe_metrics "$dir/metrics.jsonl")
+    rm -rf "$dir"
+  else
+    "$PYTHON" scripts/bench/torch_step.py --n-layer "$layers" --d-model "$D_MODEL" \
+      --n-head "$N_HEAD" --vocab "$VOCAB" --seq "$seq" --batch "$batch" --threads "$threads" \
+      --steps $((STEPS - 1)) --warmup 1 --precision "$p" --flush-denormal 1 \
+      --alphabet "$ALPHABET" --adamw "$TORCH_ADAMW" $untied_flag >"$log" 2>&1 &&
+      tps=$(sed -n 's/^torch_tokens_per_s //p' "$log")
+    [ "$round" = 1 ] && sed -n "s/^torch_step: /  PyTorch $p: /p" "$log" | head -2 >>"$TMP/setup"
   fi
+  if [ -z "$tps" ]; then
+    note "ERROR: $kind $p ($shape, $threads threads) failed; the end of its log:"
+    tail -n 8 "$log" >&2
+    tps=nan status=1
+  fi
+  echo "$kind $p ${tps} ${fpt:-0}" >>"$TMP/rows-$shape-$threads"
+  echo "cpu_step: $shape threads=$threads round $round: $kind $p $tps tokens/s"
 }
 
-for p in $PRECISIONS; do
-  run_nupipe "$p" true
-  ftz_tps=$nupipe_tps
-  run_nupipe "$p" false
-
-  echo "== PyTorch $p: scripts/bench/torch_step.py (same model, batch and threads)"
-  torch_tps=n/a torch_loss=n/a
-  if "$PYTHON" scripts/bench/torch_step.py --n-layer "$N_LAYER" --d-model "$D_MODEL" \
-      --n-head "$N_HEAD" --vocab "$VOCAB" --seq "$SEQ" --batch "$BATCH" --threads "$THREADS" \
-      --steps $((STEPS - 1)) --warmup 1 --precision "$p" --flush-denormal "$FLUSH_DENORMAL" \
-      --alphabet "$ALPHABET" $untied_flag 2>&1 | tee "$TMP/torch-$p.log"; then
-    torch_tps=$(sed -n 's/^torch_tokens_per_s //p' "$TMP/torch-$p.log")
-    torch_loss=$(sed -n 's/^torch_loss //p' "$TMP/torch-$p.log")
-    sed -n "s/^torch_step: precision=[^ ]* /PyTorch $p: /p" "$TMP/torch-$p.log" >>"$TMP/setup"
-  fi
-  [ -n "$torch_tps" ] && [ "$torch_tps" != n/a ] ||
-    { torch_tps=n/a torch_loss=n/a; note "ERROR: torch_step.py ($p) failed"; status=1; }
-  echo "$p $nupipe_tps $torch_tps $nupipe_loss ${torch_loss:-n/a} $nupipe_gflops $ftz_tps" >>"$TMP/rows"
+: >"$TMP/setup"
+for spec in $SHAPES; do
+  IFS=: read -r shape layers seq batch <<<"$spec"
+  for threads in $THREADS_LIST; do
+    : >"$TMP/rows-$shape-$threads"
+    "$PEAK" --threads "$threads" --tokens $((seq * batch)) --d-model "$D_MODEL" --seconds 0.2 \
+      >"$TMP/peak-$shape-$threads.log" 2>&1 || { note "ERROR: gemm_peak failed"; status=1; }
+    [ "$shape" = "${SHAPES%%:*}" ] && [ "$threads" = "${THREADS_LIST%% *}" ] &&
+      sed -n 's/^gemm_peak: [0-9]* threads; /  nupipe gemm: /p' "$TMP/peak-$shape-$threads.log" >>"$TMP/setup"
+    runs=("nupipe bf16" "nupipe fp32" "torch bf16" "torch fp32")
+    for ((round = 1; round <= ROUNDS; ++round)); do
+      for ((i = 0; i < 4; ++i)); do
+        # shellcheck disable=SC2086
+        run ${runs[$(((i + round - 1) % 4))]}
+      done
+    done
+  done
 done
 
-# ---- sgemm ceiling ------------------------------------------------------------------------
-SGEMM="$BUILD_DIR/bin/sgemm_peak"
-if [ ! -x "$SGEMM" ]; then
-  note "$SGEMM not built; compiling scripts/bench/sgemm_peak.cpp directly"
-  SGEMM="$TMP/sgemm_peak"
-  c++ -std=c++20 -O3 -march=native scripts/bench/sgemm_peak.cpp \
-    $(pkg-config --cflags --libs openblas) -o "$SGEMM" 2>&1 >&2 || SGEMM=""
-fi
-sgemm=n/a
-echo "== sgemm ceiling: $SGEMM --threads $THREADS --tokens $((BATCH * SEQ)) --d-model $D_MODEL"
-if [ -n "$SGEMM" ] && "$SGEMM" --threads "$THREADS" --tokens $((BATCH * SEQ)) \
-    --d-model "$D_MODEL" | tee "$TMP/sgemm.log"; then
-  sgemm=$(sed -n 's/^sgemm_peak_gflops //p' "$TMP/sgemm.log")
-fi
-[ -n "$sgemm" ] && [ "$sgemm" != n/a ] || { sgemm=n/a; note "ERROR: sgemm_peak failed"; status=1; }
-
 # ---- table --------------------------------------------------------------------------------
-"$PYTHON" - "$TMP/rows" "$TMP/setup" "$sgemm" <<EOF
-import sys
-def num(s):
-    try:
-        return float(s)
-    except ValueError:
-        return None
-rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
-peak = num(sys.argv[3])
-ratio = lambda a, b: f"{a / b:.3f}" if a is not None and b else "n/a"
-fmt = lambda v, d=1: "n/a" if v is None else f"{v:.{d}f}"
+"$PYTHON" - "$TMP" "$SHAPES" "$THREADS_LIST" "$ROUNDS" "$STEPS" "${build_type:-?}" <<'EOF'
+import math, os, statistics, sys
+tmp, shapes, threads_list, rounds, steps, build = sys.argv[1:7]
 print()
-print("cpu_step: n_layer=$N_LAYER d_model=$D_MODEL n_head=$N_HEAD vocab=$VOCAB seq=$SEQ "
-      "batch=$BATCH tied=$TIED threads=$THREADS; median over steps after the first; "
-      "loss at step $STEPS; build=${build_type:-?}")
-for line in open(sys.argv[2]):
-    print("cpu_step:", line.strip())
-cols = ("precision", "nupipe tok/s", "PyTorch tok/s", "nupipe/PyTorch", "nupipe FTZ tok/s",
-        "FTZ/PyTorch", "nupipe loss", "PyTorch loss", "nupipe GFLOP/s")
-print("".join(f"{c:>17}" for c in cols))
-fp32_gf = None
-for p, tps, ttps, loss, tloss, gf, ftz in rows:
-    tps, ttps, loss, tloss, gf, ftz = map(num, (tps, ttps, loss, tloss, gf, ftz))
-    fp32_gf = gf if p == "fp32" else fp32_gf
-    cells = (p, fmt(tps), fmt(ttps), ratio(tps, ttps), fmt(ftz), ratio(ftz, ttps), fmt(loss, 4),
-             fmt(tloss, 4), fmt(gf))
-    print("".join(f"{c:>17}" for c in cells))
-print(f"{'sgemm ceiling GFLOP/s (fp32)':<36}{fmt(peak):>12}")
-print(f"{'fp32 fraction of ceiling':<36}{ratio(fp32_gf, peak):>12}")
+print(f"cpu_step: {rounds} round(s) of each; a cell is the median over rounds of each run's "
+      f"median step after the first of {steps}, spread min-max over rounds; build={build}")
+for line in open(os.path.join(tmp, "setup")):
+    print("cpu_step:" + line.rstrip())
+cols = ("shape", "thr", "nupipe bf16", "nupipe fp32", "torch bf16", "torch fp32", "bf16/fp32",
+        "bf16/torch", "fp32/torch", "bf16 GF/s", "bf16 peak", "of peak", "fp32 GF/s",
+        "fp32 peak", "of peak")
+widths = (10, 4, 22, 22, 22, 22, 10, 11, 11, 10, 10, 8, 10, 10, 8)
+print("".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
+for spec in shapes.split():
+    shape = spec.split(":")[0]
+    for thr in threads_list.split():
+        runs = {}
+        fpt = 0.0
+        for line in open(os.path.join(tmp, f"rows-{shape}-{thr}")):
+            kind, p, tps, f = line.split()
+            runs.setdefault((kind, p), []).append(float(tps))
+            fpt = max(fpt, float(f))
+        peak = {}
+        for line in open(os.path.join(tmp, f"peak-{shape}-{thr}.log")):
+            if line.startswith("gemm_peak_gflops_"):
+                k, v = line.split()
+                peak[k.rsplit("_", 1)[1]] = float(v)
+        def med(k):
+            v = [x for x in runs.get(k, []) if not math.isnan(x)]
+            return statistics.median(v) if v else None
+        def cell(k):
+            v = [x for x in runs.get(k, []) if not math.isnan(x)]
+            if not v:
+                return "n/a"
+            return f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})"
+        r = lambda a, b: f"{a / b:.2f}" if a and b else "n/a"
+        nb, nf, tb, tf = (med(k) for k in (("nupipe", "bf16"), ("nupipe", "fp32"),
+                                           ("torch", "bf16"), ("torch", "fp32")))
+        gb = nb * fpt / 1e9 if nb and fpt else None
+        gf = nf * fpt / 1e9 if nf and fpt else None
+        f1 = lambda v: "n/a" if v is None else f"{v:.1f}"
+        cells = (shape, thr, cell(("nupipe", "bf16")), cell(("nupipe", "fp32")),
+                 cell(("torch", "bf16")), cell(("torch", "fp32")), r(nb, nf), r(nb, tb),
+                 r(nf, tf), f1(gb), f1(peak.get("bf16")), r(gb, peak.get("bf16")), f1(gf),
+                 f1(peak.get("fp32")), r(gf, peak.get("fp32")))
+        print("".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+print("cpu_step: tokens/s; bf16/fp32 = nupipe bf16 over nupipe fp32, x/torch = nupipe over "
+      "PyTorch at the same precision; peak = gemm_peak's best product at the run's tokens")
 EOF
 exit $status
