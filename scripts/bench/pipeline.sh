@@ -19,7 +19,8 @@
 # Part 2: `mpirun -np 4` twice on the same model and global batch (DP_BATCH sequences):
 # pipeline 2 x data 2 and pipeline 1 x data 4; median tokens/s and their ratio.
 # The run p = TRACE_P, m = TRACE_M also renders its trace with scripts/plot_trace.py to
-# TRACE_PNG (docs/img/pipeline_1f1b_p4_m8.png; TRACE_PNG= to skip).
+# TRACE_PNG (runs/bench/pipeline_1f1b_p4_m8.png; TRACE_PNG=docs/img/pipeline_1f1b_p4_m8.png
+# replaces the image docs/pipeline.md shows; TRACE_PNG= to skip).
 #
 # Environment: N_LAYER (8), D_MODEL (256), N_HEAD (4), SEQ (128), MICRO (2 sequences per
 # microbatch), STEPS (5; the first is warm-up), THREADS (1 per rank), PIPES ("2 4"),
@@ -49,7 +50,7 @@ DP_BATCH=${DP_BATCH:-16}
 SCHEDULE=${SCHEDULE:-1f1b}
 TRACE_P=${TRACE_P:-4}
 TRACE_M=${TRACE_M:-8}
-TRACE_PNG=${TRACE_PNG-docs/img/pipeline_1f1b_p4_m8.png}
+TRACE_PNG=${TRACE_PNG-runs/bench/pipeline_1f1b_p4_m8.png}
 BUILD_DIR=${BUILD_DIR:-build}
 MPIRUN=${MPIRUN:-mpirun --oversubscribe}
 CORES=$(nproc)
@@ -126,8 +127,11 @@ if [ -n "$TRACE_PNG" ]; then
   trace="$TMP/p${TRACE_P}_m${TRACE_M}/trace.json"
   if [ -f "$trace" ]; then
     mkdir -p "$(dirname "$TRACE_PNG")"
-    "$PYTHON" scripts/plot_trace.py "$trace" "$TRACE_PNG" ||
-      { note "ERROR: plot_trace.py failed on $trace"; status=1; }
+    if "$PYTHON" scripts/plot_trace.py "$trace" "$TRACE_PNG"; then
+      note "the trace of p=$TRACE_P m=$TRACE_M is drawn in $TRACE_PNG"
+    else
+      note "ERROR: plot_trace.py failed on $trace"; status=1
+    fi
   else
     note "ERROR: no trace for p=$TRACE_P m=$TRACE_M (is it in PIPES/MICROBATCHES?)"
     status=1

@@ -41,7 +41,7 @@ one directory (in file order); `docs` and `README.md` link to the tree too. Figu
 dates, absolute paths, threads per rank, bubble, MB/s) are masked by MASKS; every other figure
 must be equal to the digit.
 
-usage: check_docs.py [--build DIR] [--write] [--all] [--only NAME[,NAME]] [--keep] [FILE.md ...]
+usage: check_docs.py [--build DIR] [--write [--refresh]] [--all] [--only NAME[,NAME]] [--keep] [FILE.md ...]
 exit: 0 every region matches (or was rewritten), 1 a mismatch or a failing command, 2 usage
 """
 import argparse
@@ -217,9 +217,10 @@ class Scratch:
 
 
 def align(doc, out, extra, elide, all_lines):
-    """Matches the doc's lines to the output's, in order. Returns (pairs, problems, new_doc):
-    pairs[i] = the output index of doc line i (None for '...' or unmatched), the problems as
-    text, and the doc regenerated from the output with the same selection of lines."""
+    """Matches the doc's lines to the output's, in order (the same masked text, else the same
+    words with the same first figure, else the same words, else the most similar line). Returns
+    the problems, as text, and the doc regenerated from the output with the same selection of
+    lines (plus the lines it lacks where it must show every line)."""
     mo = [mask(l, extra) for l in out]
     so = [skeleton(l) for l in mo]
     fo = [first_number(l) for l in mo]
@@ -393,6 +394,9 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"),
                     help="build directory with bin/nupipe (default: build)")
     ap.add_argument("--write", action="store_true", help="rewrite the regions with today's output")
+    ap.add_argument("--refresh", action="store_true",
+                    help="with --write, rewrite every region checked, also those whose only "
+                         "differences are masked (times, rates): one run's output throughout")
     ap.add_argument("--all", action="store_true", help="also the regions marked slow")
     ap.add_argument("--only", default="", help="comma-separated region names")
     ap.add_argument("--list", action="store_true", help="list the regions and exit")
@@ -434,8 +438,8 @@ def main():
             if name is None:
                 s.close()
             checked += 1
-            status = "ok" if not problems else ("rewritten" if a.write and new is not None
-                                                else "FAILED")
+            rewrite = a.write and new is not None and (problems or a.refresh)
+            status = "rewritten" if rewrite else ("ok" if not problems else "FAILED")
             print("%-8s %s" % (status, r.where()), flush=True)
             if problems and (not a.write or new is None):
                 failed.append((r, new is not None))
@@ -444,7 +448,7 @@ def main():
                     print("  " + pr.replace("\n", "\n  "))
                 if len(problems) > 20:
                     print("  ... and %d more" % (len(problems) - 20))
-            if problems and a.write and new is not None:
+            if (problems or a.refresh) and a.write and new is not None:
                 rewrites.append((r, new))
         for s in scratches.values():
             s.close()
