@@ -180,8 +180,7 @@ int main(int argc, char** argv) {
   sample->add_option("--tokens", sample_cmd.tokens, "new tokens to generate (default 64)")
       ->check(CLI::NonNegativeNumber);
   sample->add_option("--temperature", sample_cmd.temperature,
-                     "0: greedy (the most likely token); 1: the model's distribution (default)")
-      ->check(CLI::NonNegativeNumber);
+                     "0: greedy (the most likely token); 1: the model's distribution (default)");
   sample->add_option("--top-k", sample_cmd.top_k,
                      "sample among the k most likely tokens; 0: all (default)")
       ->check(CLI::NonNegativeNumber);

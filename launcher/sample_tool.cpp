@@ -51,7 +51,8 @@ ChosenTokenizer choose_tokenizer(const SampleCommand& cmd, const Config& cfg, in
   if (!cmd.tokenizer.empty()) return {runtime::parse_tokenizer(cmd.tokenizer), "--tokenizer"};
   const std::string& train = cfg.data.train;
   if (train == "synthetic") {
-    return {TokenizerKind::byte, "the synthetic corpus (token ids, not text: --ids shows them)"};
+    return {TokenizerKind::byte, "data.train = \"synthetic\", whose tokens are ids, not text: "
+                                 "--ids shows them"};
   }
   if (const auto meta = runtime::read_token_meta(train)) {
     return {runtime::parse_tokenizer(meta->tokenizer), runtime::token_meta_path(train)};
@@ -76,8 +77,9 @@ int run_sample(const SampleCommand& cmd) {
                       "give the number of tokens to generate, e.g. --tokens 100");
   }
   if (!(cmd.temperature >= 0.0) || !std::isfinite(cmd.temperature)) {
-    throw usage_error("--temperature " + std::to_string(cmd.temperature) +
-                          " must be a finite number >= 0",
+    char t[32];
+    std::snprintf(t, sizeof(t), "%g", cmd.temperature);
+    throw usage_error("--temperature " + std::string(t) + " must be a finite number >= 0",
                       "0 is greedy (the most likely token), 1 samples the model's distribution");
   }
   if (cmd.top_k < 0) {
@@ -162,17 +164,20 @@ int run_sample(const SampleCommand& cmd) {
   so.temperature = cmd.temperature;
   so.top_k = cmd.top_k;
   so.seed = cmd.seed;
+  char how[96];
+  if (cmd.temperature == 0.0) {
+    std::snprintf(how, sizeof(how), "greedy (temperature 0)");
+  } else if (cmd.top_k > 0) {
+    std::snprintf(how, sizeof(how), "temperature %g, top-k %d", cmd.temperature, cmd.top_k);
+  } else {
+    std::snprintf(how, sizeof(how), "temperature %g", cmd.temperature);
+  }
   std::fprintf(stderr,
-               "sample: %s (step %lld), tokenizer %s (from %s), %zu prompt token%s, %d new, %s, "
+               "sample: %s (step %lld), tokenizer %s (by %s), %zu prompt token%s, %d new, %s, "
                "seed %llu\n",
                dir.c_str(), static_cast<long long>(info.state.step),
                runtime::tokenizer_name(chosen.kind), chosen.why.c_str(), prompt.size(),
-               prompt.size() == 1 ? "" : "s", cmd.tokens,
-               cmd.temperature == 0.0
-                   ? "greedy (temperature 0)"
-                   : ("temperature " + std::to_string(cmd.temperature) +
-                      (cmd.top_k > 0 ? ", top-k " + std::to_string(cmd.top_k) : std::string()))
-                         .c_str(),
+               prompt.size() == 1 ? "" : "s", cmd.tokens, how,
                static_cast<unsigned long long>(cmd.seed));
   const std::vector<int32_t> generated = runtime::generate(model, prompt, so);
   std::vector<int32_t> all = prompt;
