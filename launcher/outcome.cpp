@@ -70,12 +70,12 @@ OutcomeRecorder::OutcomeRecorder(const parallel::World& world, int64_t steps,
 OutcomeRecorder::~OutcomeRecorder() = default;
 
 void OutcomeRecorder::hold(std::unique_ptr<RunLock> lock) {
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::timed_mutex> g(mu_);
   lock_ = std::move(lock);
 }
 
 void OutcomeRecorder::step_done(int64_t step) {
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::timed_mutex> g(mu_);
   step_ = step;
 }
 
@@ -84,7 +84,7 @@ std::string OutcomeRecorder::path() const {
 }
 
 void OutcomeRecorder::finished(bool stopped, spdlog::logger& log) {
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::timed_mutex> g(mu_);
   if (!world_.is_root()) return;
   Outcome o;
   o.status = stopped ? "preempted" : "finished";
@@ -99,7 +99,7 @@ void OutcomeRecorder::finished(bool stopped, spdlog::logger& log) {
 
 void OutcomeRecorder::failed(ExitCode code, const std::string& message, const std::string& hint,
                              spdlog::logger& log) {
-  std::lock_guard<std::mutex> g(mu_);
+  std::lock_guard<std::timed_mutex> g(mu_);
   const bool own = code == ExitCode::peer || code == ExitCode::internal;
   if (!world_.is_root() && !own) return;  // rank 0 speaks for a verdict every rank shares
   Outcome o;
@@ -115,7 +115,10 @@ void OutcomeRecorder::failed(ExitCode code, const std::string& message, const st
 }
 
 void OutcomeRecorder::peer_failure(const std::string& report, spdlog::logger& log) {
-  std::lock_guard<std::mutex> g(mu_);
+  // The process ends right after this: a main thread stuck while recording (a hung
+  // filesystem) must not keep it from ending.
+  std::unique_lock<std::timed_mutex> g(mu_, std::chrono::seconds(1));
+  if (!g.owns_lock()) return;
   Outcome o;
   o.status = "failed";
   o.exit_code = static_cast<int>(ExitCode::peer);
@@ -145,7 +148,8 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
   j["step"] = o.step;
   j["steps"] = o.steps;
   j["checkpoint"] = o.checkpoint.empty() ? nullptr : nlohmann::ordered_json(o.checkpoint);
-  j["checkpoint_step"] = o.checkpoint_step < 0 ? nullptr : nlohmann::ordered_json(o.checkpoint_step);
+  j["checkpoint_step"] =
+      o.checkpoint_step < 0 ? nullptr : nlohmann::ordered_json(o.checkpoint_step);
   j["failed_rank"] = o.failed_rank < 0 ? nullptr : nlohmann::ordered_json(o.failed_rank);
   j["reported_by"] = o.reported_by;
   j["signal"] = o.signal.empty() ? nullptr : nlohmann::ordered_json(o.signal);

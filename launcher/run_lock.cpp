@@ -120,10 +120,11 @@ void RunLock::check_all_ranks(const parallel::World& world, parallel::MpiCommuni
       if (parse_lock_record(read_text(path()), &seen) && seen.id == record_.id) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
+    const std::string sees =
+        seen.id.empty() ? "missing or unreadable" : "held by " + seen.describe();
     throw usage_error("rank " + std::to_string(world.rank()) + " on host " + world.host() +
                           " does not see the lock rank 0 took on run.dir (" + path() + ": " +
-                          (seen.id.empty() ? "missing or unreadable" : "held by " + seen.describe()) +
-                          ")",
+                          sees + ")",
                       "run.dir must be one directory on a filesystem every rank shares (the "
                       "checkpoints, heartbeats and trace need it too); use a shared path");
   });

@@ -122,6 +122,8 @@ while :; do
   [ -z "$of" ] || before=$(fingerprint "$of")
   t_launch=$(now)
   say "attempt $attempt: $*"
+  # Without job control a background child never leads a process group, so setsid makes it
+  # a session leader in place: mpirun's pid is its session's id.
   setsid "$@" </dev/null > >(reader "$marks") 2>&1 &
   mp=$!
   forwarded=0 torn=0 t_outcome=""

@@ -255,14 +255,15 @@ def case_lock_live():
         with open(os.path.join(d, "run.lock")) as f:
             holder = json.load(f)
         before = sorted(os.listdir(d))
-        # Every rank's own exit code, through a wrapper around each.
+        # Every rank's own exit code, through a wrapper around each (Open MPI told not to
+        # abort: by default it may kill rank 1 once rank 0 has exited 2, before it records).
         codes = os.path.join(os.path.dirname(d), "codes")
         rank_sh = os.path.join(os.path.dirname(d), "rank.sh")
         with open(rank_sh, "w") as f:
             f.write('#!/bin/sh\n"$@"\nrc=$?\necho "$OMPI_COMM_WORLD_RANK $rc" >> %s\nexit $rc\n'
                     % codes)
         os.chmod(rank_sh, 0o755)
-        cmd = train_cmd(d, 100000)
+        cmd = train_cmd(d, 100000, NOABORT)
         cmd.insert(cmd.index(NUPIPE), rank_sh)
         b = subprocess.run(cmd, env=ENV, text=True, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=60, stdin=subprocess.DEVNULL)
