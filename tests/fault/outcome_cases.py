@@ -4,7 +4,7 @@ under Open MPI's two abort modes (the default, which ends the job when a rank ex
 and --mca orte_abort_on_non_zero_status 0, which leaves mpirun waiting on a frozen rank).
 
 usage: outcome_cases.py CASE WORK NUPIPE CONFIG MPIRUN [MPIRUN_FLAGS...]
-Cases: finished, sigint, kill_default, kill_noabort, stop_default, stop_noabort, lock_live,
+Cases: finished, sigint, sigterm, kill_default, kill_noabort, stop_default, stop_noabort, lock_live,
 lock_takeover, log_flush. Exit 0: pass; 1: fail; 77: skipped.
 """
 import json
@@ -169,15 +169,16 @@ def case_finished():
     print("PASS: finished: outcome.json and the last log line say so; one attempt")
 
 
-def case_sigint():
-    """Ctrl-C on the wrapper: the run saves and records "preempted"; the wrapper ends, exit 0."""
-    d = fresh("sigint") + "/run"
+def stop_wrapper(sig):
+    """Ctrl-C (or SIGTERM) on the wrapper: the run saves and records "preempted"; the wrapper
+    ends, exit 0, without relaunching."""
+    d = fresh(signal.Signals(sig).name.lower()) + "/run"
     job = start(wrapper_cmd(d, 100000))
     wait_for(lambda: metrics_lines(d) >= 8, 60, "8 steps")
     t0 = time.time()
-    os.kill(job.pid, signal.SIGINT)
+    os.kill(job.pid, sig)
     rc, out = finish(job, 60)
-    check(rc == 0, "wrapper exit %d after SIGINT:\n%s" % (rc, out[-4000:]))
+    check(rc == 0, "wrapper exit %d after the signal:\n%s" % (rc, out[-4000:]))
     o = outcome(d)
     check(o["status"] == "preempted" and o["exit_code"] == 0 and o["signal"] == "SIGUSR1",
           "outcome %s, want preempted by SIGUSR1" % o)
@@ -188,8 +189,16 @@ def case_sigint():
     line = last_log_line(d)
     check("outcome: preempted (exit 0) at step %d" % o["step"] in line, "last line %r" % line)
     check(not job_pids(d), "ranks left running")
-    print("PASS: SIGINT on the wrapper: saved at step %d, preempted, wrapper exit 0 in %.1f s"
-          % (o["step"], time.time() - t0))
+    print("PASS: %s on the wrapper: saved at step %d, preempted, wrapper exit 0 in %.1f s"
+          % (signal.Signals(sig).name, o["step"], time.time() - t0))
+
+
+def case_sigint():
+    stop_wrapper(signal.SIGINT)
+
+
+def case_sigterm():
+    stop_wrapper(signal.SIGTERM)
 
 
 def fault_then_finish(name, sig, victim, flags, expect_teardown):
