@@ -74,7 +74,8 @@ MASKS = [
     (r"^gemm: .*", "gemm: #"),  # the libraries' versions and the CPU's instruction set
     (r"since \S+ \S+", "since #"),
 ]
-NUMBER = re.compile(r"[-+]?\d+(\.\d+)?([eE][-+]?\d+)?")
+# A figure: digits standing alone (not inside a name such as pp2_dp2 or step_00000100).
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(\.\d+)?([eE][-+]?\d+)?(?!\w)")
 ELISION = re.compile(r"^\s*(\[\.\.\.\]|\.\.\.|…)\s*$")
 
 
