@@ -56,9 +56,10 @@ int run_prepare(const PrepareCommand& cmd) {
                 cmd.val_path.c_str(), static_cast<long long>(s.val_tokens),
                 100.0 * static_cast<double>(s.val_tokens) / static_cast<double>(s.tokens));
   }
-  std::printf("tokenizer %s (%s): %lld tokens from %lld bytes (%.3f bytes/token) in %.2f s, "
-              "%.1f MB/s; recorded in %s.json\n",
-              runtime::tokenizer_name(o.tokenizer), s.library.c_str(),
+  std::printf("tokenizer %s (%s, %d process%s): %lld tokens from %lld bytes (%.3f "
+              "bytes/token) in %.2f s, %.1f MB/s; recorded in %s.json\n",
+              runtime::tokenizer_name(o.tokenizer), s.library.c_str(), s.workers,
+              s.workers == 1 ? "" : "es",
               static_cast<long long>(s.tokens), static_cast<long long>(s.bytes_in),
               static_cast<double>(s.bytes_in) / static_cast<double>(s.tokens), s.seconds,
               s.seconds > 0 ? s.bytes_in / 1e6 / s.seconds : 0.0, cmd.out_path.c_str());

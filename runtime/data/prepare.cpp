@@ -1,16 +1,20 @@
-// prepare.cpp: the text read in chunks, each cut where the tokenizer allows, encoded and
-// streamed into a TokenFileWriter; the val split moved from the stream's tail at the end.
+// prepare.cpp: the text read in chunks, each cut where the tokenizer allows, encoded by a few
+// tokenizer processes at once and streamed in order into a TokenFileWriter; the val split
+// moved from the stream's tail at the end.
 #include "runtime/data/prepare.h"
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/data/token_file.h"
@@ -68,35 +72,59 @@ PrepareStats prepare_tokens(const PrepareOptions& o) {
   struct stat st {};
   const int64_t total = ::fstat(::fileno(in.get()), &st) == 0 ? st.st_size : 0;
 
-  std::unique_ptr<Tokenizer> tok = Tokenizer::open(o.tokenizer);
+  // Chunks go round-robin to `workers` tokenizers, each with one chunk in flight; their
+  // tokens are appended in the text's order.
+  int workers = 1;
+  if (o.tokenizer == TokenizerKind::gpt2) {
+    workers = o.workers > 0 ? o.workers
+                            : static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u));
+  }
+  std::vector<std::unique_ptr<Tokenizer>> tok;
+  for (int w = 0; w < workers; ++w) tok.push_back(Tokenizer::open(o.tokenizer));
   TokenFileWriter train(o.out_path);
   std::unique_ptr<TokenFileWriter> val;
   if (o.val_fraction > 0.0) val = std::make_unique<TokenFileWriter>(o.val_path);
 
   PrepareStats stats;
-  stats.library = tok->library();
-  std::string pending;  // read, not yet encoded
+  stats.library = tok[0]->library();
+  stats.workers = workers;
+  struct InFlight {
+    size_t worker;
+    std::string text;
+  };
+  std::deque<InFlight> flight;  // oldest first
+  size_t next_worker = 0;
+  std::string pending;  // read, not yet sent
   std::vector<char> chunk(std::max<size_t>(o.chunk_bytes, 1));
   std::vector<uint16_t> ids;
-  int64_t encoded_bytes = 0;  // of the text, before `pending`
+  int64_t sent_bytes = 0, encoded_bytes = 0;
+  auto receive_oldest = [&] {
+    InFlight& f = flight.front();
+    ids.clear();
+    tok[f.worker]->receive(ids);
+    train.append(ids.data(), static_cast<int64_t>(ids.size()));
+    encoded_bytes += static_cast<int64_t>(f.text.size());
+    flight.pop_front();
+    if (o.progress) o.progress({encoded_bytes, total, train.size(), elapsed()});
+  };
   auto encode = [&](size_t n) {
     const std::string_view piece(pending.data(), n);
-    if (tok->needs_utf8()) {
+    if (tok[0]->needs_utf8()) {
       const int64_t bad = first_invalid_utf8(piece);
       if (bad >= 0) {
         throw data_error("input text " + o.text_path + " is not valid UTF-8 at byte offset " +
-                             std::to_string(encoded_bytes + bad),
+                             std::to_string(sent_bytes + bad),
                          "convert it to UTF-8 (e.g. iconv -f LATIN1 -t UTF-8), or use "
                          "--tokenizer byte, which takes any bytes");
       }
     }
-    ids.clear();
-    tok->encode(piece, ids);
-    train.append(ids.data(), static_cast<int64_t>(ids.size()));
+    if (flight.size() == static_cast<size_t>(workers)) receive_oldest();  // frees next_worker
+    flight.push_back({next_worker, std::string(piece)});
+    tok[next_worker]->send(flight.back().text);
+    next_worker = (next_worker + 1) % static_cast<size_t>(workers);
     pending.erase(0, n);
-    encoded_bytes += static_cast<int64_t>(n);
+    sent_bytes += static_cast<int64_t>(n);
     ++stats.chunks;
-    if (o.progress) o.progress({encoded_bytes, total, train.size(), elapsed()});
   };
   for (;;) {
     const size_t got = std::fread(chunk.data(), 1, chunk.size(), in.get());
@@ -113,11 +141,12 @@ PrepareStats prepare_tokens(const PrepareOptions& o) {
     }
     // Encode what can be cut off safely; a chunk without such a place waits for more text.
     if (pending.size() >= chunk.size()) {
-      const size_t cut = tok->safe_cut(pending);
+      const size_t cut = tok[0]->safe_cut(pending);
       if (cut > 0) encode(cut);
     }
   }
   if (!pending.empty()) encode(pending.size());
+  while (!flight.empty()) receive_oldest();
 
   if (stats.bytes_in == 0) {
     throw data_error("input text " + o.text_path + " is empty", "give a non-empty file to --text");

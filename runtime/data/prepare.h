@@ -32,6 +32,8 @@ struct PrepareOptions {
   // cannot change the tokens (Tokenizer::safe_cut), so the result equals encoding the text
   // whole.
   size_t chunk_bytes = size_t{4} << 20;
+  // Tokenizer processes encoding chunks at once (gpt2); 0: the host's cores, at most 8.
+  int workers = 0;
   std::function<void(const PrepareProgress&)> progress;  // after every chunk
 };
 
@@ -40,6 +42,7 @@ struct PrepareStats {
   int64_t tokens = 0;        // tokens made (train + val)
   int64_t val_tokens = 0;    // of which in the val file
   int64_t chunks = 0;        // pieces the text was encoded in
+  int workers = 1;           // tokenizer processes that encoded them
   double seconds = 0;
   std::string library;       // what encoded it
 };

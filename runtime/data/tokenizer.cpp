@@ -29,9 +29,11 @@ class ByteTokenizer final : public Tokenizer {
   TokenizerKind kind() const override { return TokenizerKind::byte; }
   std::string library() const override { return "nupipe"; }
   bool needs_utf8() const override { return false; }
-  void encode(std::string_view text, std::vector<uint16_t>& out) override {
-    out.reserve(out.size() + text.size());
-    for (char c : text) out.push_back(static_cast<unsigned char>(c));
+  void send(std::string_view text) override { text_ = text; }
+  void receive(std::vector<uint16_t>& out) override {
+    out.reserve(out.size() + text_.size());
+    for (char c : text_) out.push_back(static_cast<unsigned char>(c));
+    text_ = {};
   }
   std::string decode(const std::vector<int32_t>& ids) override {
     std::string s;
@@ -46,6 +48,9 @@ class ByteTokenizer final : public Tokenizer {
     return s;
   }
   size_t safe_cut(std::string_view text) const override { return text.size(); }
+
+ private:
+  std::string_view text_;  // sent, not yet received (the caller keeps it alive)
 };
 
 void put_u32(std::string& s, uint32_t v) {
@@ -91,8 +96,11 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::string library() const override { return library_; }
   bool needs_utf8() const override { return true; }
 
-  void encode(std::string_view text, std::vector<uint16_t>& out) override {
+  void send(std::string_view text) override {
     request('E', text.data(), text.size(), "encoding");
+  }
+
+  void receive(std::vector<uint16_t>& out) override {
     unsigned char head[4];
     if (!child_->read(head, 4)) fail("encoding");
     const uint32_t n = get_u32(head);

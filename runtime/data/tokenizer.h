@@ -39,7 +39,15 @@ class Tokenizer {
   virtual bool needs_utf8() const = 0;
   // Appends the tokens of `text`, encoded as one whole, to `out`. For gpt2, "<|endoftext|>"
   // is the special token 50256.
-  virtual void encode(std::string_view text, std::vector<uint16_t>& out) = 0;
+  void encode(std::string_view text, std::vector<uint16_t>& out) {
+    send(text);
+    receive(out);
+  }
+  // The same in two halves, so that several tokenizers (processes) can work at once: send
+  // hands the text over (gpt2: to the child process, which starts on it), receive appends its
+  // tokens. One text in flight per tokenizer: each send is followed by its receive.
+  virtual void send(std::string_view text) = 0;
+  virtual void receive(std::vector<uint16_t>& out) = 0;
   // The text of `ids` (gpt2: invalid UTF-8 at a cut through a character becomes U+FFFD).
   virtual std::string decode(const std::vector<int32_t>& ids) = 0;
   // The largest n <= text.size() such that encoding text[0, n) and text[n, ...) separately
