@@ -167,10 +167,10 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
   // One temporary file per rank: survivors of a peer failure may write at the same moment.
   // No fsync on the peer-failure path: a hung filesystem must not keep the rank from exiting.
   const std::string final_path = path();
-  // The first failure recorded for this run stays: a rank that fails after it (a survivor
+  // The first failure recorded for this launch stays: a rank that ends after it (a survivor
   // woken into a dead job, say) knows less of what happened first.
   std::string first_by;
-  if (o.status == "failed") {
+  {
     try {
       std::ifstream in(final_path);
       const nlohmann::json old = nlohmann::json::parse(in);
@@ -182,8 +182,9 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
     }
   }
   if (!first_by.empty()) {
-    log.error("outcome: failed (exit {}) on rank {} too; rank {} recorded the failure first in "
-              "{}: {}", o.exit_code, o.reported_by, first_by, final_path, first_line(o.reason));
+    log.error("outcome: {} (exit {}) on rank {}, after rank {} recorded a failure in {}; that "
+              "record stays{}", o.status, o.exit_code, o.reported_by, first_by, final_path,
+              o.reason.empty() ? std::string() : ": " + first_line(o.reason));
     log.flush();
     return;
   }

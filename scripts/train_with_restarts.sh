@@ -13,6 +13,9 @@
 #   --grace S         once the run has recorded its outcome, the seconds mpirun gets to end by
 #                     itself before the job is torn down (a frozen rank keeps mpirun waiting
 #                     when Open MPI is told not to abort; default 10)
+#   --stall S         tear the job down when no rank's heartbeat (run.dir/heartbeat/) has
+#                     changed for S seconds (every rank frozen: no survivor records the
+#                     failure); 0: never (default 300)
 #   --run-dir DIR     the run's run.dir (default: the last run.dir=DIR in the command, else the
 #                     run's "run directory" log line)
 #   --log FILE        also append the job's output and the restart log to FILE
@@ -31,23 +34,24 @@
 # SIGTERM to mpirun, then SIGKILL to every process of that session.
 set -uo pipefail
 
-max_restarts=3 backoff=2 grace=10 run_dir="" log_file=""
+max_restarts=3 backoff=2 grace=10 stall=300 run_dir="" log_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --max-restarts) max_restarts=${2-}; shift 2 ;;
     --backoff) backoff=${2-}; shift 2 ;;
     --grace) grace=${2-}; shift 2 ;;
+    --stall) stall=${2-}; shift 2 ;;
     --run-dir) run_dir=${2-}; shift 2 ;;
     --log) log_file=${2-}; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# //; s/^#$//'; exit 0 ;;
     *) echo "train_with_restarts: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ $# -gt 0 ] || { echo "train_with_restarts: no command given (see --help)" >&2; exit 2; }
 case "$max_restarts" in ''|*[!0-9]*) echo "train_with_restarts: --max-restarts needs a whole number" >&2; exit 2 ;; esac
-for v in "$backoff" "$grace"; do
-  case "$v" in ''|*[!0-9.]*) echo "train_with_restarts: --backoff and --grace need seconds (e.g. 2 or 0.5)" >&2; exit 2 ;; esac
+for v in "$backoff" "$grace" "$stall"; do
+  case "$v" in ''|*[!0-9.]*) echo "train_with_restarts: --backoff, --grace and --stall need seconds (e.g. 2 or 0.5)" >&2; exit 2 ;; esac
 done
 command -v setsid >/dev/null || { echo "train_with_restarts: setsid (util-linux) is needed" >&2; exit 2; }
 if [ -z "$run_dir" ]; then
@@ -88,6 +92,11 @@ outcome_file() {
   [ -n "$d" ] && echo "$d/outcome.json"
 }
 fingerprint() { stat -c '%i %s %y' "$1" 2>/dev/null; }
+# What changes while any rank's heartbeat moves (every file's size and modification time).
+beats() {
+  local d=${run_dir:-$(mark rundir "$marks")}
+  [ -n "$d" ] && [ -d "$d/heartbeat" ] && stat -c '%n %s %y' "$d"/heartbeat/rank_* 2>/dev/null | cksum
+}
 # A field of outcome.json as nupipe writes it (one "key": value per line; strings unescaped
 # only as far as the decision needs).
 field() { sed -n "s/^  \"$1\": //p" "$2" | head -n 1 | sed 's/,$//; s/^"//; s/"$//'; }
@@ -126,7 +135,8 @@ while :; do
   # a session leader in place: mpirun's pid is its session's id.
   setsid "$@" </dev/null > >(reader "$marks") 2>&1 &
   mp=$!
-  forwarded=0 torn=0 t_outcome=""
+  forwarded=0 torn=0 t_outcome="" torn_status="" torn_code=""
+  beat0=$(beats) beat_last=$beat0 t_beat="" t_poll=$(now)  # beat0: before this launch's
   while kill -0 "$mp" 2>/dev/null; do
     if [ -n "$stop_sig" ] && [ "$forwarded" = 0 ]; then
       forwarded=1
@@ -145,11 +155,24 @@ while :; do
       t_outcome=$(now)
     fi
     if [ -n "$t_outcome" ] && [ "$torn" = 0 ] && older_than "$t_outcome" "$grace"; then
-      torn=1
+      torn=1 torn_status=$(field status "$of") torn_code=$(field exit_code "$of")
       say "the run recorded its outcome ($(field status "$of"), exit $(field exit_code "$of")) but" \
         "mpirun is still running ${grace} s later (a rank is frozen?): tearing the job down" \
         "(mpirun pid $mp and its session)"
       teardown
+    fi
+    if awk -v s="$stall" 'BEGIN { exit !(s > 0) }' && older_than "$t_poll" 1; then
+      t_poll=$(now)
+      b=$(beats)
+      if [ "$b" != "$beat_last" ]; then  # moved (the first move: this launch's beats began)
+        beat_last=$b
+        [ "$b" = "$beat0" ] || t_beat=$(now)
+      elif [ -n "$t_beat" ] && [ "$torn" = 0 ] && older_than "$t_beat" "$stall"; then
+        torn=1 torn_status=failed torn_code=5
+        say "no rank's heartbeat has moved for ${stall} s (every rank frozen?) and nothing is" \
+          "recorded: tearing the job down (mpirun pid $mp and its session)"
+        teardown
+      fi
     fi
     sleep 0.1 & wait $!
   done
@@ -187,6 +210,12 @@ while :; do
   else
     what="no outcome.json from this attempt${of:+ ($of unchanged)}; mpirun exited $rc"
     if [ "$rc" = 0 ]; then status=finished; else status=failed; fi
+  fi
+  if [ -n "$torn_status" ]; then
+    # Torn down by this script: what was recorded before, or the stall, decides (the ranks
+    # that mpirun woke and stopped may have recorded something since).
+    status=$torn_status code=$torn_code
+    what="$what; torn down as $status (exit $code)"
   fi
   case "$status" in
     finished)

@@ -4,7 +4,7 @@ under Open MPI's two abort modes (the default, which ends the job when a rank ex
 and --mca orte_abort_on_non_zero_status 0, which leaves mpirun waiting on a frozen rank).
 
 usage: outcome_cases.py CASE WORK NUPIPE CONFIG MPIRUN [MPIRUN_FLAGS...]
-Cases: finished, sigint, sigterm, kill_default, kill_noabort, stop_default, stop_noabort, lock_live,
+Cases: finished, sigint, sigterm, kill_default, kill_noabort, stop_default, stop_noabort, stop_all, lock_live,
 lock_takeover, log_flush. Exit 0: pass; 1: fail; 77: skipped.
 """
 import json
@@ -154,9 +154,9 @@ def check_finished(run_dir, steps, out):
     return o
 
 
-def wrapper_cmd(run_dir, steps, flags=(), grace=2):
-    return [WRAPPER, "--max-restarts", "2", "--backoff", "0", "--grace", str(grace), "--"] + \
-        train_cmd(run_dir, steps, flags)
+def wrapper_cmd(run_dir, steps, flags=(), grace=2, stall=300):
+    return [WRAPPER, "--max-restarts", "2", "--backoff", "0", "--grace", str(grace),
+            "--stall", str(stall), "--"] + train_cmd(run_dir, steps, flags)
 
 
 def case_finished():
@@ -201,16 +201,19 @@ def case_sigterm():
     stop_wrapper(signal.SIGTERM)
 
 
-def fault_then_finish(name, sig, victim, flags, expect_teardown):
+def fault_then_finish(name, sig, victim, flags, expect_teardown, stall=300):
+    """`sig` to rank `victim` (None: every rank) mid-run under the wrapper: it relaunches
+    (after tearing the job down when mpirun would wait forever) and the run finishes."""
     d = fresh(name) + "/run"
     steps = 40
-    job = start(wrapper_cmd(d, steps, flags))
+    job = start(wrapper_cmd(d, steps, flags, stall=stall))
     wait_for(lambda: os.path.isdir(os.path.join(d, "checkpoints", "step_00000005")) and
              metrics_lines(d) >= 7, 60, "a checkpoint and 7 steps")
     pids = job_pids(d)
     check(len(pids) == 2, "expected 2 ranks, found %s" % pids)
     t0 = time.time()
-    os.kill(pids[victim], sig)
+    for rank in (sorted(pids) if victim is None else [victim]):
+        os.kill(pids[rank], sig)
     rc, out = finish(job, 150)
     check(rc == 0, "wrapper exit %d:\n%s" % (rc, out[-5000:]))
     check("attempt 2:" in out and "attempt 3:" not in out,
@@ -219,7 +222,13 @@ def fault_then_finish(name, sig, victim, flags, expect_teardown):
     torn = "tearing the job down" in out
     check(expect_teardown is None or torn == expect_teardown, "teardown %s, expected %s:\n%s" % (torn, expect_teardown,
                                                                       out[-5000:]))
-    if sig == signal.SIGSTOP or "noabort" in name:
+    if victim is None:
+        # No survivor to record it: the heartbeats told. (mpirun's own teardown wakes the
+        # ranks with SIGCONT and stops them with SIGTERM: they may record "preempted" after
+        # that; the wrapper relaunches all the same, as it tore the job down.)
+        check("no rank's heartbeat has moved for %s s" % stall in out and
+              "torn down as failed (exit 5)" in decided, "attempt 1: %s" % decided)
+    elif sig == signal.SIGSTOP or "noabort" in name:
         # The survivors recorded the peer failure themselves: exit 5, naming the silent rank.
         check("outcome failed (exit 5)" in decided and
               "rank %d failed first" % victim in decided, "attempt 1: %s" % decided)
@@ -231,9 +240,9 @@ def fault_then_finish(name, sig, victim, flags, expect_teardown):
     print("%s: %s" % (name, decided))
     phases = [l for l in out.splitlines() if "phases" in l]
     print(phases[0] if phases else "(no phases line)")
-    print("PASS: %s of rank %d -> %srelaunch from step %s -> finished, in %.1f s" %
-          (signal.Signals(sig).name, victim, "teardown, " if torn else "", resumed.group(1),
-           time.time() - t0))
+    print("PASS: %s of %s -> %srelaunch from step %s -> finished, in %.1f s" %
+          (signal.Signals(sig).name, "every rank" if victim is None else "rank %d" % victim,
+           "teardown, " if torn else "", resumed.group(1), time.time() - t0))
 
 
 def case_kill_default():
@@ -252,6 +261,11 @@ def case_stop_noabort():
     # Rank 0 frozen: it holds run.dir's lock; the survivor records the failure; the wrapper
     # tears the job down and the relaunch takes the lock over.
     fault_then_finish("stop_noabort", signal.SIGSTOP, 0, NOABORT, True)
+
+
+def case_stop_all():
+    # Every rank frozen: nothing is recorded and mpirun waits; the heartbeats stop.
+    fault_then_finish("stop_all", signal.SIGSTOP, None, [], True, stall=3)
 
 
 def case_lock_live():
