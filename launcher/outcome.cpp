@@ -110,6 +110,11 @@ void OutcomeRecorder::failed(ExitCode code, const std::string& message, const st
     o.failed_rank = world_.rank();  // its own failure
   }
   o.reason = message;
+  // The consensus verdict on a rank that did not fail points at that rank's own message.
+  const std::string above = "(its message is printed above)";
+  if (const size_t at = o.reason.find(above); at != std::string::npos) {
+    o.reason.replace(at, above.size(), "(its own message is in the job's output, from that rank)");
+  }
   o.hint = hint;
   write(std::move(o), log);
 }
