@@ -4,7 +4,7 @@ under Open MPI's two abort modes (the default, which ends the job when a rank ex
 and --mca orte_abort_on_non_zero_status 0, which leaves mpirun waiting on a frozen rank).
 
 usage: outcome_cases.py CASE WORK NUPIPE CONFIG MPIRUN [MPIRUN_FLAGS...]
-Cases: finished, sigint, sigterm, kill_default, kill_noabort, stop_default, stop_noabort, stop_all, lock_live,
+Cases: finished, give_up, sigint, sigterm, kill_default, kill_noabort, stop_default, stop_noabort, stop_all, lock_live,
 lock_takeover, log_flush. Exit 0: pass; 1: fail; 77: skipped.
 """
 import json
@@ -154,9 +154,9 @@ def check_finished(run_dir, steps, out):
     return o
 
 
-def wrapper_cmd(run_dir, steps, flags=(), grace=2, stall=300):
+def wrapper_cmd(run_dir, steps, flags=(), grace=2, stall=300, extra=()):
     return [WRAPPER, "--max-restarts", "2", "--backoff", "0", "--grace", str(grace),
-            "--stall", str(stall), "--"] + train_cmd(run_dir, steps, flags)
+            "--stall", str(stall), "--"] + train_cmd(run_dir, steps, flags, extra=extra)
 
 
 def case_finished():
@@ -167,6 +167,24 @@ def case_finished():
     check("attempt 2" not in out and "outcome finished (exit 0) at step 12 of 12" in out,
           "the wrapper's decision:\n" + out[-3000:])
     print("PASS: finished: outcome.json and the last log line say so; one attempt")
+
+
+def case_give_up():
+    """A failure a relaunch cannot fix (a non-finite loss, exit 6): recorded with the step it
+    reached, and the wrapper exits 6 without relaunching."""
+    d = fresh("give_up") + "/run"
+    rc, out = finish(start(wrapper_cmd(d, 50, extra=[
+        "optim.lr=1e6", "optim.grad_clip=0", "optim.warmup_steps=0"])), 120)
+    check(rc == 6, "wrapper exit %d, want 6:\n%s" % (rc, out[-4000:]))
+    o = outcome(d)
+    check(o["status"] == "failed" and o["exit_code"] == 6 and "loss is" in o["reason"],
+          "outcome %s" % o)
+    check("attempt 2" not in out and "a relaunch cannot fix" in out,
+          "the wrapper relaunched or did not say why not:\n" + out[-3000:])
+    line = last_log_line(d)
+    check("outcome: failed (exit 6) at step %d" % o["step"] in line, "last line %r" % line)
+    print("PASS: non-finite loss at step %d: outcome failed (exit 6), no relaunch, wrapper "
+          "exit 6" % (o["step"] + 1))
 
 
 def stop_wrapper(sig):
