@@ -4,8 +4,8 @@ under Open MPI's two abort modes (the default, which ends the job when a rank ex
 and --mca orte_abort_on_non_zero_status 0, which leaves mpirun waiting on a frozen rank).
 
 usage: outcome_cases.py CASE WORK NUPIPE CONFIG MPIRUN [MPIRUN_FLAGS...]
-Cases: finished, give_up, sigint, sigterm, kill_default, kill_noabort, stop_default, stop_noabort, stop_all, lock_live,
-lock_takeover, log_flush. Exit 0: pass; 1: fail; 77: skipped.
+Cases: finished, give_up, sigint, sigterm, kill_default, kill_noabort, stop_default,
+stop_noabort, stop_all, lock_live, lock_takeover, log_flush. Exit 0: pass; 1: fail; 77: skipped.
 """
 import json
 import os
@@ -238,8 +238,8 @@ def fault_then_finish(name, sig, victim, flags, expect_teardown, stall=300):
           "want exactly one relaunch:\n" + out[-5000:])
     decided = [l for l in out.splitlines() if l.startswith("[restarts] attempt 1: ")][-1]
     torn = "tearing the job down" in out
-    check(expect_teardown is None or torn == expect_teardown, "teardown %s, expected %s:\n%s" % (torn, expect_teardown,
-                                                                      out[-5000:]))
+    check(expect_teardown is None or torn == expect_teardown,
+          "teardown %s, expected %s:\n%s" % (torn, expect_teardown, out[-5000:]))
     if victim is None:
         # No survivor to record it: the heartbeats told. (mpirun's own teardown wakes the
         # ranks with SIGCONT and stops them with SIGTERM: they may record "preempted" after
