@@ -189,7 +189,7 @@ int run_sample(const SampleCommand& cmd) {
   } else {
     const std::string text = tok->decode(all);
     std::fwrite(text.data(), 1, text.size(), stdout);
-    std::printf("\n");
+    if (text.empty() || text.back() != '\n') std::printf("\n");
   }
   return 0;
 }
