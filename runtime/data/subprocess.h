@@ -13,7 +13,9 @@ namespace nupipe::runtime {
 class Subprocess {
  public:
   // Spawns argv (argv[0] searched in PATH). Throws nupipe::Error (usage) when it cannot be
-  // started, naming `what` (e.g. "node, which runs the GPT-2 tokenizer") and `hint`.
+  // started, naming `what` (e.g. "node, which runs the GPT-2 tokenizer") and `hint`. Sets
+  // SIGPIPE to ignored in this process, so that a child that died fails a write instead of
+  // killing us (only the single-process tools, data prepare and sample, start children).
   Subprocess(const std::vector<std::string>& argv, const std::string& what,
              const std::string& hint);
   ~Subprocess();  // closes the pipes, then waits (a child still running is killed)
