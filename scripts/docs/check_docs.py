@@ -34,14 +34,15 @@ Keys (one per line, `run` and `setup` may repeat):
   mask: REGEX   more text to ignore when comparing, beside the rules in MASKS (repeatable)
   slow: yes     checked only with --all (figures too costly for the test suite)
 
-Every command runs with bash in a fresh scratch directory that looks like a clone: `build`,
-`configs`, `scripts` and `tests` link to the build and the source tree, `build/bin` is on PATH,
-and Open MPI is allowed to run as root. Regions with the same `scratch: NAME` in one file share
-one directory (in file order); `docs` and `README.md` link to the tree too. Figures that depend on the machine or the clock (times, rates,
-dates, absolute paths, threads per rank, bubble, MB/s) are masked by MASKS; every other figure
-must be equal to the digit.
+Every command runs with bash in a fresh scratch directory that looks like a clone: `build`
+links to the build, `configs`, `scripts`, `tests`, `docs` and `README.md` to the source tree,
+`build/bin` is on PATH, and as root Open MPI is allowed to run as root. Regions with the same
+`scratch: NAME` in one file share one directory (in file order). Figures that depend on the
+machine or the clock (times, rates, dates, absolute paths, threads per rank, bubble, MB/s,
+library versions) are masked by MASKS; every other figure must be equal to the digit.
 
-usage: check_docs.py [--build DIR] [--write [--refresh]] [--all] [--only NAME[,NAME]] [--keep] [FILE.md ...]
+usage: check_docs.py [--build DIR] [--write [--refresh]] [--all] [--only NAME[,NAME]] [--keep]
+                     [FILE.md ...]
 exit: 0 every region matches (or was rewritten), 1 a mismatch or a failing command, 2 usage
 """
 import argparse
@@ -71,7 +72,7 @@ MASKS = [
      "# s in all = #% of the run's # s"),
     (r"\d{8}-\d{6}", "YYYYMMDD-HHMMSS"),
     (r"(?<![\w.])/[^\s:,;()]*/(runs/)", r"\1"),  # an absolute path up to runs/
-    (r"^gemm: .*", "gemm: #"),  # the libraries' versions and the CPU's instruction set
+    (r"(^|\] )gemm: .*", r"\1gemm: #"),  # the libraries' versions and the CPU's instructions
     (r"since \S+ \S+", "since #"),
 ]
 # A figure: digits standing alone (not inside a name such as pp2_dp2 or step_00000100).
