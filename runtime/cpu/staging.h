@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "runtime/dtype.h"
@@ -31,7 +32,8 @@ class Staging {
     size_t buffer;
     int64_t n;
   };
-  std::vector<std::vector<float>> buffers_;
+  // Uninitialised (each is widened into at once): no zeroing pass over large operands.
+  std::vector<std::unique_ptr<float[]>> buffers_;
   std::vector<Back> backs_;
 };
 
