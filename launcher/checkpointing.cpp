@@ -164,6 +164,7 @@ SettingChanges describe_changes(const Config& now, const std::string& saved_toml
   // Keys that only place the same computation differently (or do not touch it at all);
   // runtime.precision changes the arithmetic itself.
   auto layout_only = [](const std::string& k) {
+    if (k == "runtime.precision") return false;
     for (const char* prefix : {"parallel.", "run.", "checkpoint.", "runtime."}) {
       if (k.rfind(prefix, 0) == 0) return true;
     }
@@ -171,7 +172,6 @@ SettingChanges describe_changes(const Config& now, const std::string& saved_toml
            k == "train.val_batches";
   };
   const auto a = key_values(saved), b = key_values(now);
-    if (k == "runtime.precision") return false;
   std::vector<std::string> math, layout;
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].second == b[i].second) continue;

@@ -60,10 +60,10 @@ int ckpt_inspect(const std::string& dir, bool json) {
     j["optimizer_steps"] = s.optimizer_steps;
     j["seed"] = s.seed;
     j["data"] = {{"name", s.data_name}, {"tokens", s.data_tokens}};
+    j["tokens_seen"] = s.tokens_seen >= 0 ? nlohmann::json(s.tokens_seen) : nlohmann::json();
     j["layout"] = {{"pipeline", info.layout.pipeline}, {"data", info.layout.data},
                    {"zero", info.layout.zero}, {"stage_layers", info.layout.stage_layers}};
     j["model"] = {{"n_layer", m.n_layer}, {"d_model", m.d_model}, {"n_head", m.n_head},
-    j["tokens_seen"] = s.tokens_seen >= 0 ? nlohmann::json(s.tokens_seen) : nlohmann::json();
                   {"vocab_size", m.vocab_size}, {"seq_len", m.seq_len},
                   {"tie_embeddings", m.tie_embeddings}};
     j["nupipe_version"] = info.nupipe_version;
@@ -84,12 +84,12 @@ int ckpt_inspect(const std::string& dir, bool json) {
   std::printf("  data position    step %lld of seed %llu over %s (%lld tokens)\n",
               static_cast<long long>(s.step), static_cast<unsigned long long>(s.seed),
               s.data_name.c_str(), static_cast<long long>(s.data_tokens));
-  int64_t params = 0;
-  std::printf("  tensors (%zu):\n", tensors.size());
-  for (const auto& [name, shape] : tensors) {
   if (s.tokens_seen >= 0) {
     std::printf("  tokens seen      %lld\n", static_cast<long long>(s.tokens_seen));
   }
+  int64_t params = 0;
+  std::printf("  tensors (%zu):\n", tensors.size());
+  for (const auto& [name, shape] : tensors) {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     if (name.rfind("model/", 0) == 0) params += n;

@@ -499,9 +499,9 @@ Config parse_config(std::string_view toml_text, std::string_view source,
                            [](const Problem& x, const Problem& y) { return x.at < y.at; })
         ->error;
   config.lr.total_steps = config.train.steps;
+  for (const auto& [key, where] : origins) config.given.insert(key);
   config.warnings = validate(config, Checker(source, origins));
   return config;
-  for (const auto& [key, where] : origins) config.given.insert(key);
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

@@ -92,12 +92,12 @@ struct Config {
   RuntimeOptions runtime;
   // Settings accepted with a warning (e.g. a warm-up longer than the run), for the log.
   std::vector<std::string> warnings;
-
-  // global_batch = micro_batch x microbatches x data
   // The keys the file or a --set gave (the others hold their defaults), e.g. "runtime.tflops"
   // ([[runtime.devices]] gives runtime.memory_gib and runtime.tflops).
   std::set<std::string, std::less<>> given;
   bool is_given(std::string_view key) const { return given.find(key) != given.end(); }
+
+  // global_batch = micro_batch x microbatches x data
   int microbatches() const { return train.global_batch / (train.micro_batch * parallel.data); }
   // checkpoint.dir, or run.dir/checkpoints when it is empty.
   std::string checkpoint_dir() const {
