@@ -3,7 +3,8 @@
 
 #include <cmath>
 #include <cstdio>
-#include <ctime>
+
+#include "launcher/clock_text.h"
 
 namespace nupipe::launcher {
 
@@ -68,16 +69,6 @@ void log_memory_table(spdlog::logger& log, const runtime::LayerCost& total,
     log.info("  {:<12} {:>12}  (the loss chunk's buffers)", "loss ws",
              runtime::format_bytes(predicted.loss_workspace));
   }
-}
-
-std::string iso8601_utc(std::chrono::system_clock::time_point t) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
-  const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
-  std::tm utc{};
-  gmtime_r(&secs, &utc);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &utc);
-  return fmt::format("{}.{:03d}Z", buf, static_cast<int>(ms.count() % 1000));
 }
 
 nlohmann::json metrics_record(const StepStats& s, int64_t tokens_per_step,

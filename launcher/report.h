@@ -46,8 +46,6 @@ struct StepStats {
 // bubble_fraction, gflops (and val_loss).
 nlohmann::json metrics_record(const StepStats& s, int64_t tokens_per_step, double flops_per_token,
                               int64_t tokens_seen, std::chrono::system_clock::time_point at);
-// "2026-12-02T05:48:07.123Z"
-std::string iso8601_utc(std::chrono::system_clock::time_point t);
 // "step 10/400 | loss 2.3456 | ..."; steps_run/elapsed_s drive the ETA.
 std::string step_line(const StepStats& s, int total_steps, int64_t tokens_per_step,
                       bool pipelined, int steps_run, double elapsed_s);

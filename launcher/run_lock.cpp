@@ -10,7 +10,6 @@
 
 #include <cerrno>
 #include <chrono>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -18,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "launcher/clock_text.h"
 #include "parallel/consensus.h"
 #include "runtime/error.h"
 #include "runtime/posix_file.h"
@@ -27,20 +27,6 @@ namespace nupipe::launcher {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string utc_text(double unix_s) {
-  const std::time_t t = static_cast<std::time_t>(unix_s);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

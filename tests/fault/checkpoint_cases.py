@@ -229,20 +229,6 @@ def case_restarts():
     same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(b + "/checkpoints", 24))
     print("PASS: automatic restart, bitwise")
 
-def main():
-    os.makedirs(WORK, exist_ok=True)
-    fn = globals().get("case_" + CASE)
-    if fn is None:
-        print("unknown case %s; cases: %s" % (CASE, ", ".join(
-            n[5:] for n in sorted(globals()) if n.startswith("case_"))))
-        return 2
-    try:
-        fn()
-    except Fail as e:
-        print("FAIL: %s" % e)
-        return 1
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_case(globals(), CASE, WORK))

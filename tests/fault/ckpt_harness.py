@@ -1,6 +1,7 @@
 """ckpt_harness.py: what the checkpoint fault cases share (checkpoint_cases.py,
 checkpoint_bf16_cases.py): the command line, the base layout and settings, running and
-signalling training jobs, reading metrics and checkpoints, and bitwise comparisons.
+signalling training jobs, reading metrics and checkpoints, and bitwise comparisons (what every
+fault script shares is in fault_common.py).
 """
 import fcntl
 import json
@@ -19,11 +20,11 @@ except ImportError:  # pragma: no cover - reported as a skip
     print("SKIP: h5py and numpy are needed (Debian: python3-h5py python3-numpy)")
     sys.exit(77)
 
+from fault_common import (ENV, REPO, Fail, check, exit_code_wrapper, fresh, job_pids,  # noqa
+                          metrics_lines, mpi_cmd, run, run_case, sets, wait_for)
+
 CASE, WORK, NUPIPE, DUMP, CONFIG, MPIRUN = sys.argv[1:7]
 MPIFLAGS = sys.argv[7:]
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The layout every case saves under: uneven pipeline x data, ZeRO-1, a chunked loss.
 LAYOUT = ["parallel.pipeline=2", "parallel.data=2", "parallel.stage_layers=[1,3]",
@@ -35,34 +36,9 @@ BASE = ["train.steps=24", "checkpoint.every=8", "checkpoint.keep=10", "runtime.t
 BF16 = ["runtime.precision=bf16"]
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
-
-
-def sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
-
-
 def train_cmd(run_dir, extra=(), np_=4, layout=LAYOUT, flags=()):
-    return ([MPIRUN] + MPIFLAGS + list(flags) + ["-np", str(np_), NUPIPE, "train", CONFIG] +
-            sets(BASE + list(layout) + ["run.dir=" + run_dir] + list(extra)))
-
-
-def run(cmd, timeout=180, expect=None):
-    p = subprocess.run(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if expect is not None and p.returncode != expect:
-        raise Fail("exit %d (expected %d) from:\n  %s\n---- output (tail) ----\n%s" %
-                   (p.returncode, expect, " ".join(cmd), p.stdout[-4000:]))
-    return p
+    return mpi_cmd(MPIRUN, MPIFLAGS, np_, [NUPIPE, "train", CONFIG] +
+                   sets(BASE + list(layout) + ["run.dir=" + run_dir] + list(extra)), flags)
 
 
 def records(run_dir):
@@ -112,46 +88,6 @@ def same_tensors(a, b):
 
 def verify(dir_):
     return run([NUPIPE, "ckpt", "verify", dir_])
-
-
-def job_pids(run_dir):
-    """{rank: pid} of this job's nupipe ranks (found by their run.dir on the command line)."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-            if os.path.basename(argv[0]) != b"nupipe" or ("run.dir=" + run_dir).encode() not in argv:
-                continue
-            with open("/proc/%s/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    continue
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            rank = env.get(b"OMPI_COMM_WORLD_RANK") or env.get(b"PMIX_RANK")
-            if rank is not None:
-                out[int(rank)] = int(pid)
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while not pred():
-        if time.time() - t0 > timeout:
-            raise Fail("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.01)
-
-
-def metrics_lines(run_dir):
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return f.read().count("\n")
-    except OSError:
-        return 0
 
 
 def reference_run(extra=()):
@@ -258,13 +194,11 @@ def resave(name, src, extra=(), np_=4, layout=LAYOUT):
     """train_and_dump --resave-at-start: loads checkpoint `src` (of step 8) under `layout` and
     `extra`, saves the loaded state at once (before any update) as OUT/ckpt/step_00000008,
     then trains steps 8-15. Returns OUT and the 8 losses (of steps 8-15)."""
-    out = os.path.join(WORK, name)
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
-    cmd = ([MPIRUN] + MPIFLAGS + ["-np", str(np_), DUMP, "--config", CONFIG, "--out", out,
-                                  "--resave-at-start"] +
-           sets(BASE + ["train.steps=16", "checkpoint.resume=" + src,
-                        "checkpoint.dir=" + out + "/ckpt"] + list(layout) + list(extra)))
+    out = fresh(WORK, name)
+    cmd = mpi_cmd(MPIRUN, MPIFLAGS, np_, [DUMP, "--config", CONFIG, "--out", out,
+                                          "--resave-at-start"] +
+                  sets(BASE + ["train.steps=16", "checkpoint.resume=" + src,
+                               "checkpoint.dir=" + out + "/ckpt"] + list(layout) + list(extra)))
     run(cmd, expect=0)
     with open(out + "/losses.txt") as f:
         losses = [float(x) for x in f.read().split()]
@@ -319,24 +253,19 @@ def resume_falls_back(d, bad_dir, needle, extra=()):
 def peer_failure(how):
     """With Open MPI told not to end the job when a rank fails, every other rank exits with
     code 5 within runtime.peer_timeout_s + 1 s, naming the silent peer."""
-    d = os.path.join(WORK, "peer_" + how)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    d = fresh(WORK, "peer_" + how)
     codes = os.path.join(d, "codes")
     timeout_s = 5
-    wrapper = os.path.join(d, "rank.sh")
-    # Each rank's exit code and time. The victim's wrapper then stays (sleeps): a wrapper that
-    # exits after its child was killed makes mpirun end the job ("exited improperly"), which
-    # is exactly what this case must do without.
-    with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\n"$@"\nrc=$?\necho "$OMPI_COMM_WORLD_RANK $rc $(date +%%s.%%N)" >> %s\n'
-                '[ $rc -ne 5 ] && exec sleep 600\nexit $rc\n' % codes)
-    os.chmod(wrapper, 0o755)
+    # Each rank's exit code and time; the victim's wrapper then sleeps on (mpirun must not be
+    # the one ending the job).
+    wrapper = exit_code_wrapper(os.path.join(d, "rank.sh"), codes)
     run_dir = d + "/run"
-    cmd = ([MPIRUN] + MPIFLAGS + ["--mca", "orte_abort_on_non_zero_status", "0", "-np", "4",
-                                  wrapper, NUPIPE, "train", CONFIG] +
-           sets(BASE + LAYOUT + ["run.dir=" + run_dir, "train.steps=100000",
-                                 "runtime.peer_timeout_s=%d" % timeout_s, "checkpoint.every=50"]))
+    cmd = mpi_cmd(MPIRUN, MPIFLAGS, 4,
+                  [wrapper, NUPIPE, "train", CONFIG] +
+                  sets(BASE + LAYOUT + ["run.dir=" + run_dir, "train.steps=100000",
+                                        "runtime.peer_timeout_s=%d" % timeout_s,
+                                        "checkpoint.every=50"]),
+                  ["--mca", "orte_abort_on_non_zero_status", "0"])
     job = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, stdin=subprocess.DEVNULL)
     try:

@@ -17,11 +17,12 @@ import subprocess
 import sys
 import time
 
+from fault_common import (ENV, REPO, Fail, check, job_pids, metrics_lines, mpi_cmd, run,
+                          run_case, sets, wait_for)
+from fault_common import fresh as fresh_in
+
 CASE, WORK, NUPIPE, CONFIG, MPIRUN = sys.argv[1:6]
 MPIFLAGS = sys.argv[6:]
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WRAPPER = os.path.join(REPO, "scripts", "train_with_restarts.sh")
 NOABORT = ["--mca", "orte_abort_on_non_zero_status", "0"]
 PEER_TIMEOUT_S = 4
@@ -32,32 +33,14 @@ SETTINGS = ["parallel.pipeline=2", "parallel.data=1", "parallel.stage_layers=[1,
             "runtime.peer_timeout_s=%d" % PEER_TIMEOUT_S]
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
-
-
-def sets(items):
-    out = []
-    for s in items:
-        out += ["--set", s]
-    return out
-
-
 def train_cmd(run_dir, steps, flags=(), np_=2, extra=()):
-    return ([MPIRUN] + MPIFLAGS + list(flags) + ["-np", str(np_), NUPIPE, "train", CONFIG] +
-            sets(SETTINGS + ["train.steps=%d" % steps, "run.dir=" + run_dir] + list(extra)))
+    return mpi_cmd(MPIRUN, MPIFLAGS, np_, [NUPIPE, "train", CONFIG] +
+                   sets(SETTINGS + ["train.steps=%d" % steps, "run.dir=" + run_dir] +
+                        list(extra)), flags)
 
 
 def fresh(name):
-    d = os.path.join(WORK, name)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    return d
+    return fresh_in(WORK, name)
 
 
 def start(cmd):
@@ -74,46 +57,6 @@ def finish(proc, timeout):
         out, _ = proc.communicate()
         raise Fail("did not end within %d s:\n%s" % (timeout, out[-4000:]))
     return proc.returncode, out
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while not pred():
-        if time.time() - t0 > timeout:
-            raise Fail("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.02)
-
-
-def metrics_lines(run_dir):
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return f.read().count("\n")
-    except OSError:
-        return 0
-
-
-def job_pids(run_dir):
-    """{rank: pid} of this job's live nupipe ranks (found by their run.dir argument)."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-            if os.path.basename(argv[0]) != b"nupipe" or \
-                    ("run.dir=" + run_dir).encode() not in argv:
-                continue
-            with open("/proc/%s/stat" % pid) as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    continue
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            rank = env.get(b"OMPI_COMM_WORLD_RANK") or env.get(b"PMIX_RANK")
-            out[int(rank) if rank is not None else 0] = int(pid)
-        except (OSError, ValueError):
-            continue
-    return out
 
 
 def outcome(run_dir):
@@ -306,8 +249,7 @@ def case_lock_live():
         os.chmod(rank_sh, 0o755)
         cmd = train_cmd(d, 100000, NOABORT)
         cmd.insert(cmd.index(NUPIPE), rank_sh)
-        b = subprocess.run(cmd, env=ENV, text=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=60, stdin=subprocess.DEVNULL)
+        b = run(cmd, timeout=60)
         with open(codes) as f:
             got = sorted(tuple(map(int, l.split())) for l in f.read().splitlines())
         check(got == [(0, 2), (1, 2)], "rank exit codes %s, want 2 on both:\n%s" %
@@ -345,8 +287,7 @@ def case_lock_takeover():
     rc, _ = finish(a, 60)
     check(rc != 0, "the killed job exited 0")
     check(os.path.exists(os.path.join(d, "run.lock")), "the killed holder's record is gone")
-    p = subprocess.run(train_cmd(d, 12), env=ENV, text=True, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=120, stdin=subprocess.DEVNULL)
+    p = run(train_cmd(d, 12), timeout=120)
     check(p.returncode == 0, "relaunch exit %d:\n%s" % (p.returncode, p.stdout[-3000:]))
     want = "run.dir lock: taken over from rank 0 on host %s, pid %d, since %s" % (
         holder["host"], holder["pid"], holder["since"])
@@ -387,17 +328,7 @@ def main():
     if shutil.which(MPIRUN) is None and not os.path.exists(MPIRUN):
         print("SKIP: %s not found" % MPIRUN)
         return 77
-    os.makedirs(WORK, exist_ok=True)
-    fn = globals().get("case_" + CASE)
-    if fn is None:
-        print("unknown case %s" % CASE)
-        return 2
-    try:
-        fn()
-    except Fail as e:
-        print("FAIL: %s" % e)
-        return 1
-    return 0
+    return run_case(globals(), CASE, WORK)
 
 
 if __name__ == "__main__":

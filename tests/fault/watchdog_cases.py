@@ -7,20 +7,21 @@ on both sides of the line, with runtime.peer_timeout_s = T = 2 s:
                  first report names the stopped rank.
 
 usage: watchdog_cases.py CASE WORKDIR NUPIPE CONFIG MPIRUN [MPIRUN_FLAGS...]
-Exit 0: pass; 1: fail.
+Exit 0: pass; 1: fail; 2: unknown case.
 """
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
+from fault_common import (ENV, Fail, check, exit_code_wrapper, job_pids, metrics_lines, mpi_cmd,
+                          run_case, sets, wait_for)
+from fault_common import fresh as fresh_in
+
 CASE, WORK, NUPIPE, CONFIG, MPIRUN = sys.argv[1:6]
 MPIFLAGS = sys.argv[6:]
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1")
 T = 2.0        # runtime.peer_timeout_s
 MARGIN = 1.0   # Watchdog::kMarginS
 SETTINGS = ["parallel.pipeline=2", "parallel.data=2", "parallel.stage_layers=[1,3]",
@@ -28,66 +29,14 @@ SETTINGS = ["parallel.pipeline=2", "parallel.data=2", "parallel.stage_layers=[1,
             "train.val_every=0", "runtime.peer_timeout_s=%g" % T]
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Fail(what)
-
-
 def command(run_dir, steps, wrapper=None, flags=()):
-    sets = []
-    for s in SETTINGS + ["run.dir=" + run_dir, "train.steps=%d" % steps]:
-        sets += ["--set", s]
-    return ([MPIRUN] + MPIFLAGS + list(flags) + ["-np", "4"] + ([wrapper] if wrapper else []) +
-            [NUPIPE, "train", CONFIG] + sets)
-
-
-def job_pids(run_dir):
-    """{rank: pid} of the job's nupipe ranks (found by their run.dir on the command line)."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-            if (os.path.basename(argv[0]) != b"nupipe" or
-                    ("run.dir=" + run_dir).encode() not in argv):
-                continue
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            rank = env.get(b"OMPI_COMM_WORLD_RANK") or env.get(b"PMIX_RANK")
-            if rank is not None:
-                out[int(rank)] = int(pid)
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def metrics_lines(run_dir):
-    try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return f.read().count("\n")
-    except OSError:
-        return 0
-
-
-def wait_for(pred, timeout, what):
-    t0 = time.time()
-    while not pred():
-        if time.time() - t0 > timeout:
-            raise Fail("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.01)
+    return mpi_cmd(MPIRUN, MPIFLAGS, 4, ([wrapper] if wrapper else []) +
+                   [NUPIPE, "train", CONFIG] +
+                   sets(SETTINGS + ["run.dir=" + run_dir, "train.steps=%d" % steps]), flags)
 
 
 def fresh(name):
-    d = os.path.join(WORK, name)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
-    return d
+    return fresh_in(WORK, name)
 
 
 def case_stall_below():
@@ -142,11 +91,7 @@ def case_stall_forever():
     # Each rank's exit code and time; the stopped rank's wrapper never gets to it. A wrapper
     # that exits after its child did not exit 5 sleeps on: mpirun must not be the one ending
     # the job here.
-    wrapper = d + "/rank.sh"
-    with open(wrapper, "w") as f:
-        f.write('#!/bin/sh\n"$@"\nrc=$?\necho "$OMPI_COMM_WORLD_RANK $rc $(date +%%s.%%N)" >> %s\n'
-                '[ $rc -ne 5 ] && exec sleep 600\nexit $rc\n' % codes)
-    os.chmod(wrapper, 0o755)
+    wrapper = exit_code_wrapper(d + "/rank.sh", codes)
     job = subprocess.Popen(command(run_dir, 100000, wrapper,
                                    ["--mca", "orte_abort_on_non_zero_status", "0"]),
                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -196,8 +141,4 @@ def case_stall_forever():
 
 
 if __name__ == "__main__":
-    try:
-        globals()["case_" + CASE]()
-    except Fail as e:
-        print("FAIL: %s" % e)
-        sys.exit(1)
+    sys.exit(run_case(globals(), CASE, WORK))

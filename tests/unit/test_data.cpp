@@ -20,45 +20,21 @@
 #include "runtime/data/prepare.h"
 #include "runtime/data/token_file.h"
 #include "runtime/error.h"
+#include "tests/unit/temp_dir.h"
 
 namespace nupipe::runtime {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under gtest's temp dir, removed with everything in it.
-class TempDir {
+// A fresh directory (nupipe_data_XXXXXX under gtest's temp dir), removed with everything in it.
+class TempDir : public nupipe::testing::TempDir {
  public:
-  TempDir() {
-    std::string pattern = ::testing::TempDir() + "/nupipe_data_XXXXXX";
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    const char* made = mkdtemp(buf.data());
-    if (made == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
-    path_ = made;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  TempDir() : nupipe::testing::TempDir("nupipe_data_") {}
 };
 
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using nupipe::testing::read_bytes;
+using nupipe::testing::write_bytes;
 
 // A token file written by hand: header fields as given, then the tokens' bytes.
 std::string raw_token_file(int32_t magic, int32_t version, int32_t count,
