@@ -31,7 +31,8 @@
 # forwards it to the ranks: they finish the step, save a checkpoint and exit), the script waits
 # for that and exits 0 once the run recorded "preempted". A second signal tears the job down at
 # once (exit 128 + signal). mpirun runs in a session of its own (setsid): a teardown sends
-# SIGTERM to mpirun, then SIGKILL to every process of that session.
+# SIGTERM to mpirun, then SIGKILL to every process of that session; a teardown for a frozen
+# job SIGKILLs its ranks first, so that none is woken to train on.
 set -uo pipefail
 
 max_restarts=3 backoff=2 grace=10 stall=300 run_dir="" log_file=""
@@ -102,8 +103,15 @@ beats() {
 field() { sed -n "s/^  \"$1\": //p" "$2" | head -n 1 | sed 's/,$//; s/^"//; s/"$//'; }
 
 # Tears the job down: SIGTERM to mpirun (it ends its ranks), then SIGKILL to its whole session
-# (a SIGSTOP'd rank included) after 5 s.
+# (a SIGSTOP'd rank included) after 5 s. `teardown frozen` first SIGKILLs every process of the
+# session but mpirun: a frozen rank has nothing left to save, and mpirun's own teardown would
+# wake it (SIGCONT) and let it train on, and even commit checkpoints, after the failure the
+# wrapper has already decided on.
 teardown() {
+  if [ "${1:-}" = frozen ]; then
+    local p
+    for p in $(pgrep -s "$mp"); do [ "$p" = "$mp" ] || kill -KILL "$p" 2>/dev/null; done
+  fi
   kill -TERM "$mp" 2>/dev/null
   local t0
   t0=$(now)
@@ -159,7 +167,7 @@ while :; do
       say "the run recorded its outcome ($(field status "$of"), exit $(field exit_code "$of")) but" \
         "mpirun is still running ${grace} s later (a rank is frozen?): tearing the job down" \
         "(mpirun pid $mp and its session)"
-      teardown
+      teardown frozen
     fi
     if awk -v s="$stall" 'BEGIN { exit !(s > 0) }' && older_than "$t_poll" 1; then
       t_poll=$(now)
@@ -171,7 +179,7 @@ while :; do
         torn=1 torn_status=failed torn_code=5
         say "no rank's heartbeat has moved for ${stall} s (every rank frozen?) and nothing is" \
           "recorded: tearing the job down (mpirun pid $mp and its session)"
-        teardown
+        teardown frozen
       fi
     fi
     sleep 0.1 & wait $!

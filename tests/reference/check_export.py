@@ -344,7 +344,7 @@ def main(argv=None) -> int:
                       f"{e:.3e} (tol {args.tol:g})")
                 if what == "validation batch":
                     l_val = last.get("val_loss")
-                    ok_step = last.get("step") == step - 1
+                    ok_step = last.get("step") == step  # metrics.jsonl counts steps as checkpoints do
                     e = rel(l_hf, l_val) if l_val is not None else math.inf
                     check(ok_step and e < args.val_tol,
                           f"{what}: HF layout {l_hf:.12f}  nupipe val_loss (metrics.jsonl, step "
