@@ -184,10 +184,18 @@ void RunLock::acquire(const parallel::World& world) {
       // Another host: the flock was free, but does this filesystem carry locks between
       // hosts? If the holder's heartbeat still moves, it does not, and the holder is alive.
       const std::string beat = dir_ + "/heartbeat/rank_00000";
-      const std::string a = read_text(beat);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // > 2 heartbeats
-      const std::string b = read_text(beat);
-      if (!a.empty() && a != b) {
+      // Sampled over 1.2 s (> 2 heartbeats); a read that catches the file empty (a writer that
+      // truncates before it writes) counts as no sample rather than as a stopped heart.
+      std::string first;
+      bool moves = false;
+      for (int i = 0; i <= 6 && !moves; ++i) {
+        if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        const std::string now = read_text(beat);
+        if (now.empty()) continue;
+        if (first.empty()) first = now;
+        moves = now != first;
+      }
+      if (moves) {
         ::close(fd_);
         fd_ = -1;
         throw usage_error("run.dir " + dir_ + " is in use by a live run: " + old.describe() +
