@@ -101,7 +101,7 @@ PathProblem check_checkpoint_path(const std::string& path) {
   const std::string parent_s = p.has_parent_path() ? p.parent_path().string() : ".";
   const fs::path parent(parent_s);
   if (!fs::exists(p, ec)) {
-    PathProblem r{path + " does not exist", {}};
+    PathProblem r{path + " does not exist", {}, {}};
     if (!fs::is_directory(parent, ec)) {
       r.what += " (nor does the directory " + parent_s + ")";
       r.hint = "check the path: a checkpoint is run.dir/checkpoints/step_NNNNNNNN";
@@ -135,7 +135,7 @@ PathProblem check_checkpoint_path(const std::string& path) {
               parent_s};
     }
     return {path + " is a file, not a checkpoint directory",
-            "a checkpoint is a directory, run.dir/checkpoints/step_NNNNNNNN"};
+            "a checkpoint is a directory, run.dir/checkpoints/step_NNNNNNNN", {}};
   }
   // step_N, or one set aside or unfinished (step_N.tmp, .damaged, .abandoned): verification
   // says what is wrong with it.
@@ -146,6 +146,7 @@ PathProblem check_checkpoint_path(const std::string& path) {
     const bool run_dir = root != p;
     PathProblem r{path + " is " + (run_dir ? "a run directory" : "a directory of checkpoints") +
                       ", not one checkpoint",
+                  {},
                   {}};
     if (c.committed.empty()) {
       r.what += "; " + root.string() + " holds no committed checkpoint, only " +
@@ -162,7 +163,7 @@ PathProblem check_checkpoint_path(const std::string& path) {
   }
   return {path + " is not a checkpoint: it holds neither " + std::string(kManifestName) +
               " nor " + kStateFileName,
-          "a checkpoint is a directory, run.dir/checkpoints/step_NNNNNNNN"};
+          "a checkpoint is a directory, run.dir/checkpoints/step_NNNNNNNN", {}};
 }
 
 void require_checkpoint_path(const std::string& path, const std::string& usage) {

@@ -179,7 +179,8 @@ TEST(CliCheckpointMessages, TextFileAsTokensHintWritesANewFile) {
 // Two ranks: the missing checkpoint.resume is the same verdict on every rank, said once.
 TEST(CliCheckpointMessages, MissingResumePathIsOneVerdictOnEveryRank) {
   const std::string mpirun = find_in_path("mpirun");
-  if (mpirun.empty()) GTEST_SKIP() << "mpirun is not in PATH";
+  ASSERT_FALSE(mpirun.empty())
+      << "mpirun is not in PATH: scripts/setup.sh installs Open MPI";
   TempDir tmp;
   const std::string codes = tmp.file("codes");
   fs::create_directories(codes);

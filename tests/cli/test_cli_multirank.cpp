@@ -110,7 +110,8 @@ void expect_refused(const ProcessResult& r, const std::string& run_dir,
 void expect_refused_by_every_rank(int np, const std::vector<std::string>& sets, int code,
                                   const std::string& once,
                                   const std::vector<std::string>& expected) {
-  if (find_in_path("mpirun").empty()) GTEST_SKIP() << "mpirun is not in PATH";
+  ASSERT_FALSE(find_in_path("mpirun").empty())
+      << "mpirun is not in PATH: scripts/setup.sh installs Open MPI";
   {
     TempDir tmp;
     const std::string run_dir = tmp.file("run");
@@ -181,7 +182,8 @@ TEST(CliMultiRank2, TruncatedTokenFileStopsEveryRankWithExit3) {
 constexpr int kSteps = 6, kMicro = 2;
 
 TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
-  if (find_in_path("mpirun").empty()) GTEST_SKIP() << "mpirun is not in PATH";
+  ASSERT_FALSE(find_in_path("mpirun").empty())
+      << "mpirun is not in PATH: scripts/setup.sh installs Open MPI";
   TempDir tmp;
   const std::string run_dir = tmp.file("run");
   const ProcessResult r = mpirun_train(
@@ -302,7 +304,8 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
 // sums, which the training losses share), also with a count that the replicas cannot split
 // evenly.
 TEST(CliMultiRank2, ValidationLossIsTheSameOnEveryLayout) {
-  if (find_in_path("mpirun").empty()) GTEST_SKIP() << "mpirun is not in PATH";
+  ASSERT_FALSE(find_in_path("mpirun").empty())
+      << "mpirun is not in PATH: scripts/setup.sh installs Open MPI";
   TempDir tmp;
   auto val_loss = [&](int np, const std::vector<std::string>& sets) {
     const std::string dir = tmp.file("run" + std::to_string(np));

@@ -138,7 +138,7 @@ def signal_trial(name, extra=()):
     check("stop requested" in out and "on signal" in out, "no stop/save log line:\n" + out[-3000:])
     saved = [d for d in os.listdir(b + "/checkpoints") if not d.endswith(".tmp")]
     print("stopped with checkpoints %s" % sorted(saved))
-    p = run(train_cmd(b, extra), expect=0)
+    run(train_cmd(b, extra), expect=0)
     check("resuming from" in p.stdout, "the relaunch did not resume:\n" + p.stdout[-3000:])
     n = same_records(ref, b)
     t = same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(b + "/checkpoints", 24))
@@ -175,7 +175,7 @@ def kill_trial(name, during_write, seed, extra=(), after_lines=1):
           % (name, victim, "during the write of step %d" % target if during_write else
              "at a random moment", rc, time.time() - t_kill, committed, usable))
     check(usable, "the newest committed checkpoint does not verify")
-    p = run(train_cmd(b, extra), expect=0)
+    run(train_cmd(b, extra), expect=0)
     same_records(ref, b)
     same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(root, 24))
     print("PASS: %s ended bitwise equal to the uninterrupted run" % name)

@@ -50,12 +50,22 @@ double window_loss(GptModel& model, const std::vector<int32_t>& prompt, int32_t 
   return model.loss_sum(t, g, 1);
 }
 
-TEST(Generate, NextTokenLogitsAgreeWithTheLoss) {
+// The small model on one stage, one thread, with parameters drawn from `seed`.
+struct OneStageModel {
+  explicit OneStageModel(uint64_t seed) : model(be, cfg, StageSlice::whole(cfg)) {
+    be.set_threads(1);
+    model.params().initialize(seed);
+  }
   CpuBackend be;
-  be.set_threads(1);
-  const ModelConfig cfg = small_config();
-  GptModel model(be, cfg, StageSlice::whole(cfg));
-  model.params().initialize(11);
+  ModelConfig cfg = small_config();
+  GptModel model;
+};
+
+TEST(Generate, NextTokenLogitsAgreeWithTheLoss) {
+  OneStageModel m(11);
+  CpuBackend& be = m.be;
+  const ModelConfig& cfg = m.cfg;
+  GptModel& model = m.model;
   const std::vector<int32_t> prompt = prompt_of(7, cfg.vocab_size);
   Tensor window = Tensor::zeros(be, {cfg.seq_len}, DType::i32, MemTag::activations);
   std::vector<int32_t> host(cfg.seq_len, 3);
@@ -83,11 +93,9 @@ TEST(Generate, NextTokenLogitsAgreeWithTheLoss) {
 }
 
 TEST(Generate, GreedyIsTheArgmaxOfTheLossPathAndDeterministic) {
-  CpuBackend be;
-  be.set_threads(1);
-  const ModelConfig cfg = small_config();
-  GptModel model(be, cfg, StageSlice::whole(cfg));
-  model.params().initialize(5);
+  OneStageModel m(5);
+  const ModelConfig& cfg = m.cfg;
+  GptModel& model = m.model;
   SampleOptions greedy;
   greedy.tokens = 24;  // past seq_len: the window slides
   greedy.temperature = 0;
