@@ -67,6 +67,11 @@ std::string fmt_seconds(double s) {
   return buf;
 }
 
+}  // namespace
+
+// The shared core's parts, named (not anonymous) because NcclCommunicator::Core holds them.
+namespace nccl_core {
+
 // One NCCL communicator with its stream. Lane 0 carries the collectives and the messages from
 // lower to higher group ranks, lane 1 the messages from higher to lower ranks.
 struct Lane {
@@ -84,7 +89,10 @@ struct Pending {
   Clock::time_point since;
 };
 
-}  // namespace
+}  // namespace nccl_core
+
+using nccl_core::Lane;
+using nccl_core::Pending;
 
 // Everything the communicator and its Requests share. Every NCCL call and every event
 // operation happens under mu (the monitor thread polls concurrently with the caller's thread).

@@ -11,14 +11,6 @@
 
 namespace nupipe::runtime {
 
-double SampleRng::uniform() {
-  uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  return static_cast<double>(z >> 11) * 0x1.0p-53;
-}
-
 int32_t choose_token(const std::vector<float>& logits, double temperature, int top_k,
                      SampleRng& rng) {
   const int64_t V = static_cast<int64_t>(logits.size());

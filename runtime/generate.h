@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/gpt_model.h"
+#include "runtime/splitmix.h"
 
 namespace nupipe::runtime {
 
@@ -17,14 +18,7 @@ struct SampleOptions {
 };
 
 // A deterministic uniform [0, 1) stream from a seed (splitmix64), the same on every platform.
-class SampleRng {
- public:
-  explicit SampleRng(uint64_t seed) : state_(seed) {}
-  double uniform();
-
- private:
-  uint64_t state_;
-};
+using SampleRng = SplitMix64;
 
 // The token chosen from `logits` [V]: the argmax when temperature == 0, else a draw from
 // softmax(logits / temperature) restricted to the top_k largest (ties: the lower id first).

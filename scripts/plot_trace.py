@@ -52,11 +52,11 @@ def main() -> int:
     if not spans:
         print(f"plot_trace: {args.trace} holds no spans (was run.trace = true?)", file=sys.stderr)
         return 2
-    # trace.json's "step" is the step's index (the log's step N is index N - 1).
-    step = args.step - 1 if args.step is not None else max(e["args"]["step"] for e in spans)
+    # trace.json counts steps from 1, as the log and metrics.jsonl do.
+    step = args.step if args.step is not None else max(e["args"]["step"] for e in spans)
     spans = [e for e in spans if e["args"]["step"] == step]
     if not spans:
-        print(f"plot_trace: no spans for step {step + 1}", file=sys.stderr)
+        print(f"plot_trace: no spans for step {step}", file=sys.stderr)
         return 2
     t0 = min(e["ts"] for e in spans)
     ranks = sorted({e["pid"] for e in spans})
@@ -94,7 +94,7 @@ def main() -> int:
     ax.set_yticklabels([names.get(p, f"rank {p}") for p in ranks])
     ax.invert_yaxis()
     ax.set_xlabel("ms since the step began")
-    ax.set_title(f"{args.trace}: step {step + 1} (as the log counts it)")
+    ax.set_title(f"{args.trace}: step {step}")
     order = [k for k in KINDS if k in drawn] + sorted(drawn - set(KINDS))
     handles = [plt.Rectangle((0, 0), 1, 1, color=KINDS.get(k, ("#999999", k))[0]) for k in order]
     labels = [KINDS.get(k, ("", k))[1] for k in order]
@@ -107,7 +107,7 @@ def main() -> int:
               fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
-    print(f"wrote {args.out} ({len(ranks)} ranks, step {step + 1})")
+    print(f"wrote {args.out} ({len(ranks)} ranks, step {step})")
     return 0
 
 

@@ -14,12 +14,16 @@ echo "== Release build"
 # The CUDA code is compiled and linked here as a check (nothing CUDA runs without a GPU): one
 # architecture, sm_90 (H100/H200), is enough for that and halves nvcc's share of the build.
 # scripts/gpu/bundle.sh builds its own directory for every architecture the project targets.
-NUPIPE_CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90 ${NUPIPE_CMAKE_ARGS:-}" bash scripts/build.sh build Release
+# The libraries build as unity (batched) translation units, which cut a fresh build's time by
+# about a quarter on 2 cores; each file still compiles on its own in an ordinary build.
+unity=-DCMAKE_UNITY_BUILD=ON
+NUPIPE_CMAKE_ARGS="$unity -DCMAKE_CUDA_ARCHITECTURES=90 ${NUPIPE_CMAKE_ARGS:-}" \
+  bash scripts/build.sh build Release
 echo "== tests (Release)"
 (cd build && ctest --output-on-failure --timeout 600 -j 2)
 
 echo "== Sanitize build (ASan + UBSan; host code: the CUDA kernels are compute-sanitizer's, on a GPU)"
-NUPIPE_CMAKE_ARGS=-DNUPIPE_CUDA=OFF bash scripts/build.sh build-asan Sanitize unit_tests
+NUPIPE_CMAKE_ARGS="$unity -DNUPIPE_CUDA=OFF" bash scripts/build.sh build-asan Sanitize unit_tests
 echo "== unit tests (Sanitize)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   build-asan/bin/unit_tests --gtest_brief=1

@@ -25,6 +25,13 @@ memory::data_type dnnl_type(DType d) {
   return d == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
+}  // namespace
+
+// The primitive cache's types, named (not anonymous) because OnednnGemm::Impl holds them.
+namespace onednn_cache {
+
+using dnnl::memory;
+
 // Everything a primitive is specialised for, as one array of integers (hashed and compared
 // whole; alpha and beta by their bits).
 struct Key {
@@ -39,6 +46,22 @@ struct KeyHash {
   }
 };
 
+struct Entry {
+  bool ok = false;
+  dnnl::matmul prim;
+  memory::desc src, wei, bias, dst, scratch;
+  size_t scratch_bytes = 0;
+  std::string impl;
+};
+
+}  // namespace onednn_cache
+
+namespace {
+
+using onednn_cache::Entry;
+using onednn_cache::Key;
+using onednn_cache::KeyHash;
+
 int64_t float_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -52,14 +75,6 @@ Key make_key(const MatmulDesc& d, int nthr) {
          d.bias ? 1 + static_cast<int64_t>(d.bias_dtype) : 0, nthr};
   return k;
 }
-
-struct Entry {
-  bool ok = false;
-  dnnl::matmul prim;
-  memory::desc src, wei, bias, dst, scratch;
-  size_t scratch_bytes = 0;
-  std::string impl;
-};
 
 // Row-major [M,K] (or its transpose stored [K,M]) with row stride ld, batch stride s.
 memory::desc matrix(int64_t batch, int64_t rows, int64_t cols, bool trans, int64_t ld,

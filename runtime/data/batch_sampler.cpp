@@ -7,21 +7,9 @@
 
 #include "runtime/check.h"
 #include "runtime/error.h"
+#include "runtime/splitmix.h"
 
 namespace nupipe::runtime {
-
-namespace {
-
-// The splitmix64 finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mix. Chained over
-// (seed, step, sample) it is a counter-based generator: any draw is computable on its own.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 BatchSampler::BatchSampler(const uint16_t* tokens, int64_t n_tokens, int seq_len, uint64_t seed,
                            std::string source_name)

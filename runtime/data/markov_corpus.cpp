@@ -9,6 +9,7 @@
 
 #include "runtime/check.h"
 #include "runtime/error.h"
+#include "runtime/splitmix.h"
 
 namespace nupipe::runtime {
 
@@ -20,38 +21,6 @@ constexpr int kMaxPowerIterations = 100000;
 // Domain tags, so the chain and each stream draw from unrelated sequences.
 constexpr uint64_t kChainTag = 0x636861696e000001ULL;
 constexpr uint64_t kStreamTag = 0x73747265616d0002ULL;
-
-// The splitmix64 finalizer (Steele, Lea, Flood 2014): a bijective 64-bit mix.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// splitmix64 with fully specified conversions, so every platform draws the same corpus
-// (std:: distributions are implementation-defined).
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    state_ += 0x9e3779b97f4a7c15ULL;
-    uint64_t z = state_;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in the open interval (0, 1): 53 random bits, centred in their cell.
-  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
-  // Uniform integer in [0, n) by a 64x64 -> 128-bit multiply (Lemire, without rejection;
-  // the bias is below n / 2^64).
-  uint64_t below(uint64_t n) {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
-  }
-
- private:
-  uint64_t state_;
-};
 
 double plogp(double p) { return p > 0 ? p * std::log(p) : 0.0; }
 
@@ -99,7 +68,7 @@ void MarkovCorpus::build_chain() {
     for (int i = 0; i < B; ++i) taken[succ[i]] = 0;
     // Dirichlet(1, ..., 1) weights: normalised standard exponentials.
     double sum = 0;
-    for (int i = 0; i < B; ++i) sum += (w[i] = -std::log(rng.uniform()));
+    for (int i = 0; i < B; ++i) sum += (w[i] = -std::log(rng.uniform_open()));
     for (int i = 0; i < B; ++i) w[i] /= sum;
   }
 }
@@ -201,7 +170,7 @@ std::vector<uint16_t> MarkovCorpus::generate(int64_t n, uint64_t stream) const {
   out.reserve(static_cast<size_t>(n));
 
   // Start from a stationary context, emitted oldest symbol first.
-  const double u = rng.uniform();
+  const double u = rng.uniform_open();
   int64_t c = num_contexts_ - 1;
   double cum = 0;
   for (int64_t i = 0; i < num_contexts_; ++i) {
@@ -218,10 +187,10 @@ std::vector<uint16_t> MarkovCorpus::generate(int64_t n, uint64_t stream) const {
 
   while (static_cast<int64_t>(out.size()) < n) {
     int x;
-    if (rng.uniform() < s) {
+    if (rng.uniform_open() < s) {
       x = static_cast<int>(rng.below(static_cast<uint64_t>(A)));
     } else {
-      const double v = rng.uniform();
+      const double v = rng.uniform_open();
       const double* w = &weights_[c * B];
       int i = 0;
       double acc = w[0];

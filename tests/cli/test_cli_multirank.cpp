@@ -252,10 +252,11 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
     const double ts = e["ts"].get<double>(), dur = e["dur"].get<double>();
     EXPECT_GE(ts, 0.0) << e.dump();
     EXPECT_GE(dur, 0.0) << e.dump();
+    const int step = e["args"]["step"].get<int>();  // counted from 1, as the log does
+    EXPECT_TRUE(step >= 1 && step <= kSteps) << e.dump();
     if ((name == "forward" || name == "backward") && e["args"].contains("microbatch")) {
       auto& m = name == "forward" ? fwd : bwd;
-      m[{pid, e["args"]["step"].get<int>(), e["args"]["microbatch"].get<int>()}] = {ts,
-                                                                                     ts + dur};
+      m[{pid, step, e["args"]["microbatch"].get<int>()}] = {ts, ts + dur};
     }
   }
   EXPECT_EQ(named_pids, (std::set<int>{0, 1, 2, 3}));
