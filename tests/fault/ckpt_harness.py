@@ -138,7 +138,7 @@ def signal_trial(name, extra=()):
     check("stop requested" in out and "on signal" in out, "no stop/save log line:\n" + out[-3000:])
     saved = [d for d in os.listdir(b + "/checkpoints") if not d.endswith(".tmp")]
     print("stopped with checkpoints %s" % sorted(saved))
-    run(train_cmd(b, extra), expect=0)
+    p = run(train_cmd(b, extra), expect=0)
     check("resuming from" in p.stdout, "the relaunch did not resume:\n" + p.stdout[-3000:])
     n = same_records(ref, b)
     t = same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(b + "/checkpoints", 24))
@@ -292,7 +292,7 @@ def peer_failure(how):
         print("%s of rank %d: ranks %s exited with code 5, the last %.2f s after it "
               "(runtime.peer_timeout_s = %d)" % ("kill -9" if how == "kill" else "SIGSTOP",
                                                  victim, survivors, elapsed, timeout_s))
-        # The watchdog's bound (parallel/watchdog.h): T + 1 s.
+        # The watchdog's bound (parallel/session/watchdog.h): T + 1 s.
         check(elapsed <= timeout_s + 1.0, "took %.2f s > peer_timeout_s + 1 s" % elapsed)
     finally:
         for p in job_pids(run_dir).values():

@@ -17,7 +17,7 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 GIB = 0.0036  # 3.69 MiB; the uniform split's stage 0 needs 3.99 MiB
 # The budgets are sized for the unfused attention's activations (runtime.attention).
 FOUR = ["runtime.attention=unfused", "parallel.pipeline=4", "parallel.data=1", "runtime.threads=1", "checkpoint.every=0",
-        "train.steps=10"]
+        "train.steps=3"]
 
 
 def train(run_dir, extra):
