@@ -8,7 +8,7 @@
 
 #include "checkpoint/checkpoint_info.h"
 #include "optim/adamw.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/comm/mpi_communicator.h"
 #include "runtime/param_store.h"
 
 namespace nupipe::checkpoint {

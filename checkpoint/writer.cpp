@@ -17,7 +17,7 @@
 #include "checkpoint/h5_tensors.h"
 #include "checkpoint/manifest.h"
 #include "optim/zero.h"
-#include "parallel/consensus.h"
+#include "parallel/comm/consensus.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
 #include "runtime/posix_file.h"

@@ -11,7 +11,7 @@
 #include "checkpoint/catalog.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
-#include "parallel/consensus.h"
+#include "parallel/comm/consensus.h"
 #include "runtime/error.h"
 
 #ifndef NUPIPE_VERSION

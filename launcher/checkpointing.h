@@ -12,7 +12,7 @@
 #include "checkpoint/checkpoint_info.h"
 #include "launcher/config.h"
 #include "launcher/stage.h"
-#include "parallel/topology.h"
+#include "parallel/comm/topology.h"
 
 namespace nupipe::launcher {
 

@@ -22,7 +22,7 @@
 #include <sstream>
 #include <variant>
 
-#include "parallel/stage_layout.h"
+#include "parallel/pipeline/stage_layout.h"
 #include "runtime/cpu/onednn_gemm.h"
 #include "runtime/error.h"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "optim/options.h"
-#include "parallel/options.h"
+#include "parallel/pipeline/options.h"
 #include "runtime/data/data_options.h"
 #include "runtime/model_config.h"
 

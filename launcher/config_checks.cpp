@@ -6,7 +6,7 @@
 #include <tuple>
 #include <string>
 
-#include "parallel/stage_layout.h"
+#include "parallel/pipeline/stage_layout.h"
 
 namespace nupipe::launcher {
 
@@ -67,7 +67,7 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   const auto& p = c.parallel;
   ck.at_least("parallel.pipeline", p.pipeline, 1);
   ck.at_least("parallel.data", p.data, 1);
-  // The split's rules live in parallel/stage_layout (one place); its refusal is reported at
+  // The split's rules live in parallel/pipeline/stage_layout (one place); its refusal is reported at
   // the key that most likely caused it.
   const bool planned = p.stage_layers.kind == parallel::StageLayersSpec::Kind::automatic;
   parallel::StageLayout layout;

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "launcher/stage.h"
-#include "parallel/topology.h"
+#include "parallel/comm/topology.h"
 
 namespace nupipe::launcher {
 

@@ -11,7 +11,7 @@
 #include <spdlog/logger.h>
 
 #include "launcher/run_lock.h"
-#include "parallel/world.h"
+#include "parallel/session/world.h"
 #include "runtime/error.h"
 
 namespace nupipe::launcher {

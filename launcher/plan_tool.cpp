@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launcher/config.h"
-#include "parallel/planner.h"
+#include "parallel/plan/planner.h"
 #include "runtime/allocator.h"
 #include "runtime/backend.h"
 #include "runtime/gpt_model.h"

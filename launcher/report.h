@@ -11,7 +11,7 @@
 #include <spdlog/logger.h>
 
 #include "optim/zero.h"
-#include "parallel/cost_model.h"
+#include "parallel/plan/cost_model.h"
 #include "runtime/backend.h"
 #include "runtime/layers/layer_cost.h"
 

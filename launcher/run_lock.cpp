@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launcher/clock_text.h"
-#include "parallel/consensus.h"
+#include "parallel/comm/consensus.h"
 #include "runtime/error.h"
 #include "runtime/posix_file.h"
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
-#include "parallel/world.h"
+#include "parallel/comm/mpi_communicator.h"
+#include "parallel/session/world.h"
 
 namespace nupipe::launcher {
 

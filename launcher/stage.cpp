@@ -2,9 +2,9 @@
 #include "launcher/stage.h"
 
 #include "launcher/report.h"
-#include "parallel/consensus.h"
-#include "parallel/cost_model.h"
-#include "parallel/planner.h"
+#include "parallel/comm/consensus.h"
+#include "parallel/plan/cost_model.h"
+#include "parallel/plan/planner.h"
 #include "runtime/error.h"
 
 #include <algorithm>

@@ -4,10 +4,10 @@
 
 #include <string>
 
-#include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
-#include "parallel/topology.h"
-#include "parallel/trace.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/topology.h"
+#include "parallel/pipeline/trace.h"
 
 namespace nupipe::launcher {
 

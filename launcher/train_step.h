@@ -5,7 +5,7 @@
 #include "launcher/config.h"
 #include "launcher/report.h"
 #include "launcher/stage.h"
-#include "parallel/topology.h"
+#include "parallel/comm/topology.h"
 
 namespace nupipe::launcher {
 

@@ -19,9 +19,9 @@
 #include "launcher/stage.h"
 #include "launcher/trace_file.h"
 #include "launcher/train_step.h"
-#include "parallel/consensus.h"
-#include "parallel/schedule.h"
-#include "parallel/watchdog.h"
+#include "parallel/comm/consensus.h"
+#include "parallel/pipeline/schedule.h"
+#include "parallel/session/watchdog.h"
 #include "runtime/error.h"
 
 namespace nupipe::launcher {

@@ -12,8 +12,8 @@
 
 #include "checkpoint/training_state.h"
 #include "launcher/config.h"
-#include "parallel/topology.h"
-#include "parallel/world.h"
+#include "parallel/comm/topology.h"
+#include "parallel/session/world.h"
 #include "runtime/gpt_model.h"
 
 namespace nupipe::launcher {

@@ -7,7 +7,7 @@
 
 #include "optim/adamw.h"
 #include "optim/options.h"
-#include "parallel/topology.h"
+#include "parallel/comm/topology.h"
 #include "runtime/param_store.h"
 
 namespace nupipe::optim {

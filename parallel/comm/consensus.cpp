@@ -1,5 +1,5 @@
 // consensus.cpp: exchange of per-rank outcomes and the common verdict.
-#include "parallel/consensus.h"
+#include "parallel/comm/consensus.h"
 
 #include <cstdio>
 #include <optional>

@@ -4,7 +4,7 @@
 
 #include <functional>
 
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 
 namespace nupipe::parallel {
 

@@ -1,6 +1,6 @@
 // mpi_communicator.cpp: MpiCommunicator: MPI collectives and non-blocking point-to-point,
 // counts above the chunk limit (INT_MAX) split into several MPI calls.
-#include "parallel/mpi_communicator.h"
+#include "parallel/comm/mpi_communicator.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/mpi_check.h"
+#include "parallel/session/mpi_check.h"
 #include "runtime/check.h"
 
 namespace nupipe::parallel {

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/communicator.h"
-#include "parallel/watchdog.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/session/watchdog.h"
 
 namespace nupipe::parallel {
 

@@ -1,7 +1,7 @@
 // nccl_communicator.cpp: NcclCommunicator: NCCL collectives and point-to-point on comm
 // streams ordered after the compute stream with events, a ledger of pending operations polled
 // for NCCL's async errors and the peer timeout (abort, then peer_error).
-#include "parallel/nccl_communicator.h"
+#include "parallel/comm/nccl_communicator.h"
 
 #include <mpi.h>
 
@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "parallel/mpi_check.h"
-#include "parallel/nccl_check.h"
+#include "parallel/session/mpi_check.h"
+#include "parallel/comm/nccl_check.h"
 #include "runtime/check.h"
 
 namespace nupipe::parallel {

@@ -1,8 +1,8 @@
 // nccl_communicator.h: the Communicator over NCCL for device buffers (built with the CUDA
 // backend only). The group's MpiCommunicator is its host control plane (ranks, the unique id's
-// broadcast, the barrier); NCCL is the device data plane (ARCHITECTURE-NOTES.md section 2).
+// broadcast, the barrier); NCCL is the device data plane (docs/architecture.md, "Key pieces").
 //
-// Which communicator a run uses (runtime.comm) is decided in parallel/data_plane.h.
+// Which communicator a run uses (runtime.comm) is decided in parallel/comm/tensor_transport.h.
 //
 // Streams and ordering. Each NCCL communicator has its own CUDA stream. Every operation is
 // ordered after the work already enqueued on the compute stream (an event recorded there, which
@@ -36,8 +36,8 @@
 #include <memory>
 #include <string>
 
-#include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/comm/mpi_communicator.h"
 
 namespace nupipe::parallel {
 

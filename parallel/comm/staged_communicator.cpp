@@ -1,6 +1,6 @@
 // staged_communicator.cpp: device buffers through host staging buffers and the host
 // communicator's collectives.
-#include "parallel/staged_communicator.h"
+#include "parallel/comm/staged_communicator.h"
 
 #include <memory>
 #include <utility>

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 #include "runtime/backend.h"
 
 namespace nupipe::parallel {

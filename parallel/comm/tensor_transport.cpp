@@ -1,21 +1,21 @@
-// data_plane.cpp: runtime.comm resolved collectively (every rank's GPU identity), and the
+// tensor_transport.cpp: runtime.comm resolved collectively (every rank's GPU identity), and the
 // factory that puts NCCL or host-staged MPI communicators under the process groups. The one
 // place that knows which communicators this build has.
-#include "parallel/data_plane.h"
+#include "parallel/comm/tensor_transport.h"
 
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "parallel/staged_communicator.h"
+#include "parallel/comm/staged_communicator.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
 #if defined(NUPIPE_HAVE_CUDA)
 #include "runtime/cuda/cuda_backend.h"
 #endif
 #if defined(NUPIPE_WITH_NCCL)
-#include "parallel/nccl_communicator.h"
+#include "parallel/comm/nccl_communicator.h"
 #endif
 
 namespace nupipe::parallel {

@@ -1,4 +1,4 @@
-// data_plane.h: which communicator carries a run's device tensors (runtime.comm = "auto" |
+// tensor_transport.h: which communicator carries a run's device tensors (runtime.comm = "auto" |
 // "nccl" | "mpi") and building it under the process groups.
 //
 // The rule: NCCL when every rank has a GPU of its own; otherwise MPI. With the cpu backend,
@@ -11,8 +11,8 @@
 
 #include <string>
 
-#include "parallel/mpi_communicator.h"
-#include "parallel/topology.h"
+#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/topology.h"
 #include "runtime/backend.h"
 
 namespace nupipe::parallel {

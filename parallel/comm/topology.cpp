@@ -1,6 +1,6 @@
 // topology.cpp: stage/replica arithmetic of the pp x dp grid and the MPI splits that build
 // the pipeline, data and embedding groups.
-#include "parallel/topology.h"
+#include "parallel/comm/topology.h"
 
 #include <string>
 

@@ -5,8 +5,8 @@
 #include <functional>
 #include <memory>
 
-#include "parallel/communicator.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/comm/mpi_communicator.h"
 
 namespace nupipe::parallel {
 
@@ -31,7 +31,7 @@ struct Topology {
 // The communicators a rank of the pp x dp grid needs. Built from MPI_COMM_WORLD, collectively:
 // every rank of the world must construct it with the same degrees.
 //
-// Two planes (ARCHITECTURE-NOTES.md section 2). The host control plane is MPI: world() and
+// Two planes (docs/architecture.md, "Key pieces"). The host control plane is MPI: world() and
 // the *_host() groups carry host scalars (the loss, the gradient norm, agreement). The device
 // data plane, pipeline(), data() and embedding(), carries tensors in the backend's memory:
 // the MPI communicators themselves until set_device_plane() puts other communicators (NCCL,

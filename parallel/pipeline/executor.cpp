@@ -1,7 +1,7 @@
-// pipeline_executor.cpp: the schedule walker. Sends are posted non-blocking and completed at
+// executor.cpp: the schedule walker. Sends are posted non-blocking and completed at
 // the end of the step; receives block, in schedule order (deadlock-free by construction,
 // tested in test_schedule.cpp).
-#include "parallel/pipeline_executor.h"
+#include "parallel/pipeline/executor.h"
 
 #include "runtime/check.h"
 

@@ -1,13 +1,13 @@
-// pipeline_executor.h: walks one stage's schedule for a training step: receives and sends
+// executor.h: walks one stage's schedule for a training step: receives and sends
 // activations and their gradients, runs the stage's forward and backward per microbatch.
 #pragma once
 
 #include <functional>
 #include <vector>
 
-#include "parallel/communicator.h"
-#include "parallel/schedule.h"
-#include "parallel/trace.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/pipeline/schedule.h"
+#include "parallel/pipeline/trace.h"
 #include "runtime/gpt_model.h"
 
 namespace nupipe::parallel {

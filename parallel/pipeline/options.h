@@ -9,7 +9,7 @@ namespace nupipe::parallel {
 
 // parallel.stage_layers as written: "uniform", an explicit list of blocks per stage, or "auto"
 // (the planner). Turned into a StageLayout, and validated, only by make_stage_layout
-// (parallel/stage_layout.h).
+// (parallel/pipeline/stage_layout.h).
 struct StageLayersSpec {
   enum class Kind { uniform, explicit_list, automatic };
   Kind kind = Kind::uniform;
@@ -22,7 +22,7 @@ struct StageLayersSpec {
 // stage, how many of its blocks keep only their input and recompute the rest in backward (the
 // first that many blocks of the stage), or "auto" (the planner chooses, with
 // parallel.stage_layers = "auto"). Resolved against a StageLayout, and validated, only by
-// recompute_blocks (parallel/stage_layout.h).
+// recompute_blocks (parallel/pipeline/stage_layout.h).
 struct RecomputeSpec {
   enum class Kind { none, full, per_stage, automatic };
   Kind kind = Kind::none;
@@ -35,7 +35,7 @@ struct Options {
   int pipeline = 1;                // pipeline stages
   int data = 1;                    // data-parallel replicas per stage
   StageLayersSpec stage_layers;    // blocks per stage
-  std::string schedule = "1f1b";   // "1f1b" or "gpipe" (parallel/schedule.h)
+  std::string schedule = "1f1b";   // "1f1b" or "gpipe" (parallel/pipeline/schedule.h)
   int zero = 0;                    // 1: shard optimizer state over the data-parallel ranks (ZeRO-1)
 };
 

@@ -1,6 +1,6 @@
 // schedule.cpp: GPipe and 1F1B schedules built as action lists, the in-flight count, and
 // the parsing and names of schedule kinds and actions.
-#include "parallel/schedule.h"
+#include "parallel/pipeline/schedule.h"
 
 #include <algorithm>
 #include <ostream>

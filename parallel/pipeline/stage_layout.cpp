@@ -1,6 +1,6 @@
 // stage_layout.cpp: parallel.stage_layers -> one StageSlice per pipeline stage, with every rule
 // of a valid split and its refusal messages, and the layout table written to the log.
-#include "parallel/stage_layout.h"
+#include "parallel/pipeline/stage_layout.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -160,14 +160,14 @@ StageLayout make_stage_layout(const StageLayersSpec& spec, int pipeline, int n_l
 
   std::vector<int> counts;
   switch (spec.kind) {
-    case StageLayersSpec::Kind::automatic:  // the planner's (parallel/planner.h) to resolve
+    case StageLayersSpec::Kind::automatic:  // the planner's (parallel/plan/planner.h) to resolve
       if (pipeline > n_layer + 2)
         refuse(std::string(kKey) + " = \"auto\" with parallel.pipeline = " +
                    std::to_string(pipeline) + " and model.n_layer = " + std::to_string(n_layer) +
                    ": no split exists (middle stages need a block each)",
                pipeline, n_layer);
       throw usage_error(std::string(kKey) + " = \"auto\" is resolved by the planner",
-                        "internal: call plan_best (parallel/planner.h) for \"auto\"");
+                        "internal: call plan_best (parallel/plan/planner.h) for \"auto\"");
     case StageLayersSpec::Kind::uniform: {
       if (pipeline > n_layer + 2)  // no split exists; the uniform one is not worth listing
         refuse(std::string(kKey) + " = \"uniform\" with parallel.pipeline = " +

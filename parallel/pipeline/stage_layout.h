@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/options.h"
+#include "parallel/pipeline/options.h"
 #include "runtime/gpt_model.h"
 #include "runtime/model_config.h"
 
@@ -20,7 +20,7 @@ struct StageLayout {
 //   uniform:       n_layer / pipeline blocks each, the remainder one extra each to the LAST
 //                  stages (under 1F1B the first stage keeps the most microbatches in flight).
 //   explicit_list: exactly as given.
-//   automatic:     the planner's to resolve (parallel/planner.h): refused here, after
+//   automatic:     the planner's to resolve (parallel/plan/planner.h): refused here, after
 //                  checking that a split exists at all.
 // Rules: one entry per stage, none negative, summing to n_layer; a stage without blocks is
 // allowed only as the first (embedding only) or the last (final LayerNorm, head and loss only)

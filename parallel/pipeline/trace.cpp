@@ -1,5 +1,5 @@
 // trace.cpp: span bookkeeping and the idle-fraction measurement.
-#include "parallel/trace.h"
+#include "parallel/pipeline/trace.h"
 
 #include <algorithm>
 #include <cstring>

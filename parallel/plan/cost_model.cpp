@@ -1,5 +1,5 @@
 // cost_model.cpp: expected per-stage memory from cost descriptors, schedule, ZeRO and recompute.
-#include "parallel/cost_model.h"
+#include "parallel/plan/cost_model.h"
 
 #include <algorithm>
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/schedule.h"
-#include "parallel/stage_layout.h"
+#include "parallel/pipeline/schedule.h"
+#include "parallel/pipeline/stage_layout.h"
 #include "runtime/model_config.h"
 
 namespace nupipe::parallel {
@@ -70,7 +70,7 @@ StageMemory stage_memory(const runtime::ModelConfig& model, const StageShape& sh
                          int64_t workspace = -1);
 
 // Peak workspace-tag bytes of a stage over one step: the executor's buffers replayed action by
-// action (parallel/pipeline_executor.cpp), with each backward's own transient buffers from the
+// action (parallel/pipeline/executor.cpp), with each backward's own transient buffers from the
 // layers' descriptors on top.
 int64_t stage_workspace_peak(const runtime::ModelConfig& model, const StageShape& shape,
                              const StageRole& role, int64_t tokens);

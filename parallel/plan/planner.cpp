@@ -1,6 +1,6 @@
 // planner.cpp: per-stage costs, the DP over (stage, blocks placed) with Pareto fronts, and the
 // evaluation of a given split.
-#include "parallel/planner.h"
+#include "parallel/plan/planner.h"
 
 #include <algorithm>
 #include <limits>

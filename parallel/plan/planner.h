@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/cost_model.h"
-#include "parallel/simulator.h"
+#include "parallel/plan/cost_model.h"
+#include "parallel/plan/simulator.h"
 #include "runtime/model_config.h"
 
 namespace nupipe::parallel {
@@ -77,7 +77,7 @@ Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers);
 // for the best), to say what the choice beat; nothing when no other split fits.
 std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best);
 
-// Valid block counts per stage (parallel/stage_layout.h's rules): every entry >= 0, summing to
+// Valid block counts per stage (parallel/pipeline/stage_layout.h's rules): every entry >= 0, summing to
 // n_layer, middle stages at least one block.
 bool valid_split(const std::vector<int>& layers, int n_layer);
 // The uniform split of make_stage_layout.

@@ -1,6 +1,6 @@
 // simulator.cpp: an event replay of the stages' action lists (make_schedule): forward(mb) on
 // stage s waits for forward(mb) of s-1 plus the transfer, backward(mb) for backward(mb) of s+1.
-#include "parallel/simulator.h"
+#include "parallel/plan/simulator.h"
 
 #include <algorithm>
 

@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "parallel/schedule.h"
+#include "parallel/pipeline/schedule.h"
 
 namespace nupipe::parallel {
 

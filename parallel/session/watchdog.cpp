@@ -1,6 +1,6 @@
 // watchdog.cpp: the watchdog thread: heartbeats, the deadline of the current wait, and the
 // report and exit (code 5) when it passes.
-#include "parallel/watchdog.h"
+#include "parallel/session/watchdog.h"
 
 #include <fcntl.h>
 #include <unistd.h>

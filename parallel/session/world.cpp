@@ -1,5 +1,5 @@
 // world.cpp: MPI session lifetime and host-local rank discovery.
-#include "parallel/world.h"
+#include "parallel/session/world.h"
 
 #include <mpi.h>
 
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <thread>
 
-#include "parallel/mpi_check.h"
+#include "parallel/session/mpi_check.h"
 
 namespace nupipe::parallel {
 

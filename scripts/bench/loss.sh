@@ -8,7 +8,7 @@
 # Environment: VOCAB (50257), D_MODEL (768), TOKENS (8192), CHUNKS (4096,1024,256; the
 # unchunked column is always measured), REPS (3 timed rounds after one warm-up round), THREADS
 # (all cores), EVAL=1 (also time the forward-only path), BUILD_DIR (build), SKIP_BUILD=1.
-# Absolute numbers on shared machines are noise; the ratios are the result (DESIGN.md).
+# Absolute numbers on shared machines are noise; the ratios are the result.
 # Exit: 0 measured; 1 the bench could not be built or failed; 2 bad usage.
 set -uo pipefail
 

@@ -3,7 +3,7 @@
 # by side in one run on the same model, data, seed and layout: per rank the optimizer bytes the
 # allocator holds, the data-group bytes sent per step (measured by the communicator's ring
 # accounting) against the ZeRO paper's 2 Psi (dp-1)/dp, the largest loss difference, and the
-# step-time ratio (noise on shared CPUs; bytes are the result, DESIGN.md).
+# step-time ratio (noise on shared CPUs; bytes are the result).
 #
 #   scripts/bench/zero.sh                          # tiny.toml widths, 3 layouts, 10 steps
 #   D_MODEL=63 N_HEAD=3 scripts/bench/zero.sh      # a width whose stage sizes need padding

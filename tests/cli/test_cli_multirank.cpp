@@ -282,7 +282,7 @@ TEST(CliMultiRank2, FourRanksTrainAndWriteOneMergedTrace) {
   int checked = 0;
   for (int replica = 0; replica < 2; ++replica) {
     const int first = replica, last = 2 + replica;
-    for (int step = 0; step < kSteps; ++step) {
+    for (int step = 1; step <= kSteps; ++step) {  // counted from 1, as the log does
       for (int mb = 0; mb < kMicro; ++mb) {
         const auto f0 = fwd.find({first, step, mb}), f1 = fwd.find({last, step, mb});
         const auto b0 = bwd.find({first, step, mb}), b1 = bwd.find({last, step, mb});

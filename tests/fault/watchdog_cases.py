@@ -1,4 +1,4 @@
-"""watchdog_cases.py: the watchdog's contract (parallel/watchdog.h) with real ranks under mpirun,
+"""watchdog_cases.py: the watchdog's contract (parallel/session/watchdog.h) with real ranks under mpirun,
 on both sides of the line, with runtime.peer_timeout_s = T = 2 s:
   stall_below:   one rank, then another, stopped (SIGSTOP) for 0.7 T and continued (SIGCONT):
                  no rank gives up, the run finishes every step and exits 0;

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "parallel/world.h"
+#include "parallel/session/world.h"
 
 namespace {
 

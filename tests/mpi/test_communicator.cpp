@@ -8,7 +8,7 @@
 #include <numeric>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
+#include "parallel/comm/mpi_communicator.h"
 #include "runtime/error.h"
 
 namespace nupipe::parallel {

@@ -1,14 +1,14 @@
 // test_pipeline_memory.cpp: the activation memory each pipeline stage really holds follows
 // its schedule: under 1F1B stage s of p keeps min(p - s, m) microbatches, under GPipe all m,
 // measured by the allocator against the layer cost descriptors; with activation recompute the
-// peak is the cost model's (parallel/cost_model.h) to the byte.
+// peak is the cost model's (parallel/plan/cost_model.h) to the byte.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include "parallel/cost_model.h"
-#include "parallel/pipeline_executor.h"
-#include "parallel/stage_layout.h"
-#include "parallel/topology.h"
+#include "parallel/plan/cost_model.h"
+#include "parallel/pipeline/executor.h"
+#include "parallel/pipeline/stage_layout.h"
+#include "parallel/comm/topology.h"
 #include "runtime/cpu/cpu_backend.h"
 
 namespace nupipe::parallel {

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
-#include "parallel/staged_communicator.h"
+#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/staged_communicator.h"
 #include "runtime/cpu/cpu_backend.h"
 
 namespace nupipe::parallel {

@@ -1,19 +1,19 @@
-// test_data_plane.cpp: runtime.comm's resolution. nccl_usable judges GPU identities (the same
+// test_tensor_transport.cpp: runtime.comm's resolution. nccl_usable judges GPU identities (the same
 // verdict and reason on every rank); with the cpu backend "auto" and "mpi" give MPI on host
 // memory and "nccl" is refused with exit 2 on every rank.
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "parallel/data_plane.h"
-#include "parallel/mpi_communicator.h"
+#include "parallel/comm/tensor_transport.h"
+#include "parallel/comm/mpi_communicator.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/error.h"
 
 namespace nupipe::parallel {
 namespace {
 
-TEST(DataPlane, NcclUsableWhenEveryRankHasItsOwnGpu) {
+TEST(TensorTransport, NcclUsableWhenEveryRankHasItsOwnGpu) {
   MpiCommunicator world;
   const int r = world.rank(), s = world.size();
   std::string why = "unset";
@@ -28,7 +28,7 @@ TEST(DataPlane, NcclUsableWhenEveryRankHasItsOwnGpu) {
   EXPECT_EQ(why, "rank(s) " + std::to_string(s - 1) + " have no GPU");
 }
 
-TEST(DataPlane, CpuBackendUsesMpiAndRefusesNccl) {
+TEST(TensorTransport, CpuBackendUsesMpiAndRefusesNccl) {
   MpiCommunicator world;
   runtime::CpuBackend cpu;
   for (const char* setting : {"auto", "mpi"}) {

@@ -5,8 +5,8 @@
 #include <utility>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
-#include "parallel/topology.h"
+#include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/topology.h"
 #include "runtime/error.h"
 
 namespace nupipe::parallel {

@@ -12,10 +12,10 @@
 
 #include "optim/adamw.h"
 #include "optim/zero.h"
-#include "parallel/pipeline_executor.h"
-#include "parallel/stage_layout.h"
-#include "parallel/staged_communicator.h"
-#include "parallel/topology.h"
+#include "parallel/pipeline/executor.h"
+#include "parallel/pipeline/stage_layout.h"
+#include "parallel/comm/staged_communicator.h"
+#include "parallel/comm/topology.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/layers/embedding.h"
 

@@ -8,8 +8,8 @@
 #include <limits>
 #include <random>
 
-#include "parallel/planner.h"
-#include "parallel/simulator.h"
+#include "parallel/plan/planner.h"
+#include "parallel/plan/simulator.h"
 
 namespace nupipe::parallel {
 namespace {

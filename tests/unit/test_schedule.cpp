@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/schedule.h"
+#include "parallel/pipeline/schedule.h"
 #include "runtime/error.h"
 
 namespace nupipe::parallel {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/stage_layout.h"
+#include "parallel/pipeline/stage_layout.h"
 #include "runtime/error.h"
 #include "runtime/layers/block.h"
 #include "runtime/layers/embedding.h"
@@ -221,7 +221,7 @@ TEST(StageLayout, EveryHintedSplitIsAccepted) {
   }
 }
 
-// "auto" is resolved by the planner (parallel/planner.h), never here; but a split that cannot
+// "auto" is resolved by the planner (parallel/plan/planner.h), never here; but a split that cannot
 // exist is said so.
 TEST(StageLayout, AutoIsThePlanners) {
   EXPECT_CONTAINS(error_of({Kind::automatic, {}}, 4, 10).what(), "resolved by the planner");

@@ -14,7 +14,7 @@
 #include <string>
 #include <thread>
 
-#include "parallel/watchdog.h"
+#include "parallel/session/watchdog.h"
 
 namespace fs = std::filesystem;
 using nupipe::parallel::Watchdog;
