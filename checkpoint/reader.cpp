@@ -14,9 +14,30 @@ namespace nupipe::checkpoint {
 
 namespace {
 
+// The manifest's step and layout against the file's own attributes. The manifest has no
+// checksum of its own, so an edited or misplaced one would otherwise name a checkpoint that is
+// not there; asked only once the file's bytes are proven intact (checksums before parse).
+std::vector<std::string> manifest_matches_file(const std::string& dir, const Manifest& m) {
+  const CheckpointInfo info = read_info(dir);
+  std::vector<std::string> problems;
+  const std::string where = dir + "/" + kManifestName + ": ";
+  if (m.step != info.state.step) {
+    problems.push_back(where + "says step " + std::to_string(m.step) + ", but " +
+                       kStateFileName + " holds step " + std::to_string(info.state.step));
+  }
+  if (m.layout != info.layout.describe()) {
+    problems.push_back(where + "says layout \"" + m.layout + "\", but " + kStateFileName +
+                       " was written by \"" + info.layout.describe() + "\"");
+  }
+  return problems;
+}
+
 std::vector<std::string> verify_part(const std::string& dir, int part, int parts) {
   try {
-    return verify_files(dir, Manifest::read(dir), part, parts);
+    const Manifest manifest = Manifest::read(dir);
+    std::vector<std::string> problems = verify_files(dir, manifest, part, parts);
+    if (problems.empty() && part == 0) problems = manifest_matches_file(dir, manifest);
+    return problems;
   } catch (const Error& e) {
     return {e.what()};
   }

@@ -2,9 +2,14 @@
 #include "launcher/checkpointing.h"
 #include "launcher/report.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -49,11 +54,57 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The last component of a path as written ("a/step_00000008.tmp/" -> "step_00000008.tmp").
+std::string last_component(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return fs::path(path).filename().string();
+}
+
 }  // namespace
+
+void require_writable_checkpoint_dir(const Config& cfg) {
+  if (cfg.checkpoint.every <= 0) return;
+  const std::string root = cfg.checkpoint_dir();
+  const char* hint = "give a writable directory (--set checkpoint.dir=DIR), or train without "
+                     "checkpoints (--set checkpoint.every=0)";
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) throw usage_error("checkpoint.dir " + root + " cannot be created: " + ec.message(), hint);
+  const std::string probe = root + "/.write_probe." + std::to_string(::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw usage_error("checkpoint.dir " + root + " cannot be written: " + std::strerror(errno),
+                      hint);
+  }
+  const bool wrote = ::write(fd, "x", 1) == 1;
+  const int err = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (!wrote) {
+    throw usage_error("checkpoint.dir " + root + " cannot be written: " + std::strerror(err),
+                      hint);
+  }
+}
 
 ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& world) {
   ResumePoint rp;
   const std::string root = cfg.checkpoint_dir();
+  const std::string& mode = cfg.checkpoint.resume;
+  // An unfinished save named explicitly is refused before anything is looked at (rank 0 would
+  // otherwise remove it as a leftover, and a complete-looking one was never committed).
+  if (mode != "auto" && mode != "never") {
+    std::string path = mode;
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    const std::string name = last_component(path);
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
+      const std::string committed = path.substr(0, path.size() - 4);
+      throw checkpoint_error(
+          "checkpoint.resume = " + mode + " is an unfinished save (a .tmp directory is one "
+          "that never committed): it is never loaded",
+          "name a committed checkpoint, e.g. " + committed + " if that save committed later "
+          "(nupipe ckpt verify DIR checks one), or resume = \"auto\" for the newest");
+    }
+  }
   // Rank 0 reads the directory (shared by every rank) and tells the others.
   std::string listing;
   if (world.rank() == 0) {
@@ -67,7 +118,6 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
   }
   std::vector<std::string> candidates = split_lines(world.broadcast_text(listing));
   rp.checkpoints_exist = !candidates.empty();
-  const std::string& mode = cfg.checkpoint.resume;
   if (mode == "never") {
     if (rp.checkpoints_exist) {
       throw usage_error("checkpoint.resume = \"never\" but " + root + " holds " +

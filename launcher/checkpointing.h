@@ -35,6 +35,11 @@ struct ResumePoint {
 // Uncommitted leftovers (step_N.tmp) are never loaded; rank 0 removes them.
 ResumePoint find_resume_point(const Config& config, parallel::MpiCommunicator& world);
 
+// checkpoint.dir takes a save: created when missing, and a probe file written and removed in
+// it, when checkpoint.every > 0. Otherwise the run would train `every` steps and then stop at
+// its first save. Throws usage_error (exit 2) naming the directory and the reason. Rank 0.
+void require_writable_checkpoint_dir(const Config& config);
+
 // The keys that differ between the checkpoint's config and this run's, as one log line of
 // `key: old -> new`: first those that change the training (hyper-parameters, data, precision,
 // train.steps: the continuation is then not the uninterrupted run), then those that only

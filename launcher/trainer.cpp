@@ -121,6 +121,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   }
   parallel::agree(world_comm, [&] {
     if (world.is_root()) {
+      require_writable_checkpoint_dir(cfg);
       prepare_run_dir(cfg, *log, rp.dir.empty() ? 0 : rp.info.state.step,
                       cfg.checkpoint.resume != "never");
     }
