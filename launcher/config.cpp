@@ -25,6 +25,7 @@
 #include "parallel/pipeline/stage_layout.h"
 #include "runtime/cpu/onednn_gemm.h"
 #include "runtime/error.h"
+#include "runtime/printable.h"
 
 namespace nupipe::launcher {
 namespace {
@@ -424,6 +425,14 @@ std::string trim(std::string_view s) {
 void apply_override(toml::table& root, const std::string& text, Origins& origins) {
   const std::string where = "--set " + text;
   const std::string form_hint = "write it as --set section.key=value, e.g. --set train.steps=100";
+  if (const size_t bad = first_invalid_utf8(text); bad != std::string::npos) {
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned>(static_cast<uint8_t>(text[bad])));
+    throw usage_error(where + ": not UTF-8 text (byte " + byte + " at offset " +
+                          std::to_string(bad) + "): config values are TOML strings, which are "
+                          "UTF-8, and the run's config.toml must hold them",
+                      "write the value in UTF-8 (rename a path whose name is not)");
+  }
   const size_t eq = text.find('=');
   if (eq == std::string::npos)
     throw usage_error("malformed override '" + text + "': expected section.key=value", form_hint);

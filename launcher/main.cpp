@@ -90,7 +90,7 @@ int run_train(const parallel::World& world, const std::string& config_path,
                                (world.size() > 1 ? "s" : "") + " with " + fix));
   }
   auto log = make_logger(world);
-  log->info("nupipe train {} ({} rank{})", config_path, world.size(), world.size() > 1 ? "s" : "");
+  log->info("nupipe train {} ({} rank{})", printable(config_path), world.size(), world.size() > 1 ? "s" : "");
   // From the moment the run holds run.dir, run.dir/outcome.json records how it ended.
   launcher::OutcomeRecorder outcome(world, cfg.train.steps, cfg.checkpoint_dir());
   launcher::TrainHooks hooks;
@@ -245,8 +245,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);  // prints help or the error
-    return rc == 0 ? 0 : static_cast<int>(ExitCode::usage);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // CLI11's message, with bytes that are not UTF-8 (a file's name) shown as \xNN.
+    std::fprintf(stderr, "%s\nRun with --help for more information.\n",
+                 printable(e.what()).c_str());
+    return static_cast<int>(ExitCode::usage);
   }
 
   // Tools that run on one process answer without MPI.

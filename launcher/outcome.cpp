@@ -128,7 +128,7 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
   o.reported_by = world_.rank();
   const checkpoint::Catalog cat = checkpoint::list_checkpoints(checkpoint_dir_);
   if (!cat.committed.empty()) {
-    o.checkpoint = std::filesystem::absolute(cat.committed.front().path).string();
+    o.checkpoint = printable(std::filesystem::absolute(cat.committed.front().path).string());
     o.checkpoint_step = cat.committed.front().step;
   }
   const double ended = unix_now();
@@ -153,7 +153,10 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
   j["started_at"] = utc_text(started_unix_);
   j["ended_at"] = utc_text(ended);
   j["elapsed_s"] = std::round((ended - started_unix_) * 1000.0) / 1000.0;
-  const std::string text = j.dump(2) + "\n";
+  // Every string above is printable() (Error's messages are); `replace` is the last guard, so
+  // that no byte can keep the record from being written.
+  const std::string text =
+      j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 
   // One temporary file per rank: survivors of a peer failure may write at the same moment.
   // No fsync on the peer-failure path: a hung filesystem must not keep the rank from exiting.

@@ -1,9 +1,12 @@
 // error.h: the error type every layer throws, carrying the process exit code it maps to.
-// Messages name the problem; the hint says what to do about it.
+// Messages name the problem; the hint says what to do about it. Both are printable(): a
+// path or value that is not UTF-8 shows its bytes as \xNN, never raw.
 #pragma once
 
 #include <stdexcept>
 #include <string>
+
+#include "runtime/printable.h"
 
 namespace nupipe {
 
@@ -20,8 +23,8 @@ enum class ExitCode : int {
 
 class Error : public std::runtime_error {
  public:
-  Error(ExitCode code, const std::string& what, std::string hint = {})
-      : std::runtime_error(what), code_(code), hint_(std::move(hint)) {}
+  Error(ExitCode code, const std::string& what, const std::string& hint = {})
+      : std::runtime_error(printable(what)), code_(code), hint_(printable(hint)) {}
   ExitCode code() const { return code_; }
   const std::string& hint() const { return hint_; }
 
