@@ -54,12 +54,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// The last component of a path as written ("a/step_00000008.tmp/" -> "step_00000008.tmp").
-std::string last_component(std::string path) {
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  return fs::path(path).filename().string();
-}
-
 }  // namespace
 
 void require_writable_checkpoint_dir(const Config& cfg) {
@@ -69,7 +63,9 @@ void require_writable_checkpoint_dir(const Config& cfg) {
                      "checkpoints (--set checkpoint.every=0)";
   std::error_code ec;
   fs::create_directories(root, ec);
-  if (ec) throw usage_error("checkpoint.dir " + root + " cannot be created: " + ec.message(), hint);
+  if (ec) {
+    throw usage_error("checkpoint.dir " + root + " cannot be created: " + ec.message(), hint);
+  }
   const std::string probe = root + "/.write_probe." + std::to_string(::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
@@ -93,9 +89,9 @@ ResumePoint find_resume_point(const Config& cfg, parallel::MpiCommunicator& worl
   // An unfinished save named explicitly is refused before anything is looked at (rank 0 would
   // otherwise remove it as a leftover, and a complete-looking one was never committed).
   if (mode != "auto" && mode != "never") {
-    std::string path = mode;
+    std::string path = mode;  // as written, without trailing slashes
     while (path.size() > 1 && path.back() == '/') path.pop_back();
-    const std::string name = last_component(path);
+    const std::string name = fs::path(path).filename().string();
     if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) {
       const std::string committed = path.substr(0, path.size() - 4);
       throw checkpoint_error(

@@ -425,12 +425,11 @@ std::string trim(std::string_view s) {
 void apply_override(toml::table& root, const std::string& text, Origins& origins) {
   const std::string where = "--set " + text;
   const std::string form_hint = "write it as --set section.key=value, e.g. --set train.steps=100";
+  // (The message shows the offending bytes as \xNN: Error's text is printable().)
   if (const size_t bad = first_invalid_utf8(text); bad != std::string::npos) {
-    char byte[8];
-    std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned>(static_cast<uint8_t>(text[bad])));
-    throw usage_error(where + ": not UTF-8 text (byte " + byte + " at offset " +
-                          std::to_string(bad) + "): config values are TOML strings, which are "
-                          "UTF-8, and the run's config.toml must hold them",
+    throw usage_error(where + ": not UTF-8 text (at byte " + std::to_string(bad) +
+                          "): config values are TOML strings, which are UTF-8, and the run's "
+                          "config.toml must hold them",
                       "write the value in UTF-8 (rename a path whose name is not)");
   }
   const size_t eq = text.find('=');

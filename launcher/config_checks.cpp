@@ -67,8 +67,8 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   const auto& p = c.parallel;
   ck.at_least("parallel.pipeline", p.pipeline, 1);
   ck.at_least("parallel.data", p.data, 1);
-  // The split's rules live in parallel/pipeline/stage_layout (one place); its refusal is reported at
-  // the key that most likely caused it.
+  // The split's rules live in parallel/pipeline/stage_layout (one place); its refusal is
+  // reported at the key that most likely caused it.
   const bool planned = p.stage_layers.kind == parallel::StageLayersSpec::Kind::automatic;
   parallel::StageLayout layout;
   try {

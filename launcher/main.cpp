@@ -90,7 +90,8 @@ int run_train(const parallel::World& world, const std::string& config_path,
                                (world.size() > 1 ? "s" : "") + " with " + fix));
   }
   auto log = make_logger(world);
-  log->info("nupipe train {} ({} rank{})", printable(config_path), world.size(), world.size() > 1 ? "s" : "");
+  log->info("nupipe train {} ({} rank{})", printable(config_path), world.size(),
+            world.size() > 1 ? "s" : "");
   // From the moment the run holds run.dir, run.dir/outcome.json records how it ended.
   launcher::OutcomeRecorder outcome(world, cfg.train.steps, cfg.checkpoint_dir());
   launcher::TrainHooks hooks;

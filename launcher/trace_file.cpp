@@ -48,7 +48,7 @@ void write_chrome_trace(const parallel::Trace& trace, const parallel::Topology& 
   for (const parallel::Trace::Span& s : trace.spans()) {
     nlohmann::json e = {{"name", s.name}, {"cat", s.category}, {"ph", "X"},
                         {"ts", s.start_us}, {"dur", s.duration_us}, {"pid", pid},
-                        {"tid", 0},        {"args", {{"step", s.step + 1}}}};  // 1-based, as the log
+                        {"tid", 0},        {"args", {{"step", s.step + 1}}}};  // from 1, as the log
     if (s.microbatch >= 0) e["args"]["microbatch"] = s.microbatch;
     events.push_back(std::move(e));
   }

@@ -58,7 +58,8 @@ std::string printable(std::string_view text) {
       i += n;
     } else {
       char esc[5];
-      std::snprintf(esc, sizeof esc, "\\x%02x", static_cast<unsigned>(static_cast<uint8_t>(text[i])));
+      const unsigned byte = static_cast<uint8_t>(text[i]);
+      std::snprintf(esc, sizeof esc, "\\x%02x", byte);
       out += esc;
       ++i;
     }

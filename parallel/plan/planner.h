@@ -77,8 +77,8 @@ Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers);
 // for the best), to say what the choice beat; nothing when no other split fits.
 std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best);
 
-// Valid block counts per stage (parallel/pipeline/stage_layout.h's rules): every entry >= 0, summing to
-// n_layer, middle stages at least one block.
+// Valid block counts per stage (parallel/pipeline/stage_layout.h's rules): every entry >= 0,
+// summing to n_layer, middle stages at least one block.
 bool valid_split(const std::vector<int>& layers, int n_layer);
 // The uniform split of make_stage_layout.
 std::vector<int> uniform_split(int pipeline, int n_layer);

@@ -23,7 +23,7 @@ TEST(CliBytes, ANonUtf8SetValueIsRefusedAndShownEscaped) {
   const ProcessResult r = run_train(tiny_config(), {"run.dir=" + run, "train.steps=2"},
                                     tmp.path());
   EXPECT_EQ(r.exit_code, 2) << r;
-  EXPECT_NE(r.output.find("not UTF-8 text (byte 0xff at offset"), std::string::npos) << r;
+  EXPECT_NE(r.output.find("not UTF-8 text (at byte "), std::string::npos) << r;
   EXPECT_NE(r.output.find("r\\xffx"), std::string::npos) << r;
   EXPECT_FALSE(has_raw_byte(r.output)) << r;
   EXPECT_FALSE(fs::exists(run));

@@ -1,5 +1,5 @@
-"""watchdog_cases.py: the watchdog's contract (parallel/session/watchdog.h) with real ranks under mpirun,
-on both sides of the line, with runtime.peer_timeout_s = T = 2 s:
+"""watchdog_cases.py: the watchdog's contract (parallel/session/watchdog.h) with real ranks under
+mpirun, on both sides of the line, with runtime.peer_timeout_s = T = 2 s:
   stall_below:   one rank, then another, stopped (SIGSTOP) for 0.7 T and continued (SIGCONT):
                  no rank gives up, the run finishes every step and exits 0;
   stall_forever: one rank stopped for good, Open MPI told not to end the job: every other rank
