@@ -436,6 +436,11 @@ void H5TensorReader::read_into(const std::string& name, int32_t* out,
   read_typed(t, name, out);
 }
 
+void H5TensorReader::require_f32(const std::string& name,
+                                 const std::vector<int64_t>& expect) const {
+  check_shape(name, open_typed(name, true).shape, expect);
+}
+
 void H5TensorReader::read_range(const std::string& name, int64_t begin, float* out,
                                 int64_t n) const {
   const std::string ctx = "reading elements [" + std::to_string(begin) + ", " +

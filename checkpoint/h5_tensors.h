@@ -103,6 +103,8 @@ class H5TensorReader {
   void read_into(const std::string& name, int32_t* out, const std::vector<int64_t>& expect) const;
   // Elements [begin, begin + n) of the row-major flattening of float32 dataset `name`.
   void read_range(const std::string& name, int64_t begin, float* out, int64_t n) const;
+  // Refuses (as read_f32 with `expect` does) a dataset that is not float32 of that shape.
+  void require_f32(const std::string& name, const std::vector<int64_t>& expect) const;
 
   // True when a dataset (not a group) of that name exists.
   bool has(const std::string& name) const;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <new>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +48,31 @@ bool hash_range(int fd, int64_t offset, int64_t bytes, uint64_t* out) {
 }  // namespace
 
 uint64_t xxh3(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+
+struct Xxh3Stream::State {
+  XXH3_state_t* s;
+};
+
+Xxh3Stream::Xxh3Stream() : state_(new State{XXH3_createState()}) {
+  if (state_->s == nullptr) {
+    delete state_;
+    throw std::bad_alloc();
+  }
+  reset();
+}
+
+Xxh3Stream::~Xxh3Stream() {
+  XXH3_freeState(state_->s);
+  delete state_;
+}
+
+void Xxh3Stream::reset() { XXH3_64bits_reset(state_->s); }
+
+void Xxh3Stream::update(const void* data, size_t bytes) {
+  XXH3_64bits_update(state_->s, data, bytes);
+}
+
+uint64_t Xxh3Stream::digest() const { return XXH3_64bits_digest(state_->s); }
 
 std::string Manifest::to_json() const {
   nlohmann::json j;

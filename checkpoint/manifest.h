@@ -44,6 +44,23 @@ struct Manifest {
 
 uint64_t xxh3(const void* data, size_t bytes);
 
+// XXH3-64 over bytes fed in pieces: digest() equals xxh3() of their concatenation (a region
+// hashed a staged chunk at a time has the checksum of the region hashed at once).
+class Xxh3Stream {
+ public:
+  Xxh3Stream();
+  ~Xxh3Stream();
+  Xxh3Stream(const Xxh3Stream&) = delete;
+  Xxh3Stream& operator=(const Xxh3Stream&) = delete;
+  void reset();
+  void update(const void* data, size_t bytes);
+  uint64_t digest() const;
+
+ private:
+  struct State;
+  State* state_;
+};
+
 // Hashes `file`'s bytes between the given regions (what no region covers: HDF5's metadata)
 // and returns those as regions named "hdf5 metadata"; `regions` must not overlap.
 std::vector<Region> hash_gaps(const std::string& path, int64_t file_bytes,

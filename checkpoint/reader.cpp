@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "checkpoint/h5_tensors.h"
+#include "checkpoint/host_staging.h"
 #include "checkpoint/manifest.h"
 #include "checkpoint/writer.h"
 #include "runtime/error.h"
@@ -100,32 +101,38 @@ CheckpointInfo read_info(const std::string& dir) {
 }
 
 void load_rank_part(const std::string& dir, runtime::ParamStore& store, optim::AdamW& adamw,
-                    int64_t optimizer_steps) {
+                    int64_t optimizer_steps, size_t staging_bytes) {
   H5TensorReader r(dir + "/" + kStateFileName);
+  // Every tensor and range goes file -> host chunk -> device, a chunk at a time.
+  HostStaging staging(store.backend(), staging_bytes);
+  auto read = [&](const std::string& dataset, int64_t in_tensor, runtime::DevPtr dst,
+                  int64_t n) {
+    staging.from_host(dst, n, [&](float* host, int64_t first, int64_t count) {
+      r.read_range(dataset, in_tensor + first, host, count);
+    });
+  };
   for (const runtime::TensorSpec& s : store.specs()) {
-    runtime::Tensor t = store.param(s.name);
-    std::vector<float> host(static_cast<size_t>(s.numel()));
-    r.read_into(model_dataset(s.name), host.data(), s.shape);
-    runtime::from_host(t, host);
+    r.require_f32(model_dataset(s.name), s.shape);
+    read(model_dataset(s.name), 0, store.param(s.name).data(), s.numel());
   }
-  // The optimizer range's pieces of tensors (its padding keeps its zeros).
+  // The optimizer range's pieces of tensors; its padding (in no dataset) is zero.
   const int64_t end = std::min(adamw.end(), store.numel());
-  std::vector<float> m(static_cast<size_t>(adamw.end() - adamw.begin()), 0.0f);
-  std::vector<float> v(m.size(), 0.0f);
+  const bool master = adamw.owns_master();  // the exact fp32 weights (the compute copy is rounded)
   for (const runtime::SpecPiece& p : store.pieces(adamw.begin(), end)) {
     const int64_t in_tensor = p.begin - p.spec->offset, local = p.begin - adamw.begin();
-    r.read_range(exp_avg_dataset(p.spec->name), in_tensor, m.data() + local, p.numel());
-    r.read_range(exp_avg_sq_dataset(p.spec->name), in_tensor, v.data() + local, p.numel());
-  }
-  runtime::from_host(adamw.exp_avg(), m);
-  runtime::from_host(adamw.exp_avg_sq(), v);
-  if (adamw.owns_master()) {  // the exact fp32 weights (the compute copy above is rounded)
-    std::vector<float> w(m.size(), 0.0f);
-    for (const runtime::SpecPiece& p : store.pieces(adamw.begin(), end)) {
-      r.read_range(model_dataset(p.spec->name), p.begin - p.spec->offset,
-                   w.data() + (p.begin - adamw.begin()), p.numel());
+    read(exp_avg_dataset(p.spec->name), in_tensor, adamw.exp_avg().data() + local, p.numel());
+    read(exp_avg_sq_dataset(p.spec->name), in_tensor, adamw.exp_avg_sq().data() + local,
+         p.numel());
+    if (master) {
+      read(model_dataset(p.spec->name), in_tensor, adamw.master().data() + local, p.numel());
     }
-    runtime::from_host(adamw.master(), w);
+  }
+  const int64_t pad_begin = std::max(adamw.begin(), end), pad = adamw.end() - pad_begin;
+  if (pad > 0) {
+    const int64_t local = pad_begin - adamw.begin();
+    staging.zeros_to_device(adamw.exp_avg().data() + local, pad);
+    staging.zeros_to_device(adamw.exp_avg_sq().data() + local, pad);
+    if (master) staging.zeros_to_device(adamw.master().data() + local, pad);
   }
   adamw.set_steps_taken(optimizer_steps);
 }

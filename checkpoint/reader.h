@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint_info.h"
+#include "checkpoint/host_staging.h"
 #include "optim/adamw.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "runtime/param_store.h"
@@ -27,9 +28,10 @@ CheckpointInfo read_info(const std::string& dir);
 
 // Reads this rank's part: every tensor of the store (a tied copy from its owner's dataset)
 // and the optimizer state of adamw's flat range, then sets adamw's step count. Throws
-// nupipe::Error (checkpoint) when a dataset is missing or has another shape.
+// nupipe::Error (checkpoint) when a dataset is missing or has another shape. The values pass
+// file -> host -> device through a host buffer of at most staging_bytes (host_staging.h).
 void load_rank_part(const std::string& dir, runtime::ParamStore& store, optim::AdamW& adamw,
-                    int64_t optimizer_steps);
+                    int64_t optimizer_steps, size_t staging_bytes = kStagingBytes);
 
 // Every global tensor of the checkpoint (model/..., optim/...): name -> shape, for inspect.
 std::vector<std::pair<std::string, std::vector<int64_t>>> list_tensors(const std::string& dir);

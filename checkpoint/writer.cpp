@@ -1,5 +1,5 @@
-// writer.cpp: the collective save: datasets created together, pieces written independently
-// and hashed from memory, HDF5 metadata hashed by rank 0, manifest last, rename to commit.
+// writer.cpp: the collective save: datasets created together, pieces staged to the host and
+// written and hashed a chunk at a time, HDF5 metadata hashed by rank 0, manifest last, rename.
 #include "checkpoint/writer.h"
 
 #include <sys/stat.h>
@@ -65,8 +65,8 @@ void write_attributes(H5TensorWriter& w, const CheckpointInfo& info) {
 }
 
 // One piece this rank writes: `n` elements of dataset `name` from element `begin` of its
-// flattening, from `data` (host memory: the cpu backend's buffers; a device backend stages
-// them to the host first).
+// flattening, from `data`: the backend's memory (a device pointer), never read here but
+// through HostStaging.
 struct Piece {
   std::string name;
   int64_t begin = 0;
@@ -150,12 +150,19 @@ SaveResult save_steps(const std::string& root, const CheckpointInfo& info,
     });
     phase("checkpoint: writing tensors");
     parallel::agree(world, [&] {
+      // Each piece a chunk at a time: to the host, into the file, into the piece's checksum.
+      HostStaging staging(part.store->backend(), part.staging_bytes);
+      Xxh3Stream hash;
       for (const Piece& p : pieces_of(part)) {
-        w->write_range(p.name, p.begin, p.data, p.n);
+        hash.reset();
+        staging.to_host(p.data, p.n, [&](const float* host, int64_t first, int64_t count) {
+          w->write_range(p.name, p.begin + first, host, count);
+          hash.update(host, static_cast<size_t>(count) * sizeof(float));
+        });
         const int64_t bytes = p.n * static_cast<int64_t>(sizeof(float));
         mine.push_back({range_name(p.name, p.begin, p.n),
                         offsets.at(p.name) + p.begin * static_cast<int64_t>(sizeof(float)), bytes,
-                        xxh3(p.data, static_cast<size_t>(bytes))});
+                        hash.digest()});
         phase("checkpoint: writing tensors");
       }
     });

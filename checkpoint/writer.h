@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint_info.h"
+#include "checkpoint/host_staging.h"
 #include "optim/adamw.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "runtime/param_store.h"
@@ -19,11 +20,15 @@ namespace nupipe::checkpoint {
 // writes. Each replica of a stage writes its 1/data share of the stage's flat buffer (its
 // ZeRO-1 shard, which is also where its optimizer state lives when zero = 1), so the stage's
 // writing is spread over its replicas. Tied copies (spec.tied_copy) are written by their owner.
+// The tensors are read from the backend's memory through a host buffer of at most
+// staging_bytes, a chunk at a time (host_staging.h): HDF5 and the checksums see host memory
+// only, whatever the device.
 struct RankPart {
   const runtime::ParamStore* store = nullptr;
   const optim::AdamW* adamw = nullptr;
   int replica = 0;   // this rank's index in its stage's data group
   int replicas = 1;  // the data degree
+  size_t staging_bytes = kStagingBytes;
 };
 
 struct SaveResult {
