@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <sstream>
 
 #include "checkpoint/h5_check.h"
@@ -461,6 +462,59 @@ bool H5TensorReader::has(const std::string& name) const {
                              "opening " + q(name) + " in " + q(path_)),
                H5Oclose);
   return H5Iget_type(obj.get()) == H5I_DATASET;
+}
+
+std::vector<std::string> H5TensorReader::datasets() const {
+  std::vector<std::string> out;
+  const std::function<void(const std::string&, int)> walk = [&](const std::string& group,
+                                                                 int depth) {
+    if (depth > 32) {
+      throw checkpoint_error("groups of " + q(path_) + " are nested deeper than 32 below " +
+                             q(group));
+    }
+    for (const std::string& name : list(group)) {
+      const std::string full = group.empty() ? name : group + "/" + name;
+      H5L_info_t link{};
+      NUPIPE_H5_MSG(H5Lget_info(file_.get(), full.c_str(), &link, H5P_DEFAULT),
+                    "looking up " + q(full) + " in " + q(path_));
+      if (link.type != H5L_TYPE_HARD) {
+        throw checkpoint_error(q(full) + " in " + q(path_) + " is a " +
+                               (link.type == H5L_TYPE_SOFT       ? "soft"
+                                : link.type == H5L_TYPE_EXTERNAL ? "external"
+                                                                 : "user-defined") +
+                               " link; nupipe checkpoints hold none");
+      }
+      if (has(full)) {
+        out.push_back(full);
+      } else {
+        H5Handle obj(NUPIPE_H5_MSG(H5Oopen(file_.get(), full.c_str(), H5P_DEFAULT),
+                                   "opening " + q(full) + " in " + q(path_)),
+                     H5Oclose);
+        if (H5Iget_type(obj.get()) == H5I_GROUP) walk(full, depth + 1);
+      }
+    }
+  };
+  walk("", 0);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+H5TensorReader::Storage H5TensorReader::storage(const std::string& name) const {
+  H5Handle dset = open_dataset(name);
+  const std::string ctx = "reading where " + q(name) + " is stored in " + q(path_);
+  Storage st;
+  H5Handle dcpl(NUPIPE_H5_MSG(H5Dget_create_plist(dset.get()), ctx), H5Pclose);
+  st.contiguous = NUPIPE_H5_MSG(H5Pget_layout(dcpl.get()), ctx) == H5D_CONTIGUOUS &&
+                  NUPIPE_H5_MSG(H5Pget_external_count(dcpl.get()), ctx) == 0;
+  const haddr_t offset = H5Dget_offset(dset.get());  // HADDR_UNDEF without raising an error
+  H5Eclear2(H5E_DEFAULT);
+  if (st.contiguous && offset != HADDR_UNDEF) st.offset = static_cast<int64_t>(offset);
+  st.bytes = static_cast<int64_t>(H5Dget_storage_size(dset.get()));
+  H5Handle type(NUPIPE_H5_MSG(H5Dget_type(dset.get()), ctx), H5Tclose);
+  st.element_bytes = static_cast<int64_t>(H5Tget_size(type.get()));
+  H5Handle space(NUPIPE_H5_MSG(H5Dget_space(dset.get()), ctx), H5Sclose);
+  st.elements = static_cast<int64_t>(NUPIPE_H5_MSG(H5Sget_simple_extent_npoints(space.get()), ctx));
+  return st;
 }
 
 bool H5TensorReader::has_attr(const std::string& key) const {

@@ -108,6 +108,19 @@ class H5TensorReader {
 
   // True when a dataset (not a group) of that name exists.
   bool has(const std::string& name) const;
+  // Every dataset of the file by full name ("model/x"), sorted, walking groups from the root
+  // through hard links only; a soft, external or user-defined link, or groups nested deeper
+  // than 32, throw nupipe::Error (checkpoint): nupipe writes none.
+  std::vector<std::string> datasets() const;
+  // Where HDF5 keeps a dataset's elements (read from its metadata; no element is read).
+  struct Storage {
+    bool contiguous = false;    // one block of this file: no chunks, compact or external storage
+    int64_t offset = -1;        // that block's first byte in the file; -1 when not allocated
+    int64_t bytes = 0;          // the storage HDF5 holds for it (H5Dget_storage_size)
+    int64_t elements = 0;
+    int64_t element_bytes = 0;  // of its type in the file
+  };
+  Storage storage(const std::string& name) const;
   bool has_attr(const std::string& key) const;
   double attr_double(const std::string& key) const;  // any numeric attribute
   int64_t attr_int(const std::string& key) const;    // integer attributes only
