@@ -23,7 +23,25 @@ namespace nupipe::launcher {
 
 namespace {
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+// A multi-line reason on one line, whole: its lines trimmed, each after the first joined by
+// a space when the one before ends in ':' (a list follows it), else by "; ".
+std::string one_line(const std::string& s) {
+  std::string out;
+  size_t at = 0;
+  while (at <= s.size()) {
+    size_t end = s.find('\n', at);
+    if (end == std::string::npos) end = s.size();
+    size_t b = at, e = end;
+    while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\r')) ++b;
+    while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
+    if (e > b) {
+      if (!out.empty()) out += out.back() == ':' ? " " : "; ";
+      out.append(s, b, e - b);
+    }
+    at = end + 1;
+  }
+  return out;
+}
 
 // The number after `key` in `s` (digits only), or -1.
 int number_after(const std::string& s, const std::string& key) {
@@ -178,7 +196,7 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
   if (!first_by.empty()) {
     log.error("outcome: {} (exit {}) on rank {}, after rank {} recorded a failure in {}; that "
               "record stays{}", o.status, o.exit_code, o.reported_by, first_by, final_path,
-              o.reason.empty() ? std::string() : ": " + first_line(o.reason));
+              o.reason.empty() ? std::string() : ": " + one_line(o.reason));
     log.flush();
     return;
   }
@@ -200,7 +218,7 @@ void OutcomeRecorder::write(Outcome o, spdlog::logger& log) {
   if (o.failed_rank >= 0) line += ", rank " + std::to_string(o.failed_rank) + " failed first";
   line += o.checkpoint.empty() ? "; no checkpoint"
                                : "; last checkpoint " + o.checkpoint;
-  if (o.status == "failed") line += "; " + first_line(o.reason);
+  if (o.status == "failed") line += "; " + one_line(o.reason);
   line += problem.empty() ? "; recorded in " + final_path
                           : "; could not be recorded in " + final_path + ": " + problem;
   if (o.status == "failed") log.error("{}", line);
