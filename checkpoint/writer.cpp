@@ -16,7 +16,7 @@
 
 #include "checkpoint/h5_tensors.h"
 #include "checkpoint/manifest.h"
-#include "optim/zero.h"
+#include "checkpoint/snapshot.h"
 #include "parallel/comm/consensus.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
@@ -62,38 +62,6 @@ void write_attributes(H5TensorWriter& w, const CheckpointInfo& info) {
   w.attr("layout.zero", info.layout.zero);
   w.attr("layout.stage_layers", info.layout.stage_layers);
   w.attr("config", info.config_toml);
-}
-
-// One piece this rank writes: `n` elements of dataset `name` from element `begin` of its
-// flattening, from `data`: the backend's memory (a device pointer), never read here but
-// through HostStaging.
-struct Piece {
-  std::string name;
-  int64_t begin = 0;
-  const float* data = nullptr;
-  int64_t n = 0;
-};
-
-std::vector<Piece> pieces_of(const RankPart& part) {
-  const runtime::ParamStore& store = *part.store;
-  const optim::AdamW& adamw = *part.adamw;
-  const optim::Shard share = optim::shard_of(store.numel(), part.replicas, part.replica);
-  const int64_t end = std::min(share.end, store.numel());
-  NUPIPE_CHECK(adamw.begin() <= share.begin && end <= adamw.end(),
-               "the optimizer state does not cover this rank's checkpoint share");
-  std::vector<Piece> out;
-  const float* master = adamw.master().f32();  // fp32 master weights, whatever the precision
-  for (const runtime::SpecPiece& p : store.pieces(share.begin, end)) {
-    if (p.spec->tied_copy) continue;
-    const int64_t in_tensor = p.begin - p.spec->offset;
-    const int64_t in_state = p.begin - adamw.begin();
-    out.push_back({model_dataset(p.spec->name), in_tensor, master + in_state, p.numel()});
-    out.push_back({exp_avg_dataset(p.spec->name), in_tensor, adamw.exp_avg().f32() + in_state,
-                   p.numel()});
-    out.push_back({exp_avg_sq_dataset(p.spec->name), in_tensor,
-                   adamw.exp_avg_sq().f32() + in_state, p.numel()});
-  }
-  return out;
 }
 
 std::string range_name(const std::string& name, int64_t begin, int64_t n) {
@@ -151,14 +119,26 @@ SaveResult save_steps(const std::string& root, const CheckpointInfo& info,
     phase("checkpoint: writing tensors");
     parallel::agree(world, [&] {
       // Each piece a chunk at a time: to the host, into the file, into the piece's checksum.
-      HostStaging staging(part.store->backend(), part.staging_bytes);
+      // From a snapshot, the same chunks straight from its host memory.
       Xxh3Stream hash;
-      for (const Piece& p : pieces_of(part)) {
-        hash.reset();
-        staging.to_host(p.data, p.n, [&](const float* host, int64_t first, int64_t count) {
+      const auto chunk = static_cast<int64_t>(std::max<size_t>(1, part.staging_bytes / sizeof(float)));
+      auto sink = [&](const SavePiece& p) {
+        return [&](const float* host, int64_t first, int64_t count) {
           w->write_range(p.name, p.begin + first, host, count);
           hash.update(host, static_cast<size_t>(count) * sizeof(float));
-        });
+        };
+      };
+      std::optional<HostStaging> staging;
+      if (!part.snapshot) staging.emplace(part.store->backend(), part.staging_bytes);
+      for (const SavePiece& p : part.snapshot ? part.snapshot->pieces() : rank_pieces(part)) {
+        hash.reset();
+        if (staging) {
+          staging->to_host(p.data, p.n, sink(p));
+        } else {
+          for (int64_t first = 0; first < p.n; first += chunk) {
+            sink(p)(p.data + first, first, std::min(chunk, p.n - first));
+          }
+        }
         const int64_t bytes = p.n * static_cast<int64_t>(sizeof(float));
         mine.push_back({range_name(p.name, p.begin, p.n),
                         offsets.at(p.name) + p.begin * static_cast<int64_t>(sizeof(float)), bytes,

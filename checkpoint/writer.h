@@ -23,12 +23,17 @@ namespace nupipe::checkpoint {
 // The tensors are read from the backend's memory through a host buffer of at most
 // staging_bytes, a chunk at a time (host_staging.h): HDF5 and the checksums see host memory
 // only, whatever the device.
+// With `snapshot` set (an asynchronous save), the pieces are written from that host copy
+// instead (checkpoint/snapshot.h), and store and adamw are not read at all: training may go
+// on changing them meanwhile.
+class Snapshot;
 struct RankPart {
   const runtime::ParamStore* store = nullptr;
   const optim::AdamW* adamw = nullptr;
   int replica = 0;   // this rank's index in its stage's data group
   int replicas = 1;  // the data degree
   size_t staging_bytes = kStagingBytes;
+  const Snapshot* snapshot = nullptr;
 };
 
 struct SaveResult {

@@ -1,6 +1,7 @@
 // checkpointing.cpp: resume resolution, config differences, and the periodic save.
 #include "launcher/checkpointing.h"
 #include "launcher/report.h"
+#include "launcher/async_save.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -14,9 +15,11 @@
 #include <set>
 
 #include "checkpoint/catalog.h"
+#include "checkpoint/snapshot.h"
 #include "checkpoint/reader.h"
 #include "checkpoint/writer.h"
 #include "parallel/comm/consensus.h"
+#include "runtime/check.h"
 #include "runtime/error.h"
 
 #ifndef NUPIPE_VERSION
@@ -267,20 +270,30 @@ std::string nothing_to_train(const Config& cfg, const ResumePoint& rp) {
 }
 
 Checkpointer::Checkpointer(const Config& cfg, Stage& stage, parallel::ProcessGroups& groups,
-                           spdlog::logger& log)
+                           spdlog::logger& log, const parallel::Watchdog::Options* watchdog)
     : cfg_(cfg), stage_(stage), groups_(groups), log_(log),
       global_specs_(runtime::gpt_specs(stage.model_config,
-                                       runtime::StageSlice::whole(stage.model_config))) {}
+                                       runtime::StageSlice::whole(stage.model_config))),
+      snapshot_(host_memory_) {
+  if (cfg.checkpoint.async && cfg.checkpoint.every > 0) {
+    NUPIPE_CHECK(watchdog != nullptr, "checkpoint.async needs the watchdog's options");
+    async_ = std::make_unique<AsyncSave>(*watchdog);  // collective: the communicator's dup
+  }
+}
+
+Checkpointer::~Checkpointer() = default;
 
 bool Checkpointer::due(int64_t steps_done) const {
   const int every = cfg_.checkpoint.every;
   return every > 0 && (steps_done % every == 0 || steps_done == cfg_.train.steps);
 }
 
-bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why) {
-  const auto t0 = Clock::now();
-  parallel::MpiCommunicator& world = groups_.world_mpi();
-  const std::string root = cfg_.checkpoint_dir();
+int64_t Checkpointer::snapshot_bytes_predicted() const {
+  return checkpoint::snapshot_bytes(stage_.model->params().specs(), stage_.model->params().numel(),
+                                    groups_.topology().replica(), cfg_.parallel.data);
+}
+
+checkpoint::CheckpointInfo Checkpointer::info_of(const checkpoint::TrainingState& state) const {
   checkpoint::CheckpointInfo info;
   info.state = state;
   info.model = stage_.model_config;
@@ -290,59 +303,167 @@ bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why)
                       parallel::layer_counts(stage_.layout)})};  // "auto" as resolved
   info.config_toml = to_toml(cfg_);
   info.nupipe_version = nupipe_version();
+  return info;
+}
+
+Checkpointer::Committed Checkpointer::commit(const checkpoint::CheckpointInfo& info,
+                                             const checkpoint::RankPart& part,
+                                             parallel::MpiCommunicator& comm) const {
+  const std::string root = cfg_.checkpoint_dir();
+  Committed c;
+  const checkpoint::SaveResult r = checkpoint::save_checkpoint(root, info, global_specs_, part, comm);
+  c.dir = r.dir;
+  c.bytes = r.bytes;
+  c.save_s = r.seconds;
+  // Read back what was committed before anything older may go.
+  const auto t_verify = Clock::now();
+  const std::vector<std::string> problems = checkpoint::verify_checkpoint(r.dir, comm);
+  if (!problems.empty()) {
+    if (comm.rank() == 0) {  // uncommit it: a .tmp is never loaded and is cleaned up
+      std::error_code ec;
+      fs::rename(r.dir, r.dir + ".tmp", ec);
+    }
+    throw checkpoint_error("the checkpoint just written does not read back intact: " +
+                               join(problems, "; "),
+                           "the disk or filesystem corrupts data; the previous checkpoint is "
+                           "intact");
+  }
+  c.verify_s = seconds_since(t_verify);
+  if (comm.rank() == 0) {
+    c.deleted = checkpoint::apply_retention(root, cfg_.checkpoint.keep, cfg_.checkpoint.keep_every);
+  }
+  return c;
+}
+
+void Checkpointer::log_committed(const char* why, int64_t step, const Committed& c,
+                                 const std::string& extra) const {
+  const int keep_every = cfg_.checkpoint.keep_every;
+  const std::string milestone =
+      checkpoint::is_milestone(step, keep_every)
+          ? fmt::format(" | milestone (checkpoint.keep_every = {}): never removed by "
+                        "retention", keep_every)
+          : std::string();
+  const std::string removed =
+      c.deleted.empty()
+          ? std::string()
+          : fmt::format(" | removed {} older (checkpoint.keep = {}{})", c.deleted.size(),
+                        cfg_.checkpoint.keep,
+                        keep_every > 0
+                            ? fmt::format("; milestones every {} steps kept", keep_every)
+                            : std::string());
+  log_.info("checkpoint ({}): {} | {:.1f} MB in {:.2f} s ({:.0f} MB/s), read back in "
+            "{:.2f} s{}{}{}",
+            why, c.dir, c.bytes / 1e6, c.save_s, c.bytes / 1e6 / std::max(c.save_s, 1e-9),
+            c.verify_s, milestone, removed, extra);
+}
+
+bool Checkpointer::failed(const Error& e, int64_t step) {
+  if (e.code() != ExitCode::checkpoint || cfg_.checkpoint.on_write_error == "stop") throw e;
+  log_.error("checkpoint of step {} failed: {}; previous checkpoints are intact; training "
+             "goes on (checkpoint.on_write_error = \"continue\") and tries again at the next "
+             "interval",
+             step, e.what());
+  return false;
+}
+
+bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why) {
+  if (async_) return save_async(state, why);
+  const auto t0 = Clock::now();
   const checkpoint::RankPart part{&stage_.model->params(), &stage_.optimizer->adamw(),
                                   groups_.topology().replica(), cfg_.parallel.data};
   try {
-    const checkpoint::SaveResult r =
-        checkpoint::save_checkpoint(root, info, global_specs_, part, world);
-    // Read back what was committed before anything older may go.
-    const auto t_verify = Clock::now();
-    const std::vector<std::string> problems = checkpoint::verify_checkpoint(r.dir, world);
-    if (!problems.empty()) {
-      if (world.rank() == 0) {  // uncommit it: a .tmp is never loaded and is cleaned up
-        std::error_code ec;
-        fs::rename(r.dir, r.dir + ".tmp", ec);
-      }
-      throw checkpoint_error("the checkpoint just written does not read back intact: " +
-                                 join(problems, "; "),
-                             "the disk or filesystem corrupts data; the previous checkpoint is "
-                             "intact");
-    }
-    const double verify_s = seconds_since(t_verify);
-    std::vector<std::string> deleted;
-    const int keep_every = cfg_.checkpoint.keep_every;
-    if (world.rank() == 0) {
-      deleted = checkpoint::apply_retention(root, cfg_.checkpoint.keep, keep_every);
-    }
-    const double total_s = seconds_since(t0);
-    seconds_ += total_s;
+    const Committed c = commit(info_of(state), part, groups_.world_mpi());
+    seconds_ += seconds_since(t0);
     ++saves_;
-    const std::string milestone =
-        checkpoint::is_milestone(state.step, keep_every)
-            ? fmt::format(" | milestone (checkpoint.keep_every = {}): never removed by "
-                          "retention", keep_every)
-            : std::string();
-    const std::string removed =
-        deleted.empty()
-            ? std::string()
-            : fmt::format(" | removed {} older (checkpoint.keep = {}{})", deleted.size(),
-                          cfg_.checkpoint.keep,
-                          keep_every > 0
-                              ? fmt::format("; milestones every {} steps kept", keep_every)
-                              : std::string());
-    log_.info("checkpoint ({}): {} | {:.1f} MB in {:.2f} s ({:.0f} MB/s), read back in "
-              "{:.2f} s{}{}",
-              why, r.dir, r.bytes / 1e6, r.seconds, r.bytes / 1e6 / std::max(r.seconds, 1e-9),
-              verify_s, milestone, removed);
+    log_committed(why, state.step, c, "");
     return true;
   } catch (const Error& e) {
-    if (e.code() != ExitCode::checkpoint || cfg_.checkpoint.on_write_error == "stop") throw;
-    log_.error("checkpoint of step {} failed: {}; previous checkpoints are intact; training "
-               "goes on (checkpoint.on_write_error = \"continue\") and tries again at the next "
-               "interval",
-               state.step, e.what());
-    return false;
+    return failed(e, state.step);
   }
+}
+
+// ---- checkpoint.async -------------------------------------------------------------------
+
+bool Checkpointer::save_async(const checkpoint::TrainingState& state, const char* why) {
+  const auto t0 = Clock::now();
+  bool previous_ok = true;
+  if (async_->pending()) {  // at most one save in flight: this one waits for it
+    const int64_t previous = async_->step();
+    const double waited = async_->join();
+    waited_s_ += waited;
+    log_.warn("checkpoint: the background save of step {} was still being written when step "
+              "{} was due: training waited {:.3f} s for it (at most one save is in flight; "
+              "a longer checkpoint.every avoids the wait)",
+              previous, state.step, waited);
+    previous_ok = collect();
+  }
+  const auto t_snap = Clock::now();
+  checkpoint::RankPart part{&stage_.model->params(), &stage_.optimizer->adamw(),
+                            groups_.topology().replica(), cfg_.parallel.data};
+  snapshot_.take(part);
+  const double snap_s = seconds_since(t_snap);
+  snapshot_s_ += snap_s;
+  part.store = nullptr;  // the writer reads the snapshot only: training goes on meanwhile
+  part.adamw = nullptr;
+  part.snapshot = &snapshot_;
+  pending_why_ = why;
+  pending_stall_s_ = 0.0;
+  async_->start(state.step, [this, info = info_of(state), part](parallel::MpiCommunicator& c) {
+    pending_ = commit(info, part, c);
+  });
+  const double stall = seconds_since(t0);
+  pending_stall_s_ = stall;
+  seconds_ += stall;
+  log_.info("checkpoint ({}): step {}: {:.1f} MB snapshot to host memory in {:.3f} s; written, "
+            "checksummed and committed by thread {} while training goes on",
+            why, state.step, snapshot_.bytes() / 1e6, snap_s, AsyncSave::kThreadName);
+  return previous_ok;
+}
+
+bool Checkpointer::collect() {
+  const auto t0 = Clock::now();
+  const int64_t step = async_->step();
+  // Every rank's job agreed with the others over its own communicator already; this
+  // agreement makes the training threads take one verdict at the same step whatever it was.
+  try {
+    parallel::agree(groups_.world(), [&] {
+      if (async_->error()) throw *async_->error();
+    });
+  } catch (const Error& e) {
+    seconds_ += seconds_since(t0);
+    return failed(e, step);
+  }
+  ++saves_;
+  const double stall = pending_stall_s_ + seconds_since(t0);
+  seconds_ += seconds_since(t0);
+  log_committed(pending_why_, step, pending_,
+                fmt::format(" | in the background ({:.2f} s on thread {}); training stalled "
+                            "{:.3f} s for this save",
+                            async_->job_seconds(), AsyncSave::kThreadName, stall));
+  return true;
+}
+
+bool Checkpointer::poll() {
+  if (!async_ || !async_->pending()) return true;
+  const auto t0 = Clock::now();
+  const bool done = async_->all_done(groups_.world());
+  pending_stall_s_ += seconds_since(t0);
+  seconds_ += seconds_since(t0);
+  if (!done) return true;
+  async_->join();
+  return collect();
+}
+
+bool Checkpointer::finish() {
+  if (!async_ || !async_->pending()) return true;
+  const auto t0 = Clock::now();
+  const double waited = async_->join();
+  waited_s_ += waited;
+  pending_stall_s_ += seconds_since(t0);
+  seconds_ += seconds_since(t0);
+  log_.info("checkpoint: waited {:.3f} s for the background save of step {} to commit",
+            waited, async_->step());
+  return collect();
 }
 
 }  // namespace nupipe::launcher

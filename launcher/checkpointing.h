@@ -3,6 +3,7 @@
 // the configured interval with retention and the write-error policy.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,9 +11,13 @@
 #include <spdlog/logger.h>
 
 #include "checkpoint/checkpoint_info.h"
+#include "checkpoint/snapshot.h"
 #include "launcher/config.h"
 #include "launcher/stage.h"
 #include "parallel/comm/topology.h"
+#include "parallel/session/watchdog.h"
+#include "runtime/allocator.h"
+#include "runtime/error.h"
 
 namespace nupipe::launcher {
 
@@ -58,29 +63,80 @@ SettingChanges describe_changes(const Config& now, const std::string& saved_toml
 std::string nothing_to_train(const Config& config, const ResumePoint& resume);
 
 // Saves on the configured interval (collective).
+//
+// checkpoint.async = false: save() writes, commits, verifies and prunes before it returns.
+// checkpoint.async = true: save() copies this rank's share to host memory (a Snapshot) and a
+// background thread (AsyncSave) does the rest while training goes on; every guarantee of a
+// save holds (docs/checkpoint-format.md). At most one save is in flight: save() first waits
+// for the previous one (logged with the wait). poll() at every step boundary and finish()
+// before the run ends take its verdict, the same on every rank at the same step; a failure
+// then acts as a failed save does (exit 4, or logged with on_write_error = "continue").
+class AsyncSave;
 class Checkpointer {
  public:
+  // Collective when checkpoint.async (the background save's communicator is duplicated);
+  // `watchdog`: the main watchdog's options, for the background one.
   Checkpointer(const Config& config, Stage& stage, parallel::ProcessGroups& groups,
-               spdlog::logger& log);
+               spdlog::logger& log, const parallel::Watchdog::Options* watchdog = nullptr);
+  ~Checkpointer();  // waits for a save in flight
 
   // checkpoint.every > 0 and `steps_done` is a multiple of it or the run's last step.
   bool due(int64_t steps_done) const;
   // Writes `state` with this rank's part, verifies the new checkpoint (every rank reading a
   // share), then deletes what checkpoint.keep no longer covers. A failure leaves the previous
   // checkpoints as they were; it throws nupipe::Error (4) with on_write_error = "stop", else
-  // is logged and returns false.
+  // is logged and returns false. Asynchronous: returns once the snapshot is taken (false when
+  // the previous save, waited for first, failed under "continue").
   bool save(const checkpoint::TrainingState& state, const char* why);
+  // Collective, at a step boundary: a background save that has ended on every rank is
+  // collected (its verdict as save()'s). No-op without one in flight.
+  bool poll();
+  // Collective: waits for the save in flight and collects it (the run's end, a stop).
+  bool finish();
+
+  bool async() const { return async_ != nullptr; }
+  // Seconds the training thread spent on saves: the whole save when synchronous; snapshots,
+  // waits and agreements when asynchronous.
   double seconds_spent() const { return seconds_; }
+  double snapshot_seconds() const { return snapshot_s_; }
+  double waited_seconds() const { return waited_s_; }
   int saves() const { return saves_; }
+  // The snapshot's host memory (MemTag::checkpoint_snapshot), measured and predicted.
+  const runtime::MemoryAccounting& host_memory() const { return host_memory_; }
+  int64_t snapshot_bytes_predicted() const;
 
  private:
+  struct Committed {
+    std::string dir;
+    int64_t bytes = 0;
+    double save_s = 0.0, verify_s = 0.0;
+    std::vector<std::string> deleted;
+  };
+  checkpoint::CheckpointInfo info_of(const checkpoint::TrainingState& state) const;
+  // Save, read-back verification, retention: collective over `comm` (any thread).
+  Committed commit(const checkpoint::CheckpointInfo& info, const checkpoint::RankPart& part,
+                   parallel::MpiCommunicator& comm) const;
+  void log_committed(const char* why, int64_t step, const Committed& c,
+                     const std::string& extra) const;
+  bool failed(const Error& e, int64_t step);  // rethrows unless on_write_error = "continue"
+  bool save_async(const checkpoint::TrainingState& state, const char* why);
+  bool collect();
+
   const Config& cfg_;
   Stage& stage_;
   parallel::ProcessGroups& groups_;
   spdlog::logger& log_;
   std::vector<runtime::TensorSpec> global_specs_;
-  double seconds_ = 0.0;
+  double seconds_ = 0.0, snapshot_s_ = 0.0, waited_s_ = 0.0;
   int saves_ = 0;
+  runtime::MemoryAccounting host_memory_;
+  checkpoint::Snapshot snapshot_;
+  std::unique_ptr<AsyncSave> async_;
+  // The save in flight: why, the training's stall for it so far, its result (set by the
+  // background thread, read after it is joined).
+  const char* pending_why_ = "";
+  double pending_stall_s_ = 0.0;
+  Committed pending_;
 };
 
 // The nupipe version recorded in checkpoints and printed by --version.

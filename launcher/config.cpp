@@ -104,6 +104,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("checkpoint.strict", checkpoint.strict),
       NUPIPE_KEY("checkpoint.on_signal", checkpoint.on_signal),
       NUPIPE_KEY("checkpoint.on_write_error", checkpoint.on_write_error),
+      NUPIPE_KEY("checkpoint.async", checkpoint.async),
       NUPIPE_KEY("run.dir", run.dir),
       NUPIPE_KEY("run.log_every", run.log_every),
       NUPIPE_KEY("run.trace", run.trace),

@@ -77,6 +77,7 @@ struct CheckpointOptions {
   bool strict = false;                   // a damaged newest checkpoint stops the run (exit 4)
   std::string on_signal = "save";        // SIGTERM/SIGINT: "save" then exit 0, or "exit" at once
   std::string on_write_error = "stop";   // a failed save: "stop" (exit 4) or "continue"
+  bool async = false;                    // save in the background from a host snapshot
 };
 
 struct Config {

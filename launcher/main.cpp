@@ -270,9 +270,18 @@ int main(int argc, char** argv) {
     return static_cast<int>(ExitCode::internal);
   }
 
+  // checkpoint.async's background save makes MPI calls of its own: MPI_THREAD_MULTIPLE is
+  // asked for only then (a config that does not load is reported by run_train, on rank 0).
+  bool threads_multiple = false;
+  if (*train) {
+    try {
+      threads_multiple = launcher::load_config(config_path, overrides).checkpoint.async;
+    } catch (const std::exception&) {
+    }
+  }
   std::unique_ptr<parallel::World> world;
   try {
-    world = std::make_unique<parallel::World>(&argc, &argv);
+    world = std::make_unique<parallel::World>(&argc, &argv, threads_multiple);
   } catch (const Error& e) {  // MPI could not start
     std::fprintf(stderr, "error: %s\n", e.what());
     return static_cast<int>(e.code());

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "launcher/checkpointing.h"
 #include "runtime/error.h"
 #include "runtime/posix_file.h"
 
@@ -10,7 +11,8 @@ namespace nupipe::launcher {
 
 using runtime::MemTag;
 
-void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const std::string& path) {
+void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const std::string& path,
+                       const Checkpointer* checkpointer) {
   const parallel::Topology& topo = groups.topology();
   const parallel::StageMemory& plan = s.plan.at(topo.stage());
   const auto& mem = s.backend->memory();
@@ -25,7 +27,7 @@ void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const st
   tag(MemTag::workspace, plan.workspace);
   tag(MemTag::loss_workspace, plan.loss_workspace);
   tag(MemTag::comm, 0);  // collectives run in place: nothing is allocated under it
-  const nlohmann::json mine = {{"rank", topo.rank},
+  nlohmann::json mine = {{"rank", topo.rank},
                                {"stage", topo.stage()},
                                {"replica", topo.replica()},
                                {"recompute_blocks", plan.recompute_blocks},
@@ -33,6 +35,12 @@ void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const st
                                {"predicted_total", plan.total()},
                                {"measured_peak_total", mem.peak_total()},
                                {"tags", tags}};
+  if (checkpointer && checkpointer->async()) {
+    mine["host_tags"] = {
+        {runtime::tag_name(MemTag::checkpoint_snapshot),
+         {{"predicted", checkpointer->snapshot_bytes_predicted()},
+          {"measured_peak", checkpointer->host_memory().peak(MemTag::checkpoint_snapshot)}}}};
+  }
   const std::vector<std::string> all = groups.world_mpi().gather_text(mine.dump());
   if (topo.rank != 0) return;
   nlohmann::json out = {{"ranks", nlohmann::json::array()}};

@@ -8,6 +8,7 @@
 
 #include "checkpoint/reader.h"
 #include "checkpoint/training_state.h"
+#include "launcher/async_save.h"
 #include "launcher/checkpointing.h"
 #include "launcher/memory_report.h"
 #include "launcher/metrics.h"
@@ -83,14 +84,24 @@ checkpoint::TrainingState start_state(const ResumePoint& rp, Stage& s, const Con
 TrainResult train(const Config& cfg, const parallel::World& world,
                   const std::shared_ptr<spdlog::logger>& log, const TrainHooks& hooks) {
   install_stop_handlers();
-  parallel::Watchdog watchdog({cfg.runtime.peer_timeout_s, world.rank(), world.size(),
-                               world.host(),
-                               [log, outcome = hooks.outcome](const std::string& m) {
-                                 log->error("{}", m);
-                                 if (outcome) outcome->peer_failure(m, *log);
-                                 log->flush();  // the process ends right after, without unwinding
-                               },
-                               {}});
+  // The background save's MPI calls come from a thread of their own (same verdict on every
+  // rank: they share the config and the MPI library).
+  if (cfg.checkpoint.async && cfg.checkpoint.every > 0 && !world.threads_multiple()) {
+    throw usage_error(std::string("checkpoint.async = true needs MPI_THREAD_MULTIPLE (the "
+                                  "background save makes MPI calls of its own); this MPI "
+                                  "provides ") + world.thread_level_name(),
+                      "use an MPI built with thread support (Open MPI is), or save "
+                      "synchronously (--set checkpoint.async=false)");
+  }
+  const parallel::Watchdog::Options watchdog_options{
+      cfg.runtime.peer_timeout_s, world.rank(), world.size(), world.host(),
+      [log, outcome = hooks.outcome](const std::string& m) {
+        log->error("{}", m);
+        if (outcome) outcome->peer_failure(m, *log);
+        log->flush();  // the process ends right after, without unwinding
+      },
+      {}, {}};
+  parallel::Watchdog watchdog(watchdog_options);
   parallel::ProcessGroups groups(cfg.parallel.pipeline, cfg.parallel.data, &watchdog);
   const parallel::Topology& topo = groups.topology();
   parallel::Communicator& world_comm = groups.world();
@@ -167,7 +178,20 @@ TrainResult train(const Config& cfg, const parallel::World& world,
 
   std::unique_ptr<MetricsLog> metrics;
   if (world.is_root()) metrics = std::make_unique<MetricsLog>(cfg.run.dir + "/metrics.jsonl");
-  Checkpointer checkpointer(cfg, s, groups, *log);
+  Checkpointer checkpointer(cfg, s, groups, *log, &watchdog_options);
+  if (world.is_root()) {
+    log->info("MPI thread level: {}{}", world.thread_level_name(),
+              checkpointer.async()
+                  ? fmt::format("; checkpoint.async: saves are written, checksummed and "
+                                "committed by thread {} over a communicator of its own (a "
+                                "duplicate of the world), its waits bounded by watchdog "
+                                "thread wd-{}; snapshot host memory {} per rank (rank 0, "
+                                "predicted)",
+                                AsyncSave::kThreadName, AsyncSave::kThreadName,
+                                runtime::format_bytes(static_cast<double>(
+                                    checkpointer.snapshot_bytes_predicted())))
+                  : std::string());
+  }
   if (hooks.on_start) hooks.on_start(checkpointer, state);
   world_comm.barrier();
   align_trace_clocks(*s.trace, groups.world_mpi(), world.host());  // one time axis
@@ -188,7 +212,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     if (step == result.first_step) {
       log_first_step(*log, s, cfg, topo, st);
       // The peaks of one training step (validation, which holds other buffers, not yet run).
-      write_memory_json(s, groups, cfg.run.dir + "/memory.json");
+      write_memory_json(s, groups, cfg.run.dir + "/memory.json", &checkpointer);
     }
 
     const bool last = state.step == steps;
@@ -214,6 +238,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     if (st.val_loss >= 0) result.final_val_loss = st.val_loss;
     result.steps = step + 1;
 
+    checkpointer.poll();  // a background save that has ended: its verdict, on every rank
     if (st.stop) {
       result.stopped = true;
       const bool save = cfg.checkpoint.on_signal == "save";
@@ -225,11 +250,26 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     if (checkpointer.due(state.step)) checkpointer.save(state, last ? "last step" : "interval");
     if (st.stop) break;
   }
+  // The last save (or the one a stop signal made) commits before the run may end.
+  checkpointer.finish();
   if (checkpointer.saves() > 0) {
     const double train_s = std::chrono::duration<double>(Clock::now() - t_start).count();
-    log->info("checkpoints: {} saved, {:.2f} s in all = {:.1f}% of the run's {:.1f} s",
-              checkpointer.saves(), checkpointer.seconds_spent(),
-              100.0 * checkpointer.seconds_spent() / std::max(train_s, 1e-9), train_s);
+    if (checkpointer.async()) {
+      log->info("checkpoints: {} saved in the background; training stalled {:.2f} s for them "
+                "in all = {:.2f}% of the run's {:.1f} s (snapshots {:.2f} s, waits for a save "
+                "in flight {:.2f} s)",
+                checkpointer.saves(), checkpointer.seconds_spent(),
+                100.0 * checkpointer.seconds_spent() / std::max(train_s, 1e-9), train_s,
+                checkpointer.snapshot_seconds(), checkpointer.waited_seconds());
+    } else {
+      log->info("checkpoints: {} saved, {:.2f} s in all = {:.1f}% of the run's {:.1f} s",
+                checkpointer.saves(), checkpointer.seconds_spent(),
+                100.0 * checkpointer.seconds_spent() / std::max(train_s, 1e-9), train_s);
+    }
+  }
+  // memory.json again, with the snapshot's measured peak (none exists at the first step).
+  if (checkpointer.async()) {
+    write_memory_json(s, groups, cfg.run.dir + "/memory.json", &checkpointer);
   }
   if (cfg.run.trace) write_chrome_trace(*s.trace, topo, world_comm, cfg.run.dir + "/trace.json");
   if (hooks.on_finish) hooks.on_finish(*s.model, groups);

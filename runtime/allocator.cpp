@@ -15,6 +15,7 @@ const char* tag_name(MemTag tag) {
     case MemTag::workspace: return "workspace";
     case MemTag::comm: return "comm";
     case MemTag::loss_workspace: return "loss_workspace";
+    case MemTag::checkpoint_snapshot: return "checkpoint_snapshot";
     case MemTag::count: break;
   }
   return "?";

@@ -11,6 +11,8 @@ namespace nupipe::runtime {
 
 // loss_workspace: the LM head's per-chunk buffers (final-LayerNorm output, logits) that
 // train.loss_chunk bounds; kept apart from `workspace` so the chunking is measurable.
+// checkpoint_snapshot: host memory, never a backend's: the copy of a rank's checkpoint share
+// an asynchronous save writes from (counted by the checkpointer's own MemoryAccounting).
 enum class MemTag : int {
   params,
   grads,
@@ -19,6 +21,7 @@ enum class MemTag : int {
   workspace,
   comm,
   loss_workspace,
+  checkpoint_snapshot,
   count
 };
 inline constexpr int kNumTags = static_cast<int>(MemTag::count);

@@ -2,6 +2,8 @@
 // report and exit (code 5) when it passes.
 #include "parallel/session/watchdog.h"
 
+#include <pthread.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -50,6 +52,9 @@ double seconds_between(std::chrono::steady_clock::time_point a,
 
 Watchdog::Watchdog(Options options) : opt_(std::move(options)) {
   thread_ = std::thread([this] { loop(); });
+  // Named for ps/top/gdb (at most 15 characters): the main thread's watchdog, or a thread's.
+  const std::string name = opt_.thread.empty() ? "nupipe-watchdog" : "wd-" + opt_.thread;
+  pthread_setname_np(thread_.native_handle(), name.substr(0, 15).c_str());
 }
 
 Watchdog::~Watchdog() {
@@ -251,8 +256,9 @@ void Watchdog::fire(const std::string& what, double waited_s, const std::vector<
   }
   beat(true);  // peers see this rank as alive (timed out, not the cause), and follow it
   char head[160];
-  std::snprintf(head, sizeof head, "rank %d on %s: no progress for %.1f s in ", opt_.rank,
-                opt_.host.c_str(), waited_s);
+  std::snprintf(head, sizeof head, "rank %d on %s%s%s%s: no progress for %.1f s in ", opt_.rank,
+                opt_.host.c_str(), opt_.thread.empty() ? "" : " (thread ",
+                opt_.thread.c_str(), opt_.thread.empty() ? "" : ")", waited_s);
   const std::string message =
       std::string(head) + what + (ranks.empty() ? "" : " (waiting for rank(s) " + ranks + ")") +
       verdict + "; runtime.peer_timeout_s = " + fmt_seconds(opt_.timeout_s) +

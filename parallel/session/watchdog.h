@@ -63,6 +63,10 @@ class Watchdog {
     std::function<void(const std::string&)> report;
     // Test hook: called instead of std::_Exit(5) when the watchdog fires.
     std::function<void(int code)> exit;
+    // The thread whose waits this watchdog bounds, named in its report and in the name of its
+    // own thread ("" the main one; "nupipe-ckpt": checkpoint.async's background save, which
+    // has a watchdog of its own without heartbeats, so rules 1 and the poll interval apply).
+    std::string thread;
   };
 
   explicit Watchdog(Options options);

@@ -105,6 +105,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.checkpoint.strict, b.checkpoint.strict);
   EXPECT_EQ(a.checkpoint.on_signal, b.checkpoint.on_signal);
   EXPECT_EQ(a.checkpoint.on_write_error, b.checkpoint.on_write_error);
+  EXPECT_EQ(a.checkpoint.async, b.checkpoint.async);
 }
 
 // Every key set away from its default (so a key read into the wrong field shows).
@@ -160,6 +161,7 @@ resume = "never"
 strict = true
 on_signal = "exit"
 on_write_error = "continue"
+async = true
 [run]
 dir = "runs/x"
 log_every = 7
@@ -502,7 +504,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 59u) << emitted;
+  EXPECT_EQ(lines, 60u) << emitted;
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");
