@@ -230,5 +230,123 @@ def case_restarts():
     print("PASS: automatic restart, bitwise")
 
 
+# ---- checkpoint.async: the same guarantees with the write in the background ---------------
+
+ASYNC = ["checkpoint.async=true"]
+
+
+def case_async_signal():
+    """SIGTERM during an async run: the save in flight commits, the final step is saved, exit
+    0; the relaunch (async too) ends with the synchronous uninterrupted run's records and
+    tensors, bit for bit, and its step-8/16 checkpoints hold the same bytes as the sync ones."""
+    ref = reference_run()
+    b = os.path.join(WORK, "async_signal")
+    shutil.rmtree(b, ignore_errors=True)
+    job = start_job(b, ASYNC)
+    wait_for(lambda: metrics_lines(b) >= 11, 60, "11 metrics lines")
+    for pid in job_pids(b).values():
+        os.kill(pid, signal.SIGTERM)
+    rc, out = finish(job)
+    check(rc == 0, "a stop signal must end the run with exit 0, got %d:\n%s" % (rc, out[-3000:]))
+    check("stop requested" in out and "checkpoint (on signal)" in out and
+          "in the background" in out, "no stop / background save lines:\n" + out[-3000:])
+    check("MPI thread level: MPI_THREAD_MULTIPLE" in out and "nupipe-ckpt" in out,
+          "the thread level and the save's thread are not logged:\n" + out[-3000:])
+    saved = sorted(d for d in os.listdir(b + "/checkpoints"))
+    check(not [d for d in saved if d.endswith(".tmp")], "a save left uncommitted: %s" % saved)
+    p = run(train_cmd(b, ASYNC), expect=0)
+    check("resuming from" in p.stdout, "the relaunch did not resume:\n" + p.stdout[-3000:])
+    n = same_records(ref, b)
+    t = sum(same_tensors(ckpt(ref + "/checkpoints", s_), ckpt(b + "/checkpoints", s_))
+            for s_ in (8, 16, 24))
+    with open(os.path.join(b, "memory.json")) as f:
+        host = [r["host_tags"]["checkpoint_snapshot"] for r in json.load(f)["ranks"]]
+    check(all(h["predicted"] == h["measured_peak"] > 0 for h in host),
+          "the snapshot's memory: %s" % host)
+    print("stopped with %s; snapshot bytes per rank (predicted = measured): %s"
+          % (saved, [h["measured_peak"] for h in host]))
+    print("PASS: async: %d records and %d datasets (steps 8, 16, 24) bitwise equal to the "
+          "synchronous run after stop + resume" % (n, t))
+
+
+def case_async_kill_during_write():
+    """kill -9 of a random rank while a background save is being written (its step_N.tmp
+    exists while training goes on): the newest committed checkpoint verifies, the relaunch
+    ends bitwise equal to the synchronous uninterrupted run."""
+    rnd = random.Random(int(os.environ.get("NUPIPE_TRIAL_SEED", "13")))
+    ref = reference_run()
+    b = os.path.join(WORK, "async_kill_write")
+    shutil.rmtree(b, ignore_errors=True)
+    root = b + "/checkpoints"
+    job = start_job(b, ASYNC)
+    target = rnd.choice([8, 16])
+    tmp = ckpt(root, target) + ".tmp"
+    wait_for(lambda: os.path.exists(tmp), 60, tmp)
+    pids = job_pids(b)
+    victim = rnd.choice(sorted(pids))
+    during = os.path.exists(tmp) and not os.path.exists(ckpt(root, target))
+    at_step = metrics_lines(b)
+    os.kill(pids[victim], signal.SIGKILL)
+    rc, out = finish(job)
+    check(rc != 0, "killing rank %d did not fail the job" % victim)
+    committed = sorted(d for d in os.listdir(root) if not d.endswith(".tmp"))
+    usable = not committed or verify(os.path.join(root, committed[-1])).returncode == 0
+    print("async_kill_write: killed rank %d %s of step %d (training had logged %d steps); "
+          "committed %s; newest usable: %s" % (victim, "during the background write" if during
+                                                else "after the background write", target,
+                                                at_step, committed, usable))
+    check(usable, "the newest committed checkpoint does not verify")
+    run(train_cmd(b, ASYNC), expect=0)
+    same_records(ref, b)
+    same_tensors(ckpt(ref + "/checkpoints", 24), ckpt(root, 24))
+    print("PASS: async_kill_write ended bitwise equal to the synchronous uninterrupted run")
+
+
+def case_async_write_error():
+    """A full filesystem during a background write: every rank exits 4 (none hangs), at the
+    step boundary where the verdict is taken; the previous checkpoint is intact and nothing
+    else is left in checkpoint.dir."""
+    mnt = os.path.join(WORK, "small_fs_async")
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt],
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        print("SKIP: cannot mount a small tmpfs here (needs root)")
+        sys.exit(77)
+    try:
+        d = fresh(WORK, "async_write_error")
+        codes = os.path.join(d, "codes")
+        wrapper = os.path.join(d, "rank.sh")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\n"$@"\nrc=$?\necho "$OMPI_COMM_WORLD_RANK $rc" >> %s\nexit $rc\n'
+                    % codes)
+        os.chmod(wrapper, 0o755)
+        cmd = mpi_cmd(MPIRUN, MPIFLAGS, 4, [wrapper, NUPIPE, "train", CONFIG] + sets(
+            BASE + LAYOUT + ASYNC + ["run.dir=" + d + "/run", "train.steps=12",
+                                     "checkpoint.every=4", "checkpoint.keep=1",
+                                     "checkpoint.dir=" + mnt]),
+            ["--mca", "orte_abort_on_non_zero_status", "0"])
+        t0 = time.time()
+        p = run(cmd)  # mpirun's own code is not the ranks' when it does not end the job
+        got = sorted(tuple(map(int, l.split())) for l in open(codes).read().splitlines())
+        check(got == [(0, 4), (1, 4), (2, 4), (3, 4)], "exit codes per rank: %s:\n%s"
+              % (got, p.stdout[-3000:]))
+        check("No space left on device" in p.stdout or "disk is not full" in p.stdout,
+              "the failure is not explained:\n" + p.stdout[-3000:])
+        left = sorted(os.listdir(mnt))
+        check(left == ["step_00000004"], "checkpoint.dir holds %s" % left)
+        check(verify(os.path.join(mnt, left[0])).returncode == 0,
+              "the previous checkpoint is damaged")
+        steps = [r["step"] for r in records(d + "/run")]
+        check(8 <= steps[-1] < 12, "training ended at step %d" % steps[-1])
+        print("async write error: every rank exit 4 in %.1f s; %s intact; the step-8 save's "
+              "failure taken at the boundary after step %d" % (time.time() - t0, left[0],
+                                                              steps[-1]))
+    finally:
+        subprocess.run(["umount", mnt])
+    print("PASS: a failed background write stops every rank with exit 4, the previous "
+          "checkpoint intact")
+
+
 if __name__ == "__main__":
     sys.exit(run_case(globals(), CASE, WORK))
