@@ -79,18 +79,14 @@ std::string budgets_text(const std::vector<int64_t>& b) {
   return t + "]";
 }
 
-// Why the planner's choice beat the runner-up: the objective is the slowest stage's time, then
-// the peak memory.
+// Why the planner's choice beat the runner-up: the objective is the simulated step, then the
+// peak memory.
 std::string why_second(const parallel::Plan& best, const parallel::Plan& second) {
-  if (second.bottleneck_s > best.bottleneck_s) {
-    return fmt::format("slower by {:.1f}%",
-                       100.0 * (second.bottleneck_s / best.bottleneck_s - 1.0));
-  }
-  if (second.peak_bytes > best.peak_bytes) {
-    return "as fast, " + runtime::format_bytes(second.peak_bytes - best.peak_bytes) +
-           " more memory";
-  }
-  return "as good (a tie: the first found is kept)";
+  if (!parallel::beats(best, second)) return "as good (a tie: the first found is kept)";
+  const double slower = second.sim.step_s / best.sim.step_s - 1.0;
+  if (slower > 1e-12) return fmt::format("slower by {:.1f}%", 100.0 * slower);
+  return "as fast, " + runtime::format_bytes(second.peak_bytes - best.peak_bytes) +
+         " more memory";
 }
 
 // parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
@@ -190,20 +186,21 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
     return seconds ? fmt::format("{:.3f} ms", t * 1e3) : fmt::format("{:.2f} units", t / unit_s);
   };
   s.plan_note = fmt::format(
-      "planner: stage_layers {} with recompute {} (slowest stage {} per microbatch{} peak {}) "
-      "within {} per rank ({}); {}; the uniform split {} would need {} ({}), slowest stage {}",
+      "planner: stage_layers {} with recompute {} (simulated step {}{} peak {}) "
+      "within {} per rank ({}); {}; the uniform split {} would need {} ({}), step {}",
       parallel::format_list(best->layers), parallel::format_list(best->recompute),
-      time(best->bottleneck_s),
+      time(best->sim.step_s),
       seconds ? " at runtime.tflops,"
-              : ", 1 unit = one block's forward + backward, runtime.tflops not being given;",
+              : ", 1 unit = one block's forward + backward of a microbatch, runtime.tflops not "
+                "being given;",
       runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
-      second ? fmt::format("runner-up: {} with recompute {} (slowest stage {}, peak {}): {}",
+      second ? fmt::format("runner-up: {} with recompute {} (step {}, peak {}): {}",
                            parallel::format_list(second->layers),
-                           parallel::format_list(second->recompute), time(second->bottleneck_s),
+                           parallel::format_list(second->recompute), time(second->sim.step_s),
                            runtime::format_bytes(second->peak_bytes), why_second(*best, *second))
              : std::string("no other split fits"),
       parallel::format_list(uniform_counts), runtime::format_bytes(uniform.peak_bytes),
-      uniform.fits ? "fits" : "does not fit", time(uniform.bottleneck_s));
+      uniform.fits ? "fits" : "does not fit", time(uniform.sim.step_s));
 }
 
 }  // namespace

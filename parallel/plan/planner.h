@@ -1,9 +1,10 @@
 // planner.h: the automatic non-uniform stage split. Given the model, the parallel degrees, the
 // schedule, ZeRO, the batch shape and a memory budget and throughput per stage (devices may
 // differ), it finds the split of blocks over stages, and how many blocks of each stage
-// recompute, that minimise the slowest stage's time with every stage within its budget (ties:
-// the lower peak memory). Exact: dynamic programming over (stage, blocks placed) with Pareto
-// fronts of (slowest time, peak memory). No MPI: it plans for any number of devices anywhere.
+// recompute, that minimise the simulated step (the schedule's replay) with every stage within
+// its budget (ties: the lower peak memory). A DP over (stage, blocks placed) keeps the Pareto
+// fronts of (slowest stage, sum of stages, peak memory); the simulator chooses among the
+// complete splits left. No MPI: it plans for any number of devices anywhere.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +63,11 @@ struct Plan {
   double optimizer_s = 0.0;      // the slowest stage's AdamW step (0 when not modelled)
   Simulation sim;                // step time and bubble from replaying the schedule
 };
+
+// Whether plan a is the better one: the shorter simulated step, then the lower peak (with
+// `peak_first`: the lower peak, then the shorter step). Steps within a relative 1e-12 are
+// equal: the same stage times replayed over another split round apart.
+bool beats(const Plan& a, const Plan& b, bool peak_first = false);
 
 // The plan of a given split and recompute counts (the recompute list empty: none).
 Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,

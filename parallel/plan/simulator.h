@@ -20,9 +20,23 @@ struct Simulation {
   std::vector<double> busy_s;   // compute time per stage
 };
 
-// `p2p_s`: time from a send's start to its arrival (activations and gradients alike).
-// `tail_s`: time after the pipeline on every stage (gradient reduction, optimizer), added to
-// the step but not to the bubble.
+// One schedule's action lists, built once and replayed with any stage times (the planner
+// replays thousands of splits of the same schedule).
+class Replay {
+ public:
+  Replay(ScheduleKind kind, int stages, int microbatches);
+  // `p2p_s`: time from a send's start to its arrival (activations and gradients alike).
+  // `tail_s`: time after the pipeline on every stage (gradient reduction, optimizer), added to
+  // the step but not to the bubble.
+  Simulation run(const std::vector<StageTimes>& stages, double p2p_s = 0.0,
+                 double tail_s = 0.0) const;
+
+ private:
+  int microbatches_;
+  std::vector<std::vector<Action>> lists_;  // the compute actions of each stage, in order
+};
+
+// One replay: Replay(kind, stages.size(), microbatches).run(stages, p2p_s, tail_s).
 Simulation simulate(ScheduleKind kind, const std::vector<StageTimes>& stages, int microbatches,
                     double p2p_s = 0.0, double tail_s = 0.0);
 

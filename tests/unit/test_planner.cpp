@@ -1,6 +1,8 @@
-// test_planner.cpp: the planner's answer equals exhaustive search on random instances (up to
+// test_planner.cpp: the planner's answer (the shortest simulated step within the budgets, then
+// the lowest peak) equals exhaustive search, every split replayed, on random instances (up to
 // 12 layers and 5 stages, random and heterogeneous budgets and throughputs, recompute none,
-// full or chosen), and the simulator's step time and bubble on cases with known answers.
+// full or chosen, 1F1B and GPipe), and the simulator's step time and bubble on cases with known
+// answers.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -14,27 +16,19 @@
 namespace nupipe::parallel {
 namespace {
 
-struct Best {
-  bool found = false;
-  double time = std::numeric_limits<double>::infinity();
-  int64_t peak = std::numeric_limits<int64_t>::max();
-  bool beats(double t, int64_t p) const { return t < time || (t == time && p < peak); }
-};
 
 // Every valid split, every recompute choice the mode allows, each evaluated on its own; with
 // `not_split`, the best of the splits other than that one.
-Best exhaustive(const PlanInputs& in, const std::vector<int>* not_split = nullptr) {
-  Best best;
+std::optional<Plan> exhaustive(const PlanInputs& in, const std::vector<int>* not_split = nullptr) {
+  std::optional<Plan> best;
   const int p = in.pipeline, L = in.model.n_layer;
   std::vector<int> layers(p), rc(p);
   std::function<void(int, int)> rec_layers, rec_rc;
   rec_rc = [&](int s, int) {
     if (s == p) {
       if (not_split && layers == *not_split) return;
-      const Plan plan = evaluate(in, layers, rc);
-      if (plan.fits && best.beats(plan.bottleneck_s, plan.peak_bytes)) {
-        best = {true, plan.bottleneck_s, plan.peak_bytes};
-      }
+      Plan plan = evaluate(in, layers, rc);
+      if (plan.fits && (!best || beats(plan, *best))) best = std::move(plan);
       return;
     }
     int lo = 0, hi = 0;
@@ -62,7 +56,14 @@ Best exhaustive(const PlanInputs& in, const std::vector<int>* not_split = nullpt
 TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
   std::mt19937 rng(2026);
   int compared = 0, infeasible = 0, seconds = 0;
-  for (int trial = 0; trial < 120; ++trial) {
+  // NUPIPE_PLANNER_TRIALS=N (scripts/bench/planner_gap.sh): N instances with up to 24
+  // microbatches, counting the instances where the planner is behind instead of failing.
+  const char* env = std::getenv("NUPIPE_PLANNER_TRIALS");
+  const bool many = env != nullptr;
+  const int trials = many ? std::atoi(env) : 120;
+  int behind = 0, seconds_behind = 0;
+  double worst = 0.0;
+  for (int trial = 0; trial < trials; ++trial) {
     PlanInputs in;
     in.recompute = static_cast<RecomputeChoice>(trial % 3);
     // Exhaustive search over per-stage recompute counts grows fast: fewer layers for it.
@@ -77,7 +78,7 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
     in.cost.data = std::uniform_int_distribution<int>(1, 2)(rng);
     in.cost.zero = std::uniform_int_distribution<int>(0, 1)(rng);
     in.cost.schedule = trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b;
-    in.cost.microbatches = std::uniform_int_distribution<int>(1, 8)(rng);
+    in.cost.microbatches = std::uniform_int_distribution<int>(1, many ? 24 : 8)(rng);
     in.cost.micro_batch = std::uniform_int_distribution<int>(1, 4)(rng);
     // Budgets around the uniform split's peak, per stage (heterogeneous), and throughputs
     // that differ by up to 4x.
@@ -89,29 +90,45 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
                                             std::uniform_real_distribution<double>(0.4, 1.3)(rng));
       d.flops_per_s = 1e9 * std::uniform_int_distribution<int>(1, 4)(rng);
     }
-    const Best want = exhaustive(in);
+    const std::optional<Plan> want = exhaustive(in);
     const std::optional<Plan> got = plan_best(in);
-    ASSERT_EQ(got.has_value(), want.found) << "trial " << trial;
+    ASSERT_EQ(got.has_value(), want.has_value()) << "trial " << trial;
     if (!got) {
       ++infeasible;
       continue;
     }
     ++compared;
     EXPECT_TRUE(got->fits) << "trial " << trial;
-    EXPECT_EQ(got->bottleneck_s, want.time) << "trial " << trial;
-    EXPECT_EQ(got->peak_bytes, want.peak) << "trial " << trial;
+    // Equal: neither beats the other (the same step, then the same peak).
+    EXPECT_FALSE(beats(*got, *want)) << "trial " << trial << ": better than every split?";
+    if (beats(*want, *got)) {
+      ++behind;
+      worst = std::max(worst, got->sim.step_s / want->sim.step_s - 1.0);
+      if (!many) {
+        ADD_FAILURE() << "trial " << trial << ": " << format_list(got->layers) << " recompute "
+                      << format_list(got->recompute) << " steps " << got->sim.step_s
+                      << " s, peak " << got->peak_bytes << " B; exhaustive: "
+                      << format_list(want->layers) << " recompute "
+                      << format_list(want->recompute) << ", " << want->sim.step_s << " s, "
+                      << want->peak_bytes << " B";
+      }
+    }
     // The runner-up is the best of every other split.
-    const Best want2 = exhaustive(in, &got->layers);
+    const std::optional<Plan> want2 = exhaustive(in, &got->layers);
     const std::optional<Plan> second = runner_up(in, *got);
-    ASSERT_EQ(second.has_value(), want2.found) << "trial " << trial;
+    ASSERT_EQ(second.has_value(), want2.has_value()) << "trial " << trial;
     if (!second) continue;
     ++seconds;
     EXPECT_NE(second->layers, got->layers) << "trial " << trial;
-    EXPECT_EQ(second->bottleneck_s, want2.time) << "trial " << trial;
-    EXPECT_EQ(second->peak_bytes, want2.peak) << "trial " << trial;
+    if (beats(*want2, *second)) {
+      ++seconds_behind;
+      if (!many) ADD_FAILURE() << "trial " << trial << ": the runner-up is not the best other split";
+    }
   }
-  std::printf("[ planner  ] %d instances equal to exhaustive search (%d runner-ups too), %d "
-              "where nothing fits\n", compared, seconds, infeasible);
+  std::printf("[ planner  ] %d instances: %d equal to exhaustive search, %d behind it (the worst "
+              "by %.3f%% of the step); runner-ups: %d of %d equal; %d where nothing fits\n",
+              compared, compared - behind, behind, 100.0 * worst, seconds - seconds_behind,
+              seconds, infeasible);
   EXPECT_GT(compared, 40);
   EXPECT_GT(seconds, 30);
   EXPECT_GT(infeasible, 3);
@@ -146,8 +163,7 @@ TEST(Planner, RunnerUpAndPerSplitRecompute) {
   ASSERT_TRUE(second.has_value());
   EXPECT_TRUE(second->fits);
   EXPECT_NE(second->layers, best->layers);
-  EXPECT_TRUE(second->bottleneck_s > best->bottleneck_s ||
-              (second->bottleneck_s == best->bottleneck_s && second->peak_bytes >= best->peak_bytes));
+  EXPECT_FALSE(beats(*second, *best));
   const Plan uni = plan_for_split(in, uniform_split(4, 8));
   EXPECT_TRUE(uni.fits);  // with recompute where it must
   for (int s = 0; s < 4; ++s) {
