@@ -49,17 +49,27 @@ Snapshot::~Snapshot() {
   host_.on_free(runtime::MemTag::checkpoint_snapshot, data_.size() * sizeof(float));
 }
 
-void Snapshot::take(const RankPart& part) {
-  const std::vector<SavePiece> src = rank_pieces(part);
+namespace {
+size_t elements_of(const std::vector<SavePiece>& pieces) {
   size_t total = 0;
-  for (const SavePiece& p : src) total += static_cast<size_t>(p.n);
-  if (total != data_.size()) {  // the first save (the layout never changes within a run)
-    host_.on_free(runtime::MemTag::checkpoint_snapshot, data_.size() * sizeof(float));
-    data_.clear();
-    data_.shrink_to_fit();
-    data_.resize(total);
-    host_.on_alloc(runtime::MemTag::checkpoint_snapshot, total * sizeof(float));
-  }
+  for (const SavePiece& p : pieces) total += static_cast<size_t>(p.n);
+  return total;
+}
+}  // namespace
+
+void Snapshot::reserve(const RankPart& part) {
+  const size_t total = elements_of(rank_pieces(part));
+  if (total == data_.size()) return;  // the layout never changes within a run
+  host_.on_free(runtime::MemTag::checkpoint_snapshot, data_.size() * sizeof(float));
+  data_.clear();
+  data_.shrink_to_fit();
+  data_.resize(total);  // zero-filled: every page touched now
+  host_.on_alloc(runtime::MemTag::checkpoint_snapshot, total * sizeof(float));
+}
+
+void Snapshot::take(const RankPart& part) {
+  reserve(part);  // a no-op after the first
+  const std::vector<SavePiece> src = rank_pieces(part);
   pieces_.clear();
   runtime::Backend& backend = part.store->backend();
   size_t at = 0;

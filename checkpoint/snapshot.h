@@ -41,6 +41,9 @@ class Snapshot {
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
 
+  // Allocates the buffer for part's pieces and touches every page of it (at start-up: the
+  // first save would otherwise pay the page faults of the whole buffer inside the step loop).
+  void reserve(const RankPart& part);
   // Copies part's pieces now (the caller's thread; the backend's work must be complete, as it
   // is at a step boundary). Afterwards pieces() point into this snapshot.
   void take(const RankPart& part);

@@ -278,6 +278,9 @@ Checkpointer::Checkpointer(const Config& cfg, Stage& stage, parallel::ProcessGro
   if (cfg.checkpoint.async && cfg.checkpoint.every > 0) {
     NUPIPE_CHECK(watchdog != nullptr, "checkpoint.async needs the watchdog's options");
     async_ = std::make_unique<AsyncSave>(*watchdog);  // collective: the communicator's dup
+    // The snapshot's host memory, taken (and paged in) now rather than at the first save.
+    snapshot_.reserve({&stage.model->params(), &stage.optimizer->adamw(),
+                       groups.topology().replica(), cfg.parallel.data});
   }
 }
 
@@ -391,6 +394,7 @@ bool Checkpointer::save_async(const checkpoint::TrainingState& state, const char
     const int64_t previous = async_->step();
     const double waited = async_->join();
     waited_s_ += waited;
+    pending_stall_s_ += waited;  // the previous save's stall: it made this one wait
     log_.warn("checkpoint: the background save of step {} was still being written when step "
               "{} was due: training waited {:.3f} s for it (at most one save is in flight; "
               "a longer checkpoint.every avoids the wait)",

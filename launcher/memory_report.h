@@ -15,7 +15,7 @@ class Checkpointer;
 // Collective over the world: every rank's figures are gathered; rank 0 writes `path`. With
 // `checkpointer`, each rank also has "host_tags": the host memory outside the backend,
 // checkpoint_snapshot (checkpoint.async's snapshot: predicted from the specs and the shard,
-// measured as allocated; absent without async, which holds no snapshot).
+// measured as allocated, at start-up; absent without async, which holds no snapshot).
 void write_memory_json(const Stage& stage, parallel::ProcessGroups& groups,
                        const std::string& path, const Checkpointer* checkpointer = nullptr);
 

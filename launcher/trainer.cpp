@@ -267,10 +267,6 @@ TrainResult train(const Config& cfg, const parallel::World& world,
                 100.0 * checkpointer.seconds_spent() / std::max(train_s, 1e-9), train_s);
     }
   }
-  // memory.json again, with the snapshot's measured peak (none exists at the first step).
-  if (checkpointer.async()) {
-    write_memory_json(s, groups, cfg.run.dir + "/memory.json", &checkpointer);
-  }
   if (cfg.run.trace) write_chrome_trace(*s.trace, topo, world_comm, cfg.run.dir + "/trace.json");
   if (hooks.on_finish) hooks.on_finish(*s.model, groups);
   return result;
