@@ -16,6 +16,7 @@ const char* tag_name(MemTag tag) {
     case MemTag::comm: return "comm";
     case MemTag::loss_workspace: return "loss_workspace";
     case MemTag::checkpoint_snapshot: return "checkpoint_snapshot";
+    case MemTag::weight_inputs: return "weight_inputs";
     case MemTag::count: break;
   }
   return "?";
@@ -32,6 +33,12 @@ void MemoryAccounting::on_alloc(MemTag tag, size_t bytes) {
 void MemoryAccounting::on_free(MemTag tag, size_t bytes) {
   current_[idx(tag)] -= static_cast<int64_t>(bytes);
   total_current_ -= static_cast<int64_t>(bytes);
+}
+
+void MemoryAccounting::on_retag(MemTag from, MemTag to, size_t bytes) {
+  current_[idx(from)] -= static_cast<int64_t>(bytes);
+  current_[idx(to)] += static_cast<int64_t>(bytes);
+  peak_[idx(to)] = std::max(peak_[idx(to)], current_[idx(to)]);
 }
 
 void MemoryAccounting::reset_peaks() {

@@ -13,6 +13,9 @@ namespace nupipe::runtime {
 // train.loss_chunk bounds; kept apart from `workspace` so the chunking is measurable.
 // checkpoint_snapshot: host memory, never a backend's: the copy of a rank's checkpoint share
 // an asynchronous save writes from (counted by the checkpointer's own MemoryAccounting).
+// weight_inputs: what a backward split in two passes keeps from its input-gradient pass (B)
+// for its weight-gradient pass (W): each weight layer's input and output gradient
+// (GptModel::backward_input / backward_weight; LayerCost::weight_bytes).
 enum class MemTag : int {
   params,
   grads,
@@ -22,6 +25,7 @@ enum class MemTag : int {
   comm,
   loss_workspace,
   checkpoint_snapshot,
+  weight_inputs,
   count
 };
 inline constexpr int kNumTags = static_cast<int>(MemTag::count);
@@ -33,6 +37,8 @@ class MemoryAccounting {
  public:
   void on_alloc(MemTag tag, size_t bytes);
   void on_free(MemTag tag, size_t bytes);
+  // `bytes` already held move from one tag to another (the total and its peak do not change).
+  void on_retag(MemTag from, MemTag to, size_t bytes);
 
   int64_t current(MemTag tag) const { return current_[idx(tag)]; }
   int64_t peak(MemTag tag) const { return peak_[idx(tag)]; }

@@ -55,6 +55,13 @@ Tensor Tensor::empty(Backend& backend, Shape shape, DType dtype, MemTag tag) {
   return t;
 }
 
+void Tensor::retag(MemTag tag) const {
+  NUPIPE_CHECK(defined(), "retag of an undefined tensor");
+  if (storage_->tag == tag) return;
+  storage_->backend.memory().on_retag(storage_->tag, tag, storage_->bytes);
+  storage_->tag = tag;
+}
+
 Tensor Tensor::zeros(Backend& backend, Shape shape, DType dtype, MemTag tag) {
   Tensor t = empty(backend, std::move(shape), dtype, tag);
   backend.fill_zero(t.storage_->ptr, t.storage_->bytes);

@@ -50,6 +50,9 @@ class Tensor {
   DType dtype() const { return dtype_; }
   MemTag tag() const { return storage_->tag; }
   Backend& backend() const { return storage_->backend; }
+  // Counts the whole storage (this view's and every other view's) under `tag` from now on,
+  // where it is then also released: memory kept past its first use changes what it is for.
+  void retag(MemTag tag) const;
 
   // Device pointers (host memory on the cpu backend). Checked against the dtype.
   float* f32() const;
