@@ -80,6 +80,16 @@ class Backend {
   virtual void layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPtr dout,
                                   ConstDevPtr x, ConstDevPtr w, const float* mean,
                                   const float* rstd, int64_t N, int64_t C) = 0;
+  // The two parts of layernorm_backward, for a backward split into an input-gradient and a
+  // weight-gradient pass: each writes bit for bit what the fused kernel writes to its outputs.
+  // dx = (overwritten).
+  virtual void layernorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x,
+                                        ConstDevPtr w, const float* mean, const float* rstd,
+                                        int64_t N, int64_t C) = 0;
+  // dw, db accumulate.
+  virtual void layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
+                                         const float* mean, const float* rstd, int64_t N,
+                                         int64_t C) = 0;
   // out[N,C] += b[C]
   virtual void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) = 0;
   // db[C] += sum_rows dout[N,C]

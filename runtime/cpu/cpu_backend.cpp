@@ -217,6 +217,22 @@ void CpuBackend::layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPtr
                           st.in(x, N * C), st.in(w, C), mean, rstd, N, C);
 }
 
+void CpuBackend::layernorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x,
+                                          ConstDevPtr w, const float* mean, const float* rstd,
+                                          int64_t N, int64_t C) {
+  cpu::Staging st;
+  cpu::layernorm_backward_input(st.out(dx, N * C), st.in(dout, N * C), st.in(x, N * C),
+                                st.in(w, C), mean, rstd, N, C);
+}
+
+void CpuBackend::layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
+                                           const float* mean, const float* rstd, int64_t N,
+                                           int64_t C) {
+  cpu::Staging st;
+  cpu::layernorm_backward_weight(threads_, dw, db, st.in(dout, N * C), st.in(x, N * C), mean,
+                                 rstd, N, C);
+}
+
 void CpuBackend::add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) {
   cpu::Staging st;
   cpu::add_bias(st.out(out, N * C), st.in(b, C), N, C);

@@ -47,6 +47,12 @@ class CpuBackend : public Backend {
   void layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
                           ConstDevPtr w, const float* mean, const float* rstd, int64_t N,
                           int64_t C) override;
+  void layernorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, ConstDevPtr w,
+                                const float* mean, const float* rstd, int64_t N,
+                                int64_t C) override;
+  void layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
+                                 const float* mean, const float* rstd, int64_t N,
+                                 int64_t C) override;
   void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) override;
   void bias_backward(float* db, ConstDevPtr dout, int64_t N, int64_t C) override;
   void gelu_forward(DevPtr out, ConstDevPtr x, int64_t n) override;

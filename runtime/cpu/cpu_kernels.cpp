@@ -152,10 +152,27 @@ static void column_reduce(int64_t N, int64_t C, int nthreads, float* acc_a, floa
   }
 }
 
-void layernorm_backward(int threads, float* dx, float* dw, float* db, const float* dout,
-                                    const float* x, const float* w, const float* mean,
-                                    const float* rstd, int64_t N, int64_t C) {
+// LayerNorm's backward in its two parts. The fused kernel is the weight part, then the input
+// part, so a backward split into the two gives it bit for bit.
+void layernorm_backward_weight(int threads, float* dw, float* db, const float* dout,
+                               const float* x, const float* mean, const float* rstd, int64_t N,
+                               int64_t C) {
   column_reduce(N, C, threads, dw, db, [&](int64_t i, double* pdw, double* pdb) {
+    const float* xi = x + i * C;
+    const float* gi = dout + i * C;
+    const float m = mean[i], s = rstd[i];
+    for (int64_t c = 0; c < C; ++c) {
+      const float xhat = (xi[c] - m) * s;
+      pdw[c] += static_cast<double>(gi[c]) * xhat;
+      pdb[c] += gi[c];
+    }
+  });
+}
+
+void layernorm_backward_input(float* dx, const float* dout, const float* x, const float* w,
+                              const float* mean, const float* rstd, int64_t N, int64_t C) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
     const float* xi = x + i * C;
     const float* gi = dout + i * C;
     const float m = mean[i], s = rstd[i];
@@ -165,8 +182,6 @@ void layernorm_backward(int threads, float* dx, float* dw, float* db, const floa
       const float g = gi[c] * w[c];
       sum_g += g;
       sum_gx += static_cast<double>(g) * xhat;
-      pdw[c] += static_cast<double>(gi[c]) * xhat;
-      pdb[c] += gi[c];
     }
     const float mg = static_cast<float>(sum_g / C), mgx = static_cast<float>(sum_gx / C);
     float* dxi = dx + i * C;
@@ -174,7 +189,15 @@ void layernorm_backward(int threads, float* dx, float* dw, float* db, const floa
       const float xhat = (xi[c] - m) * s;
       dxi[c] = s * (gi[c] * w[c] - mg - xhat * mgx);
     }
-  });
+  }
+}
+
+void layernorm_backward(int threads, float* dx, float* dw, float* db, const float* dout,
+                        const float* x, const float* w, const float* mean, const float* rstd,
+                        int64_t N, int64_t C) {
+  // dw, db first: they read dout, which dx may overwrite.
+  layernorm_backward_weight(threads, dw, db, dout, x, mean, rstd, N, C);
+  layernorm_backward_input(dx, dout, x, w, mean, rstd, N, C);
 }
 
 // ---------------------------------------------------------------------------- bias, GELU

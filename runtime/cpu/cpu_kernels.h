@@ -28,6 +28,12 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 void layernorm_backward(int threads, float* dx, float* dw, float* db, const float* dout,
                         const float* x, const float* w, const float* mean, const float* rstd,
                         int64_t N, int64_t C);
+// The fused backward's two parts, each bitwise what the fused kernel computes.
+void layernorm_backward_input(float* dx, const float* dout, const float* x, const float* w,
+                              const float* mean, const float* rstd, int64_t N, int64_t C);
+void layernorm_backward_weight(int threads, float* dw, float* db, const float* dout,
+                               const float* x, const float* mean, const float* rstd, int64_t N,
+                               int64_t C);
 void add_bias(float* out, const float* b, int64_t N, int64_t C);
 void bias_backward(int threads, float* db, const float* dout, int64_t N, int64_t C);
 void gelu_forward(float* out, const float* x, int64_t n);

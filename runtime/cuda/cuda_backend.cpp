@@ -211,6 +211,24 @@ void CudaBackend::layernorm_backward(DevPtr dx, float* dw, float* db, ConstDevPt
                            in(w, "layernorm_backward"), mean, rstd, N, C, scratch.get());
 }
 
+void CudaBackend::layernorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x,
+                                           ConstDevPtr w, const float* mean, const float* rstd,
+                                           int64_t N, int64_t C) {
+  cuda::layernorm_backward_input(stream_, out(dx, "layernorm_backward_input"),
+                                 in(dout, "layernorm_backward_input"),
+                                 in(x, "layernorm_backward_input"),
+                                 in(w, "layernorm_backward_input"), mean, rstd, N, C);
+}
+
+void CudaBackend::layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout,
+                                            ConstDevPtr x, const float* mean, const float* rstd,
+                                            int64_t N, int64_t C) {
+  cuda::ScratchBlock scratch(*alloc_, cuda::column_sums_scratch(N, C));
+  cuda::layernorm_backward_weight(stream_, dw, db, in(dout, "layernorm_backward_weight"),
+                                  in(x, "layernorm_backward_weight"), mean, rstd, N, C,
+                                  scratch.get());
+}
+
 void CudaBackend::add_bias(DevPtr o, ConstDevPtr b, int64_t N, int64_t C) {
   cuda::add_bias(stream_, out(o, "add_bias"), in(b, "add_bias"), N, C);
 }

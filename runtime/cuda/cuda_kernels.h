@@ -60,6 +60,13 @@ size_t column_sums_scratch(int64_t N, int64_t C);
 void layernorm_backward(cudaStream_t s, Out dx, float* dw, float* db, In dout, In x, In w,
                         const float* mean, const float* rstd, int64_t N, int64_t C,
                         void* scratch);
+// layernorm_backward's two launches on their own (a backward split in two passes); together
+// they are the fused call, bit for bit.
+void layernorm_backward_input(cudaStream_t s, Out dx, In dout, In x, In w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C);
+void layernorm_backward_weight(cudaStream_t s, float* dw, float* db, In dout, In x,
+                               const float* mean, const float* rstd, int64_t N, int64_t C,
+                               void* scratch);
 void bias_backward(cudaStream_t s, float* db, In dout, int64_t N, int64_t C, void* scratch);
 
 // --- attention (cuda_attention_kernels.cu) ---

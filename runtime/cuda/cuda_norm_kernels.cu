@@ -148,17 +148,32 @@ size_t column_sums_scratch(int64_t N, int64_t C) {
   return 2 * sizeof(double) * static_cast<size_t>(chunks_for(N) * C);
 }
 
+void layernorm_backward_weight(cudaStream_t s, float* dw, float* db, In dout, In x,
+                               const float* mean, const float* rstd, int64_t N, int64_t C,
+                               void* scratch) {
+  NUPIPE_CHECK(N >= 0 && C > 0, "layernorm_backward_weight: bad sizes");
+  if (N == 0) return;
+  column_sums(s, dw, db, dout, x, mean, rstd, N, C, scratch);
+}
+
+void layernorm_backward_input(cudaStream_t s, Out dx, In dout, In x, In w, const float* mean,
+                              const float* rstd, int64_t N, int64_t C) {
+  NUPIPE_CHECK(N >= 0 && C > 0, "layernorm_backward_input: bad sizes");
+  NUPIPE_CHECK(N <= INT32_MAX, "layernorm_backward_input: too many rows");
+  if (N == 0) return;
+  layernorm_dx_kernel<<<static_cast<unsigned>(N), row_threads(C, kRowThreads), 0, s>>>(
+      dx, dout, x, w, mean, rstd, C);
+  NUPIPE_CUDA_LAUNCH_CHECK(layernorm_dx_kernel);
+}
+
 void layernorm_backward(cudaStream_t s, Out dx, float* dw, float* db, In dout, In x, In w,
                         const float* mean, const float* rstd, int64_t N, int64_t C,
                         void* scratch) {
   NUPIPE_CHECK(N >= 0 && C > 0, "layernorm_backward: bad sizes");
   NUPIPE_CHECK(N <= INT32_MAX, "layernorm_backward: too many rows");
-  if (N == 0) return;
   // dw, db first: they read dout, which dx may overwrite.
-  column_sums(s, dw, db, dout, x, mean, rstd, N, C, scratch);
-  layernorm_dx_kernel<<<static_cast<unsigned>(N), row_threads(C, kRowThreads), 0, s>>>(
-      dx, dout, x, w, mean, rstd, C);
-  NUPIPE_CUDA_LAUNCH_CHECK(layernorm_dx_kernel);
+  layernorm_backward_weight(s, dw, db, dout, x, mean, rstd, N, C, scratch);
+  layernorm_backward_input(s, dx, dout, x, w, mean, rstd, N, C);
 }
 
 void bias_backward(cudaStream_t s, float* db, In dout, int64_t N, int64_t C, void* scratch) {
