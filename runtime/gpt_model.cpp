@@ -1,5 +1,5 @@
 // gpt_model.cpp: building a model slice from specs, and driving its layers for one
-// microbatch (forward, fused head, backward).
+// microbatch (forward, fused head, backward fused or as input then weight gradients).
 #include "runtime/gpt_model.h"
 
 #include "runtime/check.h"
@@ -76,6 +76,11 @@ double GptModel::head_forward(const Pass& pass, const Tensor& targets) const {
 }
 
 Tensor GptModel::backward(Pass& pass, const Tensor& dhidden) const {
+  NUPIPE_CHECK(!pass.weights_pending, "backward of a pass whose backward_weight is pending");
+  if (pass.head_weights.x.defined()) {
+    head_->backward_weight(pass.head_weights);
+    pass.head_weights = {};
+  }
   Tensor d = dhidden;
   pass.hidden = {};
   for (size_t i = blocks_.size(); i-- > 0;) d = blocks_[i].backward(d, pass.batch, pass.blocks[i]);
@@ -86,6 +91,71 @@ Tensor GptModel::backward(Pass& pass, const Tensor& dhidden) const {
     return {};
   }
   return d;
+}
+
+double GptModel::head_forward_input(Pass& pass, const Tensor& targets, float dloss,
+                                    Tensor& dhidden) const {
+  NUPIPE_CHECK(head_ != nullptr, "head_forward_input on a slice without the head");
+  NUPIPE_CHECK(!pass.head_weights.x.defined(), "head_forward_input twice on one pass");
+  return head_->forward_input(pass.hidden, targets, dloss, dhidden, pass.head_weights);
+}
+
+namespace {
+// A tensor W reads, under MemTag::weight_inputs: the model's own retagged, a caller's copied.
+void keep(Tensor& t, bool callers) {
+  if (!callers) {
+    t.retag(MemTag::weight_inputs);
+    return;
+  }
+  Tensor own = Tensor::empty(t.backend(), t.shape(), t.dtype(), MemTag::weight_inputs);
+  if (t.bytes() > 0) t.backend().copy(own.data().ptr, t.data().ptr, t.bytes());
+  t = own;
+}
+}  // namespace
+
+Tensor GptModel::backward_input(Pass& pass, const Tensor& dhidden) const {
+  NUPIPE_CHECK(!pass.weights_pending, "backward_input twice without backward_weight");
+  // The slice's input is the caller's unless the embedding made it.
+  const bool input_callers = !embedding_;
+  // The head's input: the last block's output, or the slice's input when it has no block.
+  if (pass.head_weights.x.defined()) keep(pass.head_weights.x, blocks_.empty() && input_callers);
+  pass.hidden = {};
+  pass.block_weights.assign(blocks_.size(), {});
+  Tensor d = dhidden;
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    Block::WeightInputs& w = pass.block_weights[i];
+    d = blocks_[i].backward_input(d, pass.batch, pass.blocks[i], w);
+    keep(w.mlp.proj.dy, i + 1 == blocks_.size());  // dout: dhidden, or block i + 1's dx
+    keep(w.ln1.x, i == 0 && input_callers);        // block i - 1's output, or the input
+  }
+  pass.blocks.clear();
+  pass.weights_pending = true;
+  if (embedding_) {
+    pass.embedding_weights = {d, pass.tokens};
+    keep(pass.embedding_weights.dx, blocks_.empty());
+    keep(pass.embedding_weights.tokens, true);
+    pass.tokens = {};
+    return {};
+  }
+  return d;
+}
+
+void GptModel::backward_weight(Pass& pass) const {
+  NUPIPE_CHECK(pass.weights_pending, "backward_weight without backward_input");
+  if (pass.head_weights.x.defined()) {
+    head_->backward_weight(pass.head_weights);
+    pass.head_weights = {};
+  }
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    blocks_[i].backward_weight(pass.block_weights[i]);
+    pass.block_weights[i] = {};
+  }
+  pass.block_weights.clear();
+  if (embedding_) {
+    embedding_->backward_weight(pass.embedding_weights);
+    pass.embedding_weights = {};
+  }
+  pass.weights_pending = false;
 }
 
 double GptModel::forward_backward(const Tensor& tokens, const Tensor& targets, int64_t batch,

@@ -45,12 +45,18 @@ class GptModel {
   const ParamStore& params() const { return store_; }
   Backend& backend() const { return store_.backend(); }
 
-  // The activations one microbatch keeps between its forward and its backward.
+  // The activations one microbatch keeps between its forward and its backward, and, for a
+  // backward in two passes, what its weight gradients read (MemTag::weight_inputs).
   struct Pass {
     int64_t batch = 0;
     Tensor tokens;  // when the slice has the embedding
     std::vector<Block::Saved> blocks;
     Tensor hidden;  // output of the slice's last block
+    // From backward_input (the head's from head_forward_input) until backward_weight.
+    std::vector<Block::WeightInputs> block_weights;
+    Embedding::WeightInputs embedding_weights;
+    LmHead::WeightInputs head_weights;  // head_weights.x defined: the head's W is pending
+    bool weights_pending = false;       // backward_input ran, backward_weight not yet
   };
 
   // input: i32 tokens [B*T] with the embedding, else f32 hidden [B*T, C] from the previous
@@ -63,7 +69,31 @@ class GptModel {
   double head_forward(const Pass& pass, const Tensor& targets) const;
   // dhidden -> gradient w.r.t. the slice's input (undefined when the slice has the
   // embedding, whose gradient is accumulated instead). Releases the pass's activations.
+  // (A head whose weight gradients head_forward_input deferred gets them here, first.)
   Tensor backward(Pass& pass, const Tensor& dhidden) const;
+
+  // The backward in two passes, for zero-bubble schedules; B then W gives bitwise the
+  // parameter gradients and d(input) of backward (and of head_forward_backward), microbatch
+  // by microbatch in the order their W run.
+  //
+  // Head slice: the loss and dhidden as head_forward_backward, but the head's weight
+  // gradients (LM head matrix, tied or not, and the final LayerNorm) wait for backward_weight,
+  // which recomputes the logits a chunk at a time (the [tokens x vocab] logits are never
+  // held; LmHead::forward_input). head_forward_backward still works with backward_input (the
+  // head's gradients then come at once and nothing of it waits).
+  double head_forward_input(Pass& pass, const Tensor& targets, float dloss,
+                            Tensor& dhidden) const;
+  // B: d(input of the slice) as backward returns it (undefined with the embedding), the
+  // activations released as backward releases them (recomputing blocks rerun their forward
+  // first), no parameter gradient. What W reads stays in `pass` under MemTag::weight_inputs,
+  // gpt_costs(...)'s weight_bytes(tokens) summed over the slice to the byte (the head's only
+  // after head_forward_input). Tensors it was handed (dhidden, the slice's input, the tokens,
+  // the targets) are copied into that tag, never retagged, so the caller's stay its own.
+  Tensor backward_input(Pass& pass, const Tensor& dhidden) const;
+  // W: every parameter gradient of the microbatch accumulated into the store (the head's
+  // first, then the blocks', then the embedding's: a tied token table receives them in the
+  // fused order); releases what B kept.
+  void backward_weight(Pass& pass) const;
 
   // Whole model in one slice: forward, loss, backward for one microbatch. Returns loss sum.
   double forward_backward(const Tensor& tokens, const Tensor& targets, int64_t batch,

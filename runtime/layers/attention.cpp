@@ -36,6 +36,8 @@ LayerCost CausalSelfAttention::cost(const ModelConfig& cfg) {
   // matmuls: 2 flops/MAC, backward twice forward. Projections 4C^2; scores and values 2*T*C
   // (causal masking is not exploited by the dense GEMMs, so full T).
   c.flops_per_token = 3.0 * 2.0 * (4.0 * C * C + 2.0 * T * C);
+  // W: qkv's input [C] and output gradient [3C], proj's input (att) [C] and output gradient [C]
+  c.weight_bytes_per_token = es * ((C + 3 * C) + (C + C));
   return c;
 }
 
@@ -79,11 +81,29 @@ void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved
 
 Tensor CausalSelfAttention::backward(const Tensor& dout, const Tensor& x, int64_t B,
                                      const Saved& s) const {
+  return backward_impl(dout, x, B, s, nullptr);
+}
+
+Tensor CausalSelfAttention::backward_input(const Tensor& dout, const Tensor& x, int64_t B,
+                                           const Saved& s, WeightInputs& w) const {
+  return backward_impl(dout, x, B, s, &w);
+}
+
+void CausalSelfAttention::backward_weight(const WeightInputs& w) const {
+  proj_.backward_weight(w.proj);
+  qkv_.backward_weight(w.qkv);
+}
+
+// Fused (w null): each projection's weight gradient where it is due. Split: none, and what
+// they read is kept; the buffers live and die as in the fused path (equal workspace peaks).
+Tensor CausalSelfAttention::backward_impl(const Tensor& dout, const Tensor& x, int64_t B,
+                                          const Saved& s, WeightInputs* w) const {
   Backend& be = x.backend();
   const int64_t N = B * T_, C3 = 3 * C_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
   Tensor d_att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::workspace);
-  proj_.backward(dout, s.att, &d_att);
+  if (!w) proj_.backward_weight(dout, s.att);
+  proj_.backward_input(dout, d_att);
 
   Tensor dqkv = Tensor::empty(be, {N, C3}, x.dtype(), MemTag::workspace);
   Tensor dp;  // unfused: one sequence's score gradient, held until dx exists (Block::cost)
@@ -113,7 +133,14 @@ Tensor CausalSelfAttention::backward(const Tensor& dout, const Tensor& x, int64_
     }
   }
   Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
-  qkv_.backward(dqkv, x, &dx);
+  if (!w) qkv_.backward_weight(dqkv, x);
+  qkv_.backward_input(dqkv, dx);
+  if (w) {
+    w->proj = {s.att, dout};
+    w->qkv = {x, dqkv};
+    s.att.retag(MemTag::weight_inputs);
+    dqkv.retag(MemTag::weight_inputs);
+  }
   return dx;
 }
 

@@ -25,7 +25,20 @@ class CausalSelfAttention {
   // Returns dx (workspace) given dout; accumulates parameter gradients.
   Tensor backward(const Tensor& dout, const Tensor& x, int64_t B, const Saved& saved) const;
 
+  // The backward in two passes. B returns dx (workspace) and keeps in `w` what W reads: the
+  // projections' inputs and output gradients; x and dout are the caller's (kept, not
+  // retagged), att and dqkv are retagged MemTag::weight_inputs. W accumulates the parameter
+  // gradients, bitwise those of backward.
+  struct WeightInputs {
+    Linear::WeightInputs qkv, proj;
+  };
+  Tensor backward_input(const Tensor& dout, const Tensor& x, int64_t B, const Saved& saved,
+                        WeightInputs& w) const;
+  void backward_weight(const WeightInputs& w) const;
+
  private:
+  Tensor backward_impl(const Tensor& dout, const Tensor& x, int64_t B, const Saved& s,
+                       WeightInputs* w) const;
   Linear qkv_, proj_;
   int64_t T_, H_, D_, C_;
   bool fused_;

@@ -1,5 +1,5 @@
-// block.cpp: transformer block forward/backward; the residual adds are fused into the
-// output projections (they accumulate onto a copy of the residual stream).
+// block.cpp: transformer block forward/backward (fused, or input then weight gradients); the
+// residual adds are fused into the output projections (onto a copy of the residual stream).
 #include "runtime/layers/block.h"
 
 #include <algorithm>
@@ -34,6 +34,11 @@ LayerCost Block::cost(const ModelConfig& cfg) {
   c.backward_bytes_per_token = std::max({mlp.backward_bytes_per_token, es * C + es * C,
                                          es * C + attn.backward_bytes_per_token, 3 * es * C});
   c.backward_fixed_bytes = attn.backward_fixed_bytes;
+  // W: the sublayers' inputs and output gradients, no tensor in two of them (ln1: x, attention's
+  // dx; attention: ln1's out, dqkv, att, dx2; ln2: x2, the mlp's dx; mlp: ln2's out, d_fc,
+  // act, dout)
+  c.weight_bytes_per_token = 2 * LayerNorm::weight_bytes_per_token(C, es) +
+                             attn.weight_bytes_per_token + mlp.weight_bytes_per_token;
   return c;
 }
 
@@ -79,6 +84,43 @@ Tensor Block::backward(const Tensor& dout, int64_t B, Saved& s) const {
   be.accumulate(dx.data(), dx2.data(), dx2.numel());
   s = {};
   return dx;
+}
+
+Tensor Block::backward_input(const Tensor& dout, int64_t B, Saved& s, WeightInputs& w) const {
+  Backend& be = dout.backend();
+  if (s.recompute) {
+    const Tensor x = s.x;
+    forward(x, B, s);
+  }
+  Tensor dx2;
+  {
+    Tensor dmlp = mlp_.backward_input(dout, s.ln2.out, s.mlp, w.mlp);
+    dx2 = ln2_.backward_input(dmlp, s.x2, s.ln2, w.ln2);
+    dmlp.retag(MemTag::weight_inputs);  // where backward releases it
+  }
+  be.accumulate(dx2.data(), dout.data(), dout.numel());
+  s.ln2.out.retag(MemTag::weight_inputs);  // fc's input
+  s.x2.retag(MemTag::weight_inputs);       // ln2's input
+  s.mlp = {};
+  s.ln2 = {};
+  Tensor dx;
+  {
+    Tensor dattn = attn_.backward_input(dx2, s.ln1.out, B, s.attn, w.attn);
+    dx = ln1_.backward_input(dattn, s.x, s.ln1, w.ln1);
+    dattn.retag(MemTag::weight_inputs);
+  }
+  be.accumulate(dx.data(), dx2.data(), dx2.numel());
+  s.ln1.out.retag(MemTag::weight_inputs);  // qkv's input
+  dx2.retag(MemTag::weight_inputs);        // proj's output gradient
+  s = {};
+  return dx;
+}
+
+void Block::backward_weight(const WeightInputs& w) const {
+  mlp_.backward_weight(w.mlp);
+  ln2_.backward_weight(w.ln2);
+  attn_.backward_weight(w.attn);
+  ln1_.backward_weight(w.ln1);
 }
 
 }  // namespace nupipe::runtime

@@ -37,6 +37,21 @@ class Block {
   // bit for bit, so the gradients are those of the plain path exactly.
   Tensor backward(const Tensor& dout, int64_t B, Saved& saved) const;
 
+  // The backward in two passes (zero-bubble schedules). B: dout -> dx as backward computes
+  // it, releasing `saved` likewise, but no parameter gradient: what W reads is kept in `w`.
+  // Everything kept that the block made is retagged MemTag::weight_inputs when the fused path
+  // would release it (so the workspace peak is backward's); the two tensors it was handed,
+  // its input (w.ln1.x) and dout (w.mlp.proj.dy), are kept as they are: the caller retags or
+  // copies them. W: the parameter gradients, bitwise those of backward. Bytes kept:
+  // cost().weight_bytes.
+  struct WeightInputs {
+    LayerNorm::WeightInputs ln1, ln2;
+    CausalSelfAttention::WeightInputs attn;
+    Mlp::WeightInputs mlp;
+  };
+  Tensor backward_input(const Tensor& dout, int64_t B, Saved& saved, WeightInputs& w) const;
+  void backward_weight(const WeightInputs& w) const;
+
  private:
   LayerNorm ln1_, ln2_;
   CausalSelfAttention attn_;

@@ -14,6 +14,8 @@ LayerCost Embedding::cost(const ModelConfig& cfg) {
   // its output, the first block's input
   c.activation_bytes_per_token = static_cast<int64_t>(dtype_size(cfg.dtype)) * cfg.d_model;
   c.flops_per_token = 2.0 * cfg.d_model;
+  // W: the gradient of its output [C] and the token (i32)
+  c.weight_bytes_per_token = static_cast<int64_t>(dtype_size(cfg.dtype)) * cfg.d_model + 4;
   return c;
 }
 

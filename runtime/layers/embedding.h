@@ -1,5 +1,5 @@
 // embedding.h: token + learned position embedding, x[b, t] = wte[token] + wpe[t], and its
-// backward (scatter-add into both tables).
+// backward (scatter-add into both tables: the weight gradient; it has no input gradient).
 #pragma once
 
 #include <vector>
@@ -21,6 +21,12 @@ class Embedding {
   // tokens: i32 [B*T] -> x [B*T, C] (activations)
   Tensor forward(const Tensor& tokens) const;
   void backward(const Tensor& dx, const Tensor& tokens) const;
+  // The table gradients are all it has: in a backward split in two passes they are W, and
+  // what W reads (the gradient of its output, the tokens) is kept from B until then.
+  struct WeightInputs {
+    Tensor dx, tokens;
+  };
+  void backward_weight(const WeightInputs& w) const { backward(w.dx, w.tokens); }
 
  private:
   Tensor wte_, wpe_, dwte_, dwpe_;

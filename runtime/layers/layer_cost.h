@@ -21,9 +21,18 @@ struct LayerCost {
   int64_t chunk_tokens = 0;
   int64_t chunk_bytes_per_token = 0;
   double flops_per_token = 0.0;            // forward + backward
+  // A backward in two passes (GptModel::backward_input, backward_weight): what the input
+  // gradient pass keeps for the weight gradient pass (MemTag::weight_inputs), per token of the
+  // call, plus what a call keeps whatever its tokens. Held from B until W (the LM head's from
+  // its forward, GptModel::head_forward_input). The fused backward holds none of it.
+  int64_t weight_bytes_per_token = 0;
+  int64_t weight_fixed_bytes = 0;
 
   int64_t backward_bytes(int64_t tokens) const {
     return backward_bytes_per_token * tokens + backward_fixed_bytes;
+  }
+  int64_t weight_bytes(int64_t tokens) const {
+    return weight_bytes_per_token * tokens + weight_fixed_bytes;
   }
   int64_t loss_workspace_bytes(int64_t tokens) const {
     return chunk_bytes_per_token * (chunk_tokens > 0 ? std::min(tokens, chunk_tokens) : tokens);
@@ -33,6 +42,8 @@ struct LayerCost {
     params += o.params;
     activation_bytes_per_token += o.activation_bytes_per_token;
     recompute_bytes_per_token += o.recompute_bytes_per_token;
+    weight_bytes_per_token += o.weight_bytes_per_token;  // kept side by side until W
+    weight_fixed_bytes += o.weight_fixed_bytes;
     // Transient buffers of different layers do not coexist: the largest, not the sum (a block
     // composes its own, whose parts do overlap; see Block::cost).
     backward_bytes_per_token = std::max(backward_bytes_per_token, o.backward_bytes_per_token);

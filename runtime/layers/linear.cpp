@@ -1,4 +1,5 @@
-// linear.cpp: Linear and LayerNorm forward/backward through the Backend.
+// linear.cpp: Linear and LayerNorm forward/backward through the Backend, fused or in two
+// passes (input gradient, weight gradient).
 #include "runtime/layers/linear.h"
 
 #include "runtime/check.h"
@@ -34,14 +35,23 @@ void Linear::forward_gelu(const Tensor& x, Tensor& y, Tensor& act) const {
 }
 
 void Linear::backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate) const {
+  backward_weight(dy, x);
+  if (dx) backward_input(dy, *dx, accumulate);
+}
+
+void Linear::backward_input(const Tensor& dy, Tensor& dx, bool accumulate) const {
+  const int64_t N = dy.numel() / out_;
+  NUPIPE_CHECK(dx.numel() == N * in_, "Linear input gradient size mismatch");
+  w_.backend().gemm(false, false, N, in_, out_, 1.0f, dy.data(), out_, w_.data(), in_,
+                    accumulate ? 1.0f : 0.0f, dx.data(), in_);
+}
+
+void Linear::backward_weight(const Tensor& dy, const Tensor& x) const {
   Backend& be = w_.backend();
   const int64_t N = x.numel() / in_;
+  NUPIPE_CHECK(dy.numel() == N * out_, "Linear output gradient size mismatch");
   be.gemm(true, false, out_, in_, N, 1.0f, dy.data(), out_, x.data(), in_, 1.0f, dw_.data(), in_);
   be.bias_backward(db_.f32(), dy.data(), N, out_);
-  if (dx) {
-    be.gemm(false, false, N, in_, out_, 1.0f, dy.data(), out_, w_.data(), in_,
-            accumulate ? 1.0f : 0.0f, dx->data(), in_);
-  }
 }
 
 void LayerNorm::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t C) {
@@ -73,6 +83,30 @@ Tensor LayerNorm::backward(const Tensor& dout, const Tensor& x, const Saved& sav
   be.layernorm_backward(dx.data(), dw_.f32(), db_.f32(), dout.data(), x.data(), w_.data(),
                         saved.mean.f32(), saved.rstd.f32(), N, C);
   return dx;
+}
+
+Tensor LayerNorm::backward_input(const Tensor& dout, const Tensor& x, const Saved& saved) const {
+  Backend& be = w_.backend();
+  const int64_t C = w_.numel(), N = x.numel() / C;
+  Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
+  be.layernorm_backward_input(dx.data(), dout.data(), x.data(), w_.data(), saved.mean.f32(),
+                              saved.rstd.f32(), N, C);
+  return dx;
+}
+
+Tensor LayerNorm::backward_input(const Tensor& dout, const Tensor& x, const Saved& saved,
+                                 WeightInputs& w) const {
+  Tensor dx = backward_input(dout, x, saved);
+  w = {x, dout, saved.mean, saved.rstd};
+  w.mean.retag(MemTag::weight_inputs);
+  w.rstd.retag(MemTag::weight_inputs);
+  return dx;
+}
+
+void LayerNorm::backward_weight(const WeightInputs& w) const {
+  const int64_t C = w_.numel(), N = w.x.numel() / C;
+  w_.backend().layernorm_backward_weight(dw_.f32(), db_.f32(), w.dout.data(), w.x.data(),
+                                         w.mean.f32(), w.rstd.f32(), N, C);
 }
 
 }  // namespace nupipe::runtime

@@ -23,6 +23,16 @@ class Linear {
   void forward_gelu(const Tensor& x, Tensor& y, Tensor& act) const;
   // dW += dy^T x, db += colsum(dy); when dx is given, dx = dy W (+ dx if accumulate).
   void backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate = false) const;
+  // The same in two passes: B, dx = dy W (+ dx if accumulate); W, dW += dy^T x and
+  // db += colsum(dy), the very calls backward makes.
+  void backward_input(const Tensor& dy, Tensor& dx, bool accumulate = false) const;
+  void backward_weight(const Tensor& dy, const Tensor& x) const;
+
+  // What backward_weight reads, kept from B until W (MemTag::weight_inputs).
+  struct WeightInputs {
+    Tensor x, dy;
+  };
+  void backward_weight(const WeightInputs& w) const { backward_weight(w.dy, w.x); }
 
  private:
   Tensor w_, b_, dw_, db_;
@@ -39,6 +49,20 @@ class LayerNorm {
   Saved forward(const Tensor& x, MemTag tag = MemTag::activations) const;
   // Returns dx (workspace); accumulates dw, db.
   Tensor backward(const Tensor& dout, const Tensor& x, const Saved& saved) const;
+
+  // What backward_weight reads: the input, its statistics and the output gradient.
+  struct WeightInputs {
+    Tensor x, dout, mean, rstd;
+  };
+  // B: dx only (workspace). W: dw, db only. Together bitwise backward's results.
+  Tensor backward_input(const Tensor& dout, const Tensor& x, const Saved& saved) const;
+  // B keeping in `w` what W reads: x and dout (the caller's, not retagged) and the statistics
+  // (retagged MemTag::weight_inputs).
+  Tensor backward_input(const Tensor& dout, const Tensor& x, const Saved& saved,
+                        WeightInputs& w) const;
+  void backward_weight(const WeightInputs& w) const;
+  // Bytes per token W holds: x and dout [C] of `elem` bytes, mean and rstd in fp32.
+  static int64_t weight_bytes_per_token(int64_t C, int64_t elem) { return 2 * elem * C + 8; }
 
  private:
   Tensor w_, b_, dw_, db_;

@@ -1,5 +1,5 @@
-// lm_head.cpp: final LayerNorm + logits + cross-entropy, forward and backward, a chunk of
-// tokens at a time through reused buffers.
+// lm_head.cpp: final LayerNorm + logits + cross-entropy, forward and backward (fused, or the
+// input gradient then the weight gradients), a chunk of tokens at a time through reused buffers.
 #include "runtime/layers/lm_head.h"
 
 #include <algorithm>
@@ -39,6 +39,9 @@ LayerCost LmHead::cost(const ModelConfig& cfg) {
   c.chunk_tokens = cfg.loss_chunk;  // the chunk buffers are fp32 in any precision
   c.chunk_bytes_per_token = 4 * (V + C + 2);
   c.flops_per_token = 3.0 * 2.0 * V * C;
+  // W (forward_input, backward_weight): its input [C], the final LayerNorm's output gradient
+  // [C] in fp32 and the target (i32); W recomputes the chunks' logits in its chunk buffers.
+  c.weight_bytes_per_token = static_cast<int64_t>(dtype_size(cfg.dtype)) * C + 4 * C + 4;
   return c;
 }
 
@@ -56,6 +59,23 @@ LmHead::LmHead(const ParamStore& store, const ModelConfig& cfg)
   NUPIPE_CHECK(chunk_ >= 0, "loss_chunk must be >= 0");
 }
 
+LmHead::Chunk LmHead::chunk_buffers(Backend& be, int64_t K) const {
+  // Reused by every chunk. `ln` holds the LayerNorm output, then (in forward_backward, after
+  // the dW product has read it) the gradient with respect to it.
+  return {Tensor::empty(be, {K, C_}, DType::f32, MemTag::loss_workspace),
+          Tensor::empty(be, {K}, DType::f32, MemTag::loss_workspace),
+          Tensor::empty(be, {K}, DType::f32, MemTag::loss_workspace),
+          Tensor::empty(be, {K, V_}, DType::f32, MemTag::loss_workspace)};
+}
+
+void LmHead::chunk_logits(const Chunk& c, const Tensor& x, int64_t s, int64_t k) const {
+  Backend& be = x.backend();
+  be.layernorm_forward(c.ln.data(), c.mean.f32(), c.rstd.f32(), x.data() + s * C_,
+                       ln_w_.data(), ln_b_.data(), k, C_, eps_);
+  be.gemm(false, true, k, V_, C_, 1.0f, c.ln.data(), C_, w_.data(), C_, 0.0f, c.logits.data(),
+          V_);
+}
+
 double LmHead::forward_backward(const Tensor& x, const Tensor& targets, float dloss,
                                 Tensor* dx) const {
   Backend& be = x.backend();
@@ -64,34 +84,71 @@ double LmHead::forward_backward(const Tensor& x, const Tensor& targets, float dl
   const int64_t K = chunk_rows(chunk_, N);
   if (dx) *dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
   if (N == 0) return 0.0;
-
-  // The chunk buffers, reused by every chunk. `ln` holds the LayerNorm output, then (after
-  // the dW product has read it) the gradient with respect to it.
-  Tensor ln = Tensor::empty(be, {K, C_}, DType::f32, MemTag::loss_workspace);
-  Tensor mean = Tensor::empty(be, {K}, DType::f32, MemTag::loss_workspace);
-  Tensor rstd = Tensor::empty(be, {K}, DType::f32, MemTag::loss_workspace);
-  Tensor logits = Tensor::empty(be, {K, V_}, DType::f32, MemTag::loss_workspace);
-
+  const Chunk c = chunk_buffers(be, K);
   double loss = 0.0;
   for (int64_t s = 0; s < N; s += K) {
     const int64_t k = std::min(K, N - s);
-    const ConstDevPtr xs = x.data() + s * C_;
     const int32_t* ts = targets.i32() + s;
-    be.layernorm_forward(ln.data(), mean.f32(), rstd.f32(), xs, ln_w_.data(), ln_b_.data(), k, C_,
-                         eps_);
-    be.gemm(false, true, k, V_, C_, 1.0f, ln.data(), C_, w_.data(), C_, 0.0f, logits.data(), V_);
+    chunk_logits(c, x, s, k);
     if (!dx) {
-      loss += be.cross_entropy_forward(logits.f32(), ts, k, V_);
+      loss += be.cross_entropy_forward(c.logits.f32(), ts, k, V_);
       continue;
     }
-    loss += be.cross_entropy_forward_backward(logits.f32(), logits.f32(), ts, k, V_, dloss);
+    loss += be.cross_entropy_forward_backward(c.logits.f32(), c.logits.f32(), ts, k, V_, dloss);
     // logits now hold d(logits): dW += dlogits^T ln ; then ln := dlogits W ; dx = LN backward
-    be.gemm(true, false, V_, C_, k, 1.0f, logits.data(), V_, ln.data(), C_, 1.0f, dw_.data(), C_);
-    be.gemm(false, false, k, C_, V_, 1.0f, logits.data(), V_, w_.data(), C_, 0.0f, ln.data(), C_);
-    be.layernorm_backward(dx->data() + s * C_, ln_dw_.f32(), ln_db_.f32(), ln.data(), xs,
-                          ln_w_.data(), mean.f32(), rstd.f32(), k, C_);
+    be.gemm(true, false, V_, C_, k, 1.0f, c.logits.data(), V_, c.ln.data(), C_, 1.0f,
+            dw_.data(), C_);
+    be.gemm(false, false, k, C_, V_, 1.0f, c.logits.data(), V_, w_.data(), C_, 0.0f,
+            c.ln.data(), C_);
+    be.layernorm_backward(dx->data() + s * C_, ln_dw_.f32(), ln_db_.f32(), c.ln.data(),
+                          x.data() + s * C_, ln_w_.data(), c.mean.f32(), c.rstd.f32(), k, C_);
   }
   return loss;
+}
+
+double LmHead::forward_input(const Tensor& x, const Tensor& targets, float dloss, Tensor& dx,
+                             WeightInputs& w) const {
+  Backend& be = x.backend();
+  const int64_t N = x.numel() / C_;
+  NUPIPE_CHECK(targets.numel() == N, "LmHead: targets and hidden states differ in tokens");
+  const int64_t K = chunk_rows(chunk_, N);
+  dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
+  w = {x, Tensor::empty(be, {N}, DType::i32, MemTag::weight_inputs),
+       Tensor::empty(be, {N, C_}, DType::f32, MemTag::weight_inputs), dloss};
+  if (N == 0) return 0.0;
+  be.copy(w.targets.data().ptr, targets.data().ptr, targets.bytes());
+  const Chunk c = chunk_buffers(be, K);
+  double loss = 0.0;
+  for (int64_t s = 0; s < N; s += K) {
+    const int64_t k = std::min(K, N - s);
+    chunk_logits(c, x, s, k);
+    loss += be.cross_entropy_forward_backward(c.logits.f32(), c.logits.f32(),
+                                              targets.i32() + s, k, V_, dloss);
+    // d(LayerNorm output) = dlogits W, kept for W's dw, db; dx = LN backward's input part
+    const DevPtr dln = w.dln.data() + s * C_;
+    be.gemm(false, false, k, C_, V_, 1.0f, c.logits.data(), V_, w_.data(), C_, 0.0f, dln, C_);
+    be.layernorm_backward_input(dx.data() + s * C_, dln, x.data() + s * C_, ln_w_.data(),
+                                c.mean.f32(), c.rstd.f32(), k, C_);
+  }
+  return loss;
+}
+
+void LmHead::backward_weight(const WeightInputs& w) const {
+  Backend& be = w.x.backend();
+  const int64_t N = w.x.numel() / C_;
+  if (N == 0) return;
+  const int64_t K = chunk_rows(chunk_, N);
+  const Chunk c = chunk_buffers(be, K);
+  for (int64_t s = 0; s < N; s += K) {
+    const int64_t k = std::min(K, N - s);
+    chunk_logits(c, w.x, s, k);  // the same LayerNorm and logits, bit for bit
+    be.cross_entropy_forward_backward(c.logits.f32(), c.logits.f32(), w.targets.i32() + s, k, V_,
+                                      w.dloss);
+    be.gemm(true, false, V_, C_, k, 1.0f, c.logits.data(), V_, c.ln.data(), C_, 1.0f,
+            dw_.data(), C_);
+    be.layernorm_backward_weight(ln_dw_.f32(), ln_db_.f32(), w.dln.data() + s * C_,
+                                 w.x.data() + s * C_, c.mean.f32(), c.rstd.f32(), k, C_);
+  }
 }
 
 double LmHead::forward(const Tensor& x, const Tensor& targets) const {

@@ -23,7 +23,20 @@ class Mlp {
   void forward(const Tensor& x, Tensor& out, Saved& saved) const;
   Tensor backward(const Tensor& dout, const Tensor& x, const Saved& saved) const;
 
+  // The backward in two passes. B returns dx (workspace) and keeps in `w` what W reads: fc's
+  // and proj's inputs and output gradients; x and dout are the caller's (kept, not retagged),
+  // the post-GELU activation and d(fc) are retagged MemTag::weight_inputs. W accumulates the
+  // parameter gradients, bitwise those of backward.
+  struct WeightInputs {
+    Linear::WeightInputs fc, proj;
+  };
+  Tensor backward_input(const Tensor& dout, const Tensor& x, const Saved& saved,
+                        WeightInputs& w) const;
+  void backward_weight(const WeightInputs& w) const;
+
  private:
+  Tensor backward_impl(const Tensor& dout, const Tensor& x, const Saved& s,
+                       WeightInputs* w) const;
   Linear fc_, proj_;
 };
 
