@@ -99,6 +99,8 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.within("parallel.zero", p.zero, 0, 1, true,
             "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "
             "data-parallel ranks of each stage)");
+  // The schedules that train (parallel/pipeline/schedule.h lists zb-h1 and zb-h2 too: the
+  // simulator replays them, but their split backward does not train yet).
   ck.one_of("parallel.schedule", p.schedule, {"1f1b", "gpipe"},
             "set parallel.schedule = \"1f1b\" (one forward, one backward: fewer activations in "
             "flight) or \"gpipe\" (all forwards, then all backwards)");

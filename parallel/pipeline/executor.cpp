@@ -109,6 +109,10 @@ double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
         grads[mb] = model_.backward(passes[mb], grads[mb]);  // now d(input), or undefined
         break;
       }
+      case ActionType::backward_input:
+      case ActionType::backward_weight:
+        NUPIPE_CHECK(false, "the executor runs no split backward yet");
+        break;
       case ActionType::send_gradient:
         send_hidden(grads[mb], mb, kGradient);
         grads[mb] = {};

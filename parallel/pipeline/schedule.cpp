@@ -1,31 +1,49 @@
-// schedule.cpp: GPipe and 1F1B schedules built as action lists, the in-flight count, and
-// the parsing and names of schedule kinds and actions.
+// schedule.cpp: GPipe, 1F1B and the zero-bubble schedules built as action lists, the in-flight
+// counts, and the names of schedule kinds and actions.
 #include "parallel/pipeline/schedule.h"
 
 #include <algorithm>
 #include <ostream>
 
+#include "parallel/pipeline/zero_bubble.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
 
 namespace nupipe::parallel {
 
-ScheduleKind parse_schedule_kind(const std::string& name) {
-  if (name == "1f1b") return ScheduleKind::one_f_one_b;
-  if (name == "gpipe") return ScheduleKind::gpipe;
-  throw usage_error("parallel.schedule: unknown schedule '" + name +
-                        "'; accepted values are \"1f1b\" and \"gpipe\"",
-                    "set parallel.schedule = \"1f1b\" (least activation memory) or "
-                    "\"gpipe\"");
+const std::vector<ScheduleInfo>& schedules() {
+  static const std::vector<ScheduleInfo> all = {
+      {ScheduleKind::one_f_one_b, "1f1b", false,
+       "one forward, one backward (least activation memory of the fused schedules)"},
+      {ScheduleKind::gpipe, "gpipe", false, "all forwards, then all backwards"},
+      {ScheduleKind::zb_h1, "zb-h1", true,
+       "zero bubble, 1F1B's peak: the weights' gradients fill the bubbles"},
+      {ScheduleKind::zb_h2, "zb-h2", true,
+       "zero bubble, about twice 1F1B's activations, more warm-up forwards"},
+  };
+  return all;
 }
 
-const char* schedule_name(ScheduleKind kind) {
-  switch (kind) {
-    case ScheduleKind::gpipe: return "gpipe";
-    case ScheduleKind::one_f_one_b: return "1f1b";
+const ScheduleInfo& schedule_info(ScheduleKind kind) {
+  for (const ScheduleInfo& i : schedules()) {
+    if (i.kind == kind) return i;
   }
   NUPIPE_CHECK(false, "unknown ScheduleKind " + std::to_string(static_cast<int>(kind)));
 }
+
+ScheduleKind parse_schedule_kind(const std::string& name) {
+  std::string accepted;
+  for (const ScheduleInfo& i : schedules()) {
+    if (name == i.name) return i.kind;
+    accepted += std::string(accepted.empty() ? "" : ", ") + "\"" + i.name + "\"";
+  }
+  throw usage_error("parallel.schedule: unknown schedule '" + name + "'; accepted values are " +
+                        accepted,
+                    "set parallel.schedule = \"1f1b\" (least activation memory) or "
+                    "\"zb-h1\" (the same peak, a smaller bubble)");
+}
+
+const char* schedule_name(ScheduleKind kind) { return schedule_info(kind).name; }
 
 const char* action_name(ActionType type) {
   switch (type) {
@@ -34,9 +52,16 @@ const char* action_name(ActionType type) {
     case ActionType::send_activation: return "send_activation";
     case ActionType::recv_gradient: return "recv_gradient";
     case ActionType::backward: return "backward";
+    case ActionType::backward_input: return "backward_input";
+    case ActionType::backward_weight: return "backward_weight";
     case ActionType::send_gradient: return "send_gradient";
   }
   NUPIPE_CHECK(false, "unknown ActionType " + std::to_string(static_cast<int>(type)));
+}
+
+bool is_compute(ActionType type) {
+  return type == ActionType::forward || type == ActionType::backward ||
+         type == ActionType::backward_input || type == ActionType::backward_weight;
 }
 
 namespace {
@@ -51,11 +76,13 @@ class Builder {
     out_.push_back({ActionType::forward, mb});
     if (!last_) out_.push_back({ActionType::send_activation, mb});
   }
-  void backward(int mb) {
+  // The fused backward, or B (`type` backward_input).
+  void backward(int mb, ActionType type = ActionType::backward) {
     if (!last_) out_.push_back({ActionType::recv_gradient, mb});
-    out_.push_back({ActionType::backward, mb});
+    out_.push_back({type, mb});
     if (!first_) out_.push_back({ActionType::send_gradient, mb});
   }
+  void weight(int mb) { out_.push_back({ActionType::backward_weight, mb}); }
   std::vector<Action> take() { return std::move(out_); }
 
  private:
@@ -88,6 +115,15 @@ std::vector<Action> make_schedule(ScheduleKind kind, int stages, int stage, int 
       for (int mb = m - warmup; mb < m; ++mb) b.backward(mb);  // cool-down
       return b.take();
     }
+    case ScheduleKind::zb_h1:
+    case ScheduleKind::zb_h2: {
+      for (const Action& a : zero_bubble_order(kind, stages, m, stage)) {
+        if (a.type == ActionType::forward) b.forward(a.microbatch);
+        if (a.type == ActionType::backward_input) b.backward(a.microbatch, a.type);
+        if (a.type == ActionType::backward_weight) b.weight(a.microbatch);
+      }
+      return b.take();
+    }
   }
   NUPIPE_CHECK(false, "unknown ScheduleKind " + std::to_string(static_cast<int>(kind)));
 }
@@ -96,7 +132,16 @@ int max_in_flight(const std::vector<Action>& actions) {
   int now = 0, most = 0;
   for (const Action& a : actions) {
     if (a.type == ActionType::forward) most = std::max(most, ++now);
-    if (a.type == ActionType::backward) --now;
+    if (a.type == ActionType::backward || a.type == ActionType::backward_input) --now;
+  }
+  return most;
+}
+
+int max_pending_weight(const std::vector<Action>& actions) {
+  int now = 0, most = 0;
+  for (const Action& a : actions) {
+    if (a.type == ActionType::backward_input) most = std::max(most, ++now);
+    if (a.type == ActionType::backward_weight) --now;
   }
   return most;
 }

@@ -93,6 +93,7 @@ int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& s
         live += hidden, at(0);
         break;
       case ActionType::backward:
+      case ActionType::backward_input:  // B runs the same chain of input gradients
         at(chain);
         if (role.first) live -= (role.last ? head : hidden) + ids;  // nothing to send back
         break;
@@ -103,6 +104,8 @@ int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& s
       case ActionType::recv_activation:
       case ActionType::send_activation:
         break;  // activations-tag buffers
+      case ActionType::backward_weight:
+        break;  // writes into the gradients; what it reads B kept under its own tag
     }
   }
   return peak;

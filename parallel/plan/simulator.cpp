@@ -1,5 +1,6 @@
 // simulator.cpp: an event replay of the stages' action lists (make_schedule): forward(mb) on
-// stage s waits for forward(mb) of s-1 plus the transfer, backward(mb) for backward(mb) of s+1.
+// stage s waits for forward(mb) of s-1 plus the transfer, backward(mb) (or its B) for that of
+// s+1; a W only for its own B, earlier on the same stage.
 #include "parallel/plan/simulator.h"
 
 #include <algorithm>
@@ -13,7 +14,7 @@ Replay::Replay(ScheduleKind kind, int p, int m) : microbatches_(m), lists_(p) {
                                      std::to_string(m) + " microbatches");
   for (int s = 0; s < p; ++s) {
     for (const Action& a : make_schedule(kind, p, s, m)) {  // sends and receives are folded
-      if (a.type == ActionType::forward || a.type == ActionType::backward) lists_[s].push_back(a);
+      if (is_compute(a.type)) lists_[s].push_back(a);
     }
   }
 }
@@ -45,13 +46,18 @@ Simulation Replay::run(const std::vector<StageTimes>& st, double p2p_s, double t
         }
         fwd[s][a.microbatch] = free_at[s] = ready + st[s].forward_s;
         out.busy_s[s] += st[s].forward_s;
-      } else {
+      } else if (a.type == ActionType::backward_weight) {  // needs only this stage's B
+        free_at[s] = ready + st[s].weight_s;
+        out.busy_s[s] += st[s].weight_s;
+      } else {  // the fused backward, or B
         if (s + 1 < p) {
           if (bwd[s + 1][a.microbatch] < 0) break;
           ready = std::max(ready, bwd[s + 1][a.microbatch] + p2p_s);
         }
-        bwd[s][a.microbatch] = free_at[s] = ready + st[s].backward_s;
-        out.busy_s[s] += st[s].backward_s;
+        const double d = a.type == ActionType::backward ? st[s].backward_s
+                                                        : st[s].backward_s - st[s].weight_s;
+        bwd[s][a.microbatch] = free_at[s] = ready + d;
+        out.busy_s[s] += d;
       }
       ++next[s];
       moved = true;

@@ -11,7 +11,8 @@ namespace nupipe::parallel {
 
 struct StageTimes {
   double forward_s = 0.0;   // one microbatch's forward (the last stage: with the loss)
-  double backward_s = 0.0;  // one microbatch's backward (recomputation included)
+  double backward_s = 0.0;  // one microbatch's backward, B and W (recomputation included)
+  double weight_s = 0.0;    // the W share of backward_s (schedules that split it: B is the rest)
 };
 
 struct Simulation {

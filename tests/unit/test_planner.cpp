@@ -197,6 +197,35 @@ TEST(Simulator, TheSlowestStageSetsTheSteadyState) {
   EXPECT_GT(with_p2p.step_s, simulate(ScheduleKind::one_f_one_b, {{1, 2}, {1, 2}}, 4).step_s);
 }
 
+// With F, B and W of equal length, ZB-H1 and ZB-H2 reach the shortest step any schedule can:
+// the last stage waits p - 1 forwards for its first input, then computes 3m passes without a
+// gap; 1F1B's idle time per stage is three times as long (its backwards fused, 2 units each).
+TEST(Simulator, ZeroBubbleSchedulesReachTheLowerBoundWithEqualPasses) {
+  for (int p = 1; p <= 8; ++p) {
+    for (int m : {p, 2 * p, 3 * p}) {
+      SCOPED_TRACE("p=" + std::to_string(p) + " m=" + std::to_string(m));
+      const std::vector<StageTimes> unit(p, {1.0, 2.0, 1.0});
+      const Simulation base = simulate(ScheduleKind::one_f_one_b, unit, m);
+      EXPECT_DOUBLE_EQ(base.step_s, 3.0 * (m + p - 1));
+      for (ScheduleKind kind : {ScheduleKind::zb_h1, ScheduleKind::zb_h2}) {
+        const Simulation zb = simulate(kind, unit, m);
+        EXPECT_DOUBLE_EQ(zb.step_s, 3.0 * m + p - 1) << schedule_name(kind);
+        EXPECT_LE(zb.bubble_fraction, base.bubble_fraction * 0.5 + 1e-12) << schedule_name(kind);
+      }
+    }
+  }
+  // B half as long again as F: ZB-H2's extra warm-up forwards shorten the step further.
+  for (int p : {2, 4, 8}) {
+    const std::vector<StageTimes> slow_b(p, {1.0, 2.5, 1.0});
+    const int m = 2 * p;
+    const double h1 = simulate(ScheduleKind::zb_h1, slow_b, m).step_s;
+    const double h2 = simulate(ScheduleKind::zb_h2, slow_b, m).step_s;
+    const double fused = simulate(ScheduleKind::one_f_one_b, slow_b, m).step_s;
+    EXPECT_LT(h1, fused) << "p=" << p;
+    EXPECT_LT(h2, h1) << "p=" << p;
+  }
+}
+
 // The planner's cached per-stage memory equals the cost model's direct answer for the layout
 // (the workspace replay is cached per stage and blocks class).
 TEST(Planner, CachedStageMemoryEqualsTheCostModel) {

@@ -1,5 +1,6 @@
-// test_schedule.cpp: GPipe and 1F1B schedules as data: exact small cases, every send matched
-// FIFO by its receive, F before B, in-flight counts, and a deadlock simulation of all stages.
+// test_schedule.cpp: GPipe, 1F1B, ZB-H1 and ZB-H2 schedules as data: exact small cases, every
+// send matched FIFO by its receive, F before B before W, in-flight counts, and a deadlock
+// simulation of all stages.
 #include <gtest/gtest.h>
 
 #include <deque>
@@ -15,9 +16,10 @@ namespace nupipe::parallel {
 namespace {
 
 using T = ActionType;
-constexpr ScheduleKind kKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b};
+constexpr ScheduleKind kKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b,
+                                   ScheduleKind::zb_h1, ScheduleKind::zb_h2};
 constexpr int kMaxStages = 8;
-constexpr int kMaxMicrobatches = 16;
+constexpr int kMaxMicrobatches = 24;  // 3 x kMaxStages
 
 using Lists = std::vector<std::vector<Action>>;  // one action list per stage
 
@@ -27,7 +29,7 @@ Lists all_stages(ScheduleKind kind, int p, int m) {
   return lists;
 }
 
-// Calls fn for every kind, p in 1..8 and m in 1..16, with a trace naming the case.
+// Calls fn for every kind, p in 1..8 and m in 1..24, with a trace naming the case.
 void for_each_case(const std::function<void(ScheduleKind, int, int)>& fn) {
   for (ScheduleKind kind : kKinds) {
     for (int p = 1; p <= kMaxStages; ++p) {
@@ -87,7 +89,9 @@ SimResult simulate(const Lists& lists) {
       std::deque<int>* queue = nullptr;  // the link a communication action uses
       switch (a.type) {
         case T::forward:
-        case T::backward: break;
+        case T::backward:
+        case T::backward_input:
+        case T::backward_weight: break;
         case T::send_activation:
         case T::recv_gradient:
           if (s + 1 >= p) return fail(s, "no next stage");
@@ -139,6 +143,12 @@ SimResult simulate(const Lists& lists) {
 TEST(ScheduleKindTest, ParsesTheAcceptedNamesAndRoundTrips) {
   EXPECT_EQ(parse_schedule_kind("1f1b"), ScheduleKind::one_f_one_b);
   EXPECT_EQ(parse_schedule_kind("gpipe"), ScheduleKind::gpipe);
+  EXPECT_EQ(parse_schedule_kind("zb-h1"), ScheduleKind::zb_h1);
+  EXPECT_EQ(parse_schedule_kind("zb-h2"), ScheduleKind::zb_h2);
+  EXPECT_EQ(schedules().size(), std::size(kKinds));
+  for (const ScheduleInfo& i : schedules()) {
+    EXPECT_EQ(splits_backward(i.kind), i.kind == ScheduleKind::zb_h1 || i.kind == ScheduleKind::zb_h2);
+  }
   for (ScheduleKind kind : kKinds) EXPECT_EQ(parse_schedule_kind(schedule_name(kind)), kind);
   EXPECT_STREQ(schedule_name(ScheduleKind::one_f_one_b), "1f1b");
   EXPECT_STREQ(schedule_name(ScheduleKind::gpipe), "gpipe");
@@ -146,7 +156,7 @@ TEST(ScheduleKindTest, ParsesTheAcceptedNamesAndRoundTrips) {
 
 TEST(ScheduleKindTest, RejectsOtherNamesAsUsageErrorNamingTheKey) {
   for (const char* bad : {"", "1F1B", "GPipe", "interleaved", " 1f1b", "gpipe ", "1f1b_interleaved",
-                          "pipedream"}) {
+                          "pipedream", "zb_h1", "ZB-H1", "zbh1", "zb-v"}) {
     SCOPED_TRACE(std::string("name '") + bad + "'");
     try {
       parse_schedule_kind(bad);
@@ -157,20 +167,27 @@ TEST(ScheduleKindTest, RejectsOtherNamesAsUsageErrorNamingTheKey) {
       EXPECT_NE(what.find("parallel.schedule"), std::string::npos) << what;
       EXPECT_NE(what.find("\"1f1b\""), std::string::npos) << what;
       EXPECT_NE(what.find("\"gpipe\""), std::string::npos) << what;
+      EXPECT_NE(what.find("\"zb-h1\""), std::string::npos) << what;
+      EXPECT_NE(what.find("\"zb-h2\""), std::string::npos) << what;
       EXPECT_FALSE(e.hint().empty());
     }
   }
 }
 
 TEST(ScheduleActionTest, NamesAreDistinctAndPrintable) {
-  const T all[] = {T::recv_activation, T::forward, T::send_activation,
-                   T::recv_gradient, T::backward, T::send_gradient};
+  const T all[] = {T::recv_activation, T::forward,        T::send_activation,
+                   T::recv_gradient,   T::backward,       T::backward_input,
+                   T::backward_weight, T::send_gradient};
   std::vector<std::string> names;
   for (T t : all) {
     names.push_back(action_name(t));
     for (size_t i = 0; i + 1 < names.size(); ++i) EXPECT_NE(names[i], names.back());
   }
   EXPECT_EQ(names[1], "forward");
+  for (T t : all) {
+    EXPECT_EQ(is_compute(t), t == T::forward || t == T::backward || t == T::backward_input ||
+                                 t == T::backward_weight);
+  }
   EXPECT_EQ(to_string(Action{T::recv_gradient, 7}), "recv_gradient(7)");
   EXPECT_EQ(to_string(std::vector<Action>{{T::forward, 0}, {T::backward, 0}}),
             "forward(0) backward(0)");
@@ -251,20 +268,29 @@ TEST(ScheduleExactTest, GPipeTwoStages) {
 
 // ---- properties over p in 1..8, m in 1..16, both kinds ---------------------------------
 
-TEST(SchedulePropertyTest, EachComputeOnceInIncreasingOrderForwardBeforeBackward) {
+TEST(SchedulePropertyTest, EachComputeOnceInIncreasingOrderForwardBeforeBackwardBeforeWeight) {
   for_each_case([](ScheduleKind kind, int p, int m) {
+    const bool split = splits_backward(kind);
+    const ActionType back = split ? T::backward_input : T::backward;
     for (int s = 0; s < p; ++s) {
       SCOPED_TRACE("stage " + std::to_string(s));
       const std::vector<Action> list = make_schedule(kind, p, s, m);
       EXPECT_EQ(microbatches_of(list, F), iota(m));
-      EXPECT_EQ(microbatches_of(list, B), iota(m));
-      std::vector<int> forward_at(m, -1);
+      EXPECT_EQ(microbatches_of(list, back), iota(m));
+      EXPECT_EQ(microbatches_of(list, T::backward_weight), split ? iota(m) : std::vector<int>{});
+      EXPECT_TRUE(microbatches_of(list, split ? T::backward : T::backward_input).empty());
+      std::vector<int> forward_at(m, -1), input_at(m, -1);
       for (int i = 0; i < static_cast<int>(list.size()); ++i) {
         ASSERT_GE(list[i].microbatch, 0);
         ASSERT_LT(list[i].microbatch, m);
+        EXPECT_EQ(list[i].chunk, 0);
         if (list[i].type == F) forward_at[list[i].microbatch] = i;
-        if (list[i].type == B) {
+        if (list[i].type == back) {
           EXPECT_GE(forward_at[list[i].microbatch], 0) << "backward before forward at " << i;
+          input_at[list[i].microbatch] = i;
+        }
+        if (list[i].type == T::backward_weight) {
+          EXPECT_GE(input_at[list[i].microbatch], 0) << "W before B at " << i;
         }
       }
     }
@@ -272,14 +298,17 @@ TEST(SchedulePropertyTest, EachComputeOnceInIncreasingOrderForwardBeforeBackward
 }
 
 // recv_activation right before forward on every stage but the first, send_activation right
-// after it on every stage but the last; the mirror for backward; nothing else in the list.
+// after it on every stage but the last; the mirror for backward (or B); W alone; nothing else
+// in the list.
 TEST(SchedulePropertyTest, CommunicationWrapsComputeExactlyAtTheStageBoundaries) {
   for_each_case([](ScheduleKind kind, int p, int m) {
+    const bool split = splits_backward(kind);
+    const ActionType back = split ? T::backward_input : T::backward;
     for (int s = 0; s < p; ++s) {
       SCOPED_TRACE("stage " + std::to_string(s));
       const std::vector<Action> list = make_schedule(kind, p, s, m);
       const bool first = s == 0, last = s == p - 1;
-      const size_t per_mb = 2 + (first ? 0 : 2) + (last ? 0 : 2);
+      const size_t per_mb = (split ? 3 : 2) + (first ? 0 : 2) + (last ? 0 : 2);
       ASSERT_EQ(list.size(), per_mb * m) << to_string(list);
       size_t i = 0;
       auto expect_at = [&](ActionType type, int mb) {
@@ -294,10 +323,12 @@ TEST(SchedulePropertyTest, CommunicationWrapsComputeExactlyAtTheStageBoundaries)
           if (!first) expect_at(RA, mb);
           expect_at(F, mb);
           if (!last) expect_at(SA, mb);
+        } else if (split && compute.type == T::backward_weight) {
+          expect_at(T::backward_weight, mb);
         } else {
-          ASSERT_EQ(compute.type, B) << "at " << i << " of " << to_string(list);
+          ASSERT_EQ(compute.type, back) << "at " << i << " of " << to_string(list);
           if (!last) expect_at(RG, mb);
-          expect_at(B, mb);
+          expect_at(back, mb);
           if (!first) expect_at(SG, mb);
         }
       }
@@ -326,11 +357,43 @@ TEST(SchedulePropertyTest, EverySendHasOneMatchingReceiveInFifoOrder) {
   });
 }
 
-TEST(SchedulePropertyTest, InFlightIsMinOfStagesLeftAndMicrobatchesFor1F1BAndAllForGPipe) {
+// Most microbatches between forward and W (fused: between forward and backward).
+int max_held(const std::vector<Action>& actions) {
+  int now = 0, most = 0;
+  for (const Action& a : actions) {
+    if (a.type == F) most = std::max(most, ++now);
+    if (a.type == B || a.type == T::backward_weight) --now;
+  }
+  return most;
+}
+
+TEST(SchedulePropertyTest, InFlightCountsAreWhatTheMemoryModelAssumes) {
   for_each_case([](ScheduleKind kind, int p, int m) {
     for (int s = 0; s < p; ++s) {
-      const int want = kind == ScheduleKind::one_f_one_b ? std::min(p - s, m) : m;
-      EXPECT_EQ(max_in_flight(make_schedule(kind, p, s, m)), want) << "stage " << s;
+      SCOPED_TRACE("stage " + std::to_string(s));
+      const std::vector<Action> list = make_schedule(kind, p, s, m);
+      switch (kind) {
+        case ScheduleKind::one_f_one_b:
+          EXPECT_EQ(max_in_flight(list), std::min(p - s, m));
+          EXPECT_EQ(max_pending_weight(list), 0);
+          break;
+        case ScheduleKind::gpipe:
+          EXPECT_EQ(max_in_flight(list), m);
+          EXPECT_EQ(max_pending_weight(list), 0);
+          break;
+        case ScheduleKind::zb_h1:  // within 1F1B's stage-0 peak, on every stage
+          EXPECT_LE(max_in_flight(list), std::min(p - s, m));
+          EXPECT_LE(max_pending_weight(list), s + 1);
+          EXPECT_LE(max_held(list), std::min(p, m));
+          break;
+        case ScheduleKind::zb_h2:
+          EXPECT_LE(max_in_flight(list), std::min(2 * (p - s) - 1, m));
+          EXPECT_LE(max_pending_weight(list), 2 * s + 1);
+          EXPECT_LE(max_held(list), std::min(2 * p - 1, m));
+          break;
+      }
+      EXPECT_EQ(max_in_flight(list), max_in_flight(make_schedule(kind, p, s, m)))
+          << "the same list every time";
     }
   });
 }
