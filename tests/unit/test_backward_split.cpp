@@ -107,9 +107,9 @@ struct Outcome {
 // F: forward, then the head (fused head_forward_backward for X runs and Head::at_once,
 // head_forward_input for Head::deferred); B: backward_input; W: backward_weight.
 Outcome run(const Variant& v, const StageSlice& slice, const std::string& order,
-            Head head = Head::deferred, int microbatches = 2) {
+            Head head = Head::deferred, int microbatches = 2, int threads = 1) {
   CpuBackend be;
-  be.set_threads(1);
+  be.set_threads(threads);
   const ModelConfig cfg = config(v);
   const int blocks = slice.layer_end - slice.layer_begin;
   GptModel model(be, cfg, slice, 1, std::min(v.recompute, blocks));
@@ -239,6 +239,18 @@ TEST(BackwardSplit, EqualsFusedBitwise) {
       expect_equal(run(v, s, "F0 F1 B0 B1 W0 W1"), fused, what + ", F0 F1 B0 B1 W0 W1");
       expect_equal(run(v, s, "F0 B0 F1 W0 B1 W1"), fused, what + ", F0 B0 F1 W0 B1 W1");
     }
+  }
+}
+
+// Also with the kernels' threads: the column sums' per-thread partials and the GEMMs split the
+// same way in B, in W and in the fused backward.
+TEST(BackwardSplit, EqualsFusedBitwiseWithTwoThreads) {
+  for (const Variant& v : variants()) {
+    if (v.recompute != 0 || v.loss_chunk == 0) continue;
+    const StageSlice s{0, 3, true, true};
+    const std::string what = describe(v, s) + ", 2 threads";
+    expect_equal(run(v, s, "F0 F1 B0 B1 W0 W1", Head::deferred, 2, 2),
+                 run(v, s, kFused, Head::deferred, 2, 2), what);
   }
 }
 
