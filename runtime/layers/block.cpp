@@ -21,6 +21,7 @@ LayerCost Block::cost(const ModelConfig& cfg) {
   ln.activation_bytes_per_token = es * C + 4 * 2;  // normalised output; mean, rstd in fp32
   ln.flops_per_token = 3.0 * 8.0 * C;           // a few passes over the row
   ln.backward_bytes_per_token = es * C;          // dx
+  ln.weight_bytes_per_token = LayerNorm::weight_bytes_per_token(C, es);  // x, dout, mean, rstd
   const LayerCost attn = CausalSelfAttention::cost(cfg), mlp = Mlp::cost(cfg);
   LayerCost c;
   c += ln;
@@ -34,11 +35,9 @@ LayerCost Block::cost(const ModelConfig& cfg) {
   c.backward_bytes_per_token = std::max({mlp.backward_bytes_per_token, es * C + es * C,
                                          es * C + attn.backward_bytes_per_token, 3 * es * C});
   c.backward_fixed_bytes = attn.backward_fixed_bytes;
-  // W: the sublayers' inputs and output gradients, no tensor in two of them (ln1: x, attention's
-  // dx; attention: ln1's out, dqkv, att, dx2; ln2: x2, the mlp's dx; mlp: ln2's out, d_fc,
-  // act, dout)
-  c.weight_bytes_per_token = 2 * LayerNorm::weight_bytes_per_token(C, es) +
-                             attn.weight_bytes_per_token + mlp.weight_bytes_per_token;
+  // W: the sum of the sublayers' (no tensor is in two of them: ln1 keeps x and attention's dx;
+  // attention ln1's out, dqkv, att and dx2; ln2 x2 and the mlp's dx; the mlp ln2's out, d_fc,
+  // act and dout), as `+=` adds them.
   return c;
 }
 

@@ -94,8 +94,9 @@ Inputs make_inputs(Backend& be, const ModelConfig& cfg, const StageSlice& s, int
   return in;
 }
 
-// How the head runs in the forward action of a split run.
-enum class Head { deferred, at_once };
+// How the head runs in the forward action: deferred and at_once for split runs (fused runs
+// use head_forward_backward); always_deferred uses head_forward_input in fused runs too.
+enum class Head { deferred, at_once, always_deferred };
 
 struct Outcome {
   std::vector<float> grads;                // the store's flat fp32 gradients
@@ -130,7 +131,7 @@ Outcome run(const Variant& v, const StageSlice& slice, const std::string& order,
       model.forward(pass, in.input, kBatch);
       if (!slice.head) {
         dh[mb] = in.dhidden;
-      } else if (fused || head == Head::at_once) {
+      } else if ((fused && head != Head::always_deferred) || head == Head::at_once) {
         out.loss[mb] = model.head_forward_backward(pass, in.targets, 0.5f / cfg.seq_len, dh[mb]);
       } else {
         out.loss[mb] = model.head_forward_input(pass, in.targets, 0.5f / cfg.seq_len, dh[mb]);
@@ -245,8 +246,8 @@ TEST(BackwardSplit, EqualsFusedBitwise) {
 // Also with the kernels' threads: the column sums' per-thread partials and the GEMMs split the
 // same way in B, in W and in the fused backward.
 TEST(BackwardSplit, EqualsFusedBitwiseWithTwoThreads) {
-  for (const Variant& v : variants()) {
-    if (v.recompute != 0 || v.loss_chunk == 0) continue;
+  for (const Variant& v : variants()) {  // fp32 and bf16; the rest is covered above
+    if (v.recompute != 0 || v.loss_chunk == 0 || !v.fused_attention || !v.tied) continue;
     const StageSlice s{0, 3, true, true};
     const std::string what = describe(v, s) + ", 2 threads";
     expect_equal(run(v, s, "F0 F1 B0 B1 W0 W1", Head::deferred, 2, 2),
@@ -268,6 +269,19 @@ TEST(BackwardSplit, HeadAtOnceEqualsFusedBitwise) {
       const bool both = s.embedding && v.tied;
       expect_equal(run(v, s, both ? "F0 B0 W0 F1 B1 W1" : "F0 F1 B0 B1 W0 W1", Head::at_once),
                    fused, what);
+    }
+  }
+}
+
+// The fused backward of a pass whose head deferred its weight gradients runs them first: the
+// same gradients as the fused head.
+TEST(BackwardSplit, FusedBackwardAfterDeferredHeadEqualsFused) {
+  for (const Variant& v : variants()) {
+    if (v.recompute != 0) continue;
+    for (const StageSlice& s : slices()) {
+      if (!s.head) continue;
+      expect_equal(run(v, s, kFused, Head::always_deferred), run(v, s, kFused),
+                   describe(v, s) + ", head_forward_input then backward");
     }
   }
 }
