@@ -49,6 +49,8 @@ GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, i
 }
 
 Tensor GptModel::forward(Pass& pass, const Tensor& input, int64_t batch) const {
+  NUPIPE_CHECK(!pass.weights_pending && !pass.head_weights.x.defined(),
+               "forward on a pass whose weight gradients are pending (backward_weight not run)");
   pass.batch = batch;
   Tensor x = input;
   if (embedding_) {

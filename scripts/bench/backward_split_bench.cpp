@@ -169,7 +169,9 @@ int main(int argc, char** argv) {
         }
       }
       std::vector<double> split_total;
-      for (size_t i = 0; i < t.b.size(); ++i) split_total.push_back(t.split_head[i] + t.b[i] + t.w[i]);
+      for (size_t i = 0; i < t.b.size(); ++i) {
+        split_total.push_back(t.split_head[i] + t.b[i] + t.w[i]);
+      }
       const double min_ratio = *std::min_element(split_total.begin(), split_total.end()) /
                                *std::min_element(t.fused.begin(), t.fused.end());
       std::printf("%-5s %-7s %10.2f %10.2f %8.2f %8.2f %10.2f %11.3f %9.3f %10.3f %11.2f\n",

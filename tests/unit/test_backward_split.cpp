@@ -142,7 +142,8 @@ Outcome run(const Variant& v, const StageSlice& slice, const std::string& order,
       model.backward_weight(pass);
       continue;
     }
-    const Tensor d = op[0] == 'X' ? model.backward(pass, dh[mb]) : model.backward_input(pass, dh[mb]);
+    const Tensor d =
+        op[0] == 'X' ? model.backward(pass, dh[mb]) : model.backward_input(pass, dh[mb]);
     dh[mb] = {};
     EXPECT_EQ(d.defined(), !slice.embedding) << op;
     if (d.defined()) out.dinput[mb] = to_host(d);
@@ -417,6 +418,7 @@ TEST(BackwardSplit, PassMisuseIsRefused) {
   model.backward_input(pass, in.dhidden);
   EXPECT_ANY_THROW(model.backward_input(pass, in.dhidden));  // B twice
   EXPECT_ANY_THROW(model.backward(pass, in.dhidden));        // fused over a pending W
+  EXPECT_ANY_THROW(model.forward(pass, in.input, kBatch));   // the pass is still W's
   model.backward_weight(pass);
   EXPECT_EQ(be.memory().current(MemTag::weight_inputs), 0);
 }
