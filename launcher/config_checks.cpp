@@ -6,6 +6,7 @@
 #include <tuple>
 #include <string>
 
+#include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/stage_layout.h"
 
 namespace nupipe::launcher {
@@ -99,11 +100,11 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.within("parallel.zero", p.zero, 0, 1, true,
             "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "
             "data-parallel ranks of each stage)");
-  // The schedules that train (parallel/pipeline/schedule.h lists zb-h1 and zb-h2 too: the
-  // simulator replays them, but their split backward does not train yet).
-  ck.one_of("parallel.schedule", p.schedule, {"1f1b", "gpipe"},
-            "set parallel.schedule = \"1f1b\" (one forward, one backward: fewer activations in "
-            "flight) or \"gpipe\" (all forwards, then all backwards)");
+  try {  // the names come from one list, parallel/pipeline/schedule.h's schedules()
+    parallel::parse_schedule_kind(p.schedule);
+  } catch (const Error& e) {
+    ck.fail("parallel.schedule", e.what(), e.hint());
+  }
 
   const auto& t = c.train;
   ck.at_least("train.steps", t.steps, 1);

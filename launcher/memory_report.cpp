@@ -26,6 +26,7 @@ void write_memory_json(const Stage& s, parallel::ProcessGroups& groups, const st
   tag(MemTag::activations, plan.activations);
   tag(MemTag::workspace, plan.workspace);
   tag(MemTag::loss_workspace, plan.loss_workspace);
+  tag(MemTag::weight_inputs, plan.weight_inputs);
   tag(MemTag::comm, 0);  // collectives run in place: nothing is allocated under it
   nlohmann::json mine = {{"rank", topo.rank},
                                {"stage", topo.stage()},

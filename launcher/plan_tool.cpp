@@ -106,18 +106,23 @@ void print_plan(const parallel::Plan& plan, const parallel::PlanInputs& in,
   std::printf("%s: stage_layers %s, recompute %s\n", plan.name.c_str(),
               parallel::format_list(plan.layers).c_str(), parallel::format_list(plan.recompute).c_str());
   const double unit = k.unit_s;
-  std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s %11s %11s %9s\n", "stage",
+  // What B keeps for W: a column only under a schedule that splits the backward.
+  const bool split = parallel::splits_backward(in.cost.schedule);
+  std::printf("  %-5s %6s %9s %12s %11s %11s %11s %11s %11s %11s%s %11s %11s %9s\n", "stage",
               "layers", "recompute", "params", "params B", "grads B", "optim B", "activ. B",
-              "workspace", "loss ws", "peak", "budget", k.throughput ? "time ms" : "time");
+              "workspace", "loss ws", split ? "    W inputs" : "", "peak", "budget",
+              k.throughput ? "time ms" : "time");
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     const parallel::StagePlan& st = plan.stages[s];
-    std::printf("  %-5zu %6d %9d %12lld %11s %11s %11s %11s %11s %11s %11s %11s %9.2f%s\n", s,
+    const std::string w = split ? " " + fmt::format("{:>11}", format_bytes(st.memory.weight_inputs))
+                                : std::string();
+    std::printf("  %-5zu %6d %9d %12lld %11s %11s %11s %11s %11s %11s%s %11s %11s %9.2f%s\n", s,
                 st.layers, st.recompute, static_cast<long long>(st.params),
                 format_bytes(st.memory.params).c_str(), format_bytes(st.memory.grads).c_str(),
                 format_bytes(st.memory.optimizer).c_str(),
                 format_bytes(st.memory.activations).c_str(),
                 format_bytes(st.memory.workspace).c_str(),
-                format_bytes(st.memory.loss_workspace).c_str(),
+                format_bytes(st.memory.loss_workspace).c_str(), w.c_str(),
                 format_bytes(st.memory.total()).c_str(),
                 has_budget(in, s) ? format_bytes(in.devices[s].memory_bytes).c_str() : "none",
                 k.throughput ? st.time_s * 1e3 : st.time_s / unit,
@@ -170,7 +175,8 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
                                  {"optimizer", st.memory.optimizer},
                                  {"activations", st.memory.activations},
                                  {"workspace", st.memory.workspace},
-                                 {"loss_workspace", st.memory.loss_workspace}}},
+                                 {"loss_workspace", st.memory.loss_workspace},
+                                 {"weight_inputs", st.memory.weight_inputs}}},
                       {"time_ms", known(k.throughput, st.time_s * 1e3)},
                       {"time_units", known(!k.throughput, st.time_s / k.unit_s)}});
   }

@@ -59,7 +59,8 @@ const char* largest_kind(const parallel::StageMemory& m, int64_t* bytes) {
                                                    {"optimizer", m.optimizer},
                                                    {"activations", m.activations},
                                                    {"workspace", m.workspace},
-                                                   {"loss_workspace", m.loss_workspace}};
+                                                   {"loss_workspace", m.loss_workspace},
+                                                   {"weight_inputs", m.weight_inputs}};
   const auto* best = &kinds[0];
   for (const auto& k : kinds) {
     if (k.second > best->second) best = &k;

@@ -26,7 +26,8 @@ PipelineExecutor::PipelineExecutor(runtime::GptModel& model, Communicator& pipel
       stages_(pipeline.size()),
       microbatches_(microbatches),
       micro_batch_(micro_batch),
-      schedule_(make_schedule(kind, stages_, stage_, microbatches)) {
+      schedule_(make_schedule(kind, stages_, stage_, microbatches)),
+      split_(splits_backward(kind)) {
   NUPIPE_CHECK(model.slice().embedding == (stage_ == 0), "embedding must be on stage 0");
   NUPIPE_CHECK(model.slice().head == (stage_ == stages_ - 1), "head must be on the last stage");
 }
@@ -91,7 +92,10 @@ double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
         inputs[mb] = {};
         model_.forward(passes[mb], input, micro_batch_);
         if (model_.slice().head) {
-          loss += model_.head_forward_backward(passes[mb], upload(targets), dloss, grads[mb]);
+          // Under a split backward the head's weight gradients wait for W too.
+          loss += split_ ? model_.head_forward_input(passes[mb], upload(targets), dloss, grads[mb])
+                         : model_.head_forward_backward(passes[mb], upload(targets), dloss,
+                                                        grads[mb]);
         }
         break;
       }
@@ -109,10 +113,17 @@ double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
         grads[mb] = model_.backward(passes[mb], grads[mb]);  // now d(input), or undefined
         break;
       }
-      case ActionType::backward_input:
-      case ActionType::backward_weight:
-        NUPIPE_CHECK(false, "the executor runs no split backward yet");
+      case ActionType::backward_input: {
+        finish_send(mb, kActivation);  // as for the fused backward
+        Trace::Scope span(trace_, "backward_input", "compute", mb);
+        grads[mb] = model_.backward_input(passes[mb], grads[mb]);
         break;
+      }
+      case ActionType::backward_weight: {
+        Trace::Scope span(trace_, "backward_weight", "compute", mb);
+        model_.backward_weight(passes[mb]);
+        break;
+      }
       case ActionType::send_gradient:
         send_hidden(grads[mb], mb, kGradient);
         grads[mb] = {};

@@ -33,14 +33,15 @@ const ScheduleInfo& schedule_info(ScheduleKind kind) {
 
 ScheduleKind parse_schedule_kind(const std::string& name) {
   std::string accepted;
-  for (const ScheduleInfo& i : schedules()) {
-    if (name == i.name) return i.kind;
-    accepted += std::string(accepted.empty() ? "" : ", ") + "\"" + i.name + "\"";
+  const std::vector<ScheduleInfo>& all = schedules();
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (name == all[i].name) return all[i].kind;
+    accepted += std::string(i == 0 ? "" : i + 1 == all.size() ? " or " : ", ") + "\"" +
+                all[i].name + "\"";
   }
-  throw usage_error("parallel.schedule: unknown schedule '" + name + "'; accepted values are " +
-                        accepted,
-                    "set parallel.schedule = \"1f1b\" (least activation memory) or "
-                    "\"zb-h1\" (the same peak, a smaller bubble)");
+  throw usage_error("parallel.schedule must be " + accepted + ", got \"" + name + "\"",
+                    "set parallel.schedule = \"1f1b\" (least activation memory of the fused "
+                    "schedules) or \"zb-h1\" (the same peak in microbatches, a smaller bubble)");
 }
 
 const char* schedule_name(ScheduleKind kind) { return schedule_info(kind).name; }

@@ -42,6 +42,7 @@ StageShape stage_shape(const runtime::ModelConfig& mc, const runtime::StageSlice
   for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) {
     shape.cost += c;
     if (name.rfind("blocks.", 0) != 0) shape.others += c;
+    if (name == "head") shape.head = c;
   }
   shape.blocks = slice.layer_end - slice.layer_begin;
   return shape;
@@ -111,6 +112,25 @@ int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& s
   return peak;
 }
 
+int64_t stage_weight_inputs_peak(const StageShape& shape, const StageRole& role,
+                                 int64_t tokens) {
+  const int64_t all = shape.cost.weight_bytes(tokens);
+  const int64_t head = role.last ? shape.head.weight_bytes(tokens) : 0;
+  int64_t live = 0, peak = 0;
+  bool split = false;
+  for (const Action& a : role.actions) {
+    if (a.type == ActionType::backward_weight) split = true;
+  }
+  if (!split) return 0;
+  for (const Action& a : role.actions) {
+    if (a.type == ActionType::forward) live += head;
+    if (a.type == ActionType::backward_input) live += all - head;
+    if (a.type == ActionType::backward_weight) live -= all;
+    peak = std::max(peak, live);
+  }
+  return peak;
+}
+
 StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape,
                          const StageRole& role, const CostInputs& in, int recompute_blocks,
                          int64_t workspace) {
@@ -136,6 +156,7 @@ StageMemory stage_memory(const runtime::ModelConfig& mc, const StageShape& shape
   // only the embedding runs none; fp32 products take none).
   if (bf16 && (shape.blocks > 0 || role.last)) m.workspace += mc.gemm_arena_bytes;
   m.loss_workspace = role.last ? shape.cost.loss_workspace_bytes(tokens) : 0;
+  m.weight_inputs = stage_weight_inputs_peak(shape, role, tokens);
   return m;
 }
 
@@ -172,15 +193,20 @@ std::vector<StageMemory> plan_stage_memory(const runtime::ModelConfig& mc,
 
 std::string stage_memory_table(const std::vector<StageMemory>& stages) {
   using runtime::format_bytes;
-  std::string t = fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}{:>12}\n",
+  // What B keeps for W: a column only where a schedule splits the backward.
+  const bool split = std::any_of(stages.begin(), stages.end(),
+                                 [](const StageMemory& m) { return m.weight_inputs > 0; });
+  std::string t = fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}{:>12}{}\n",
                               "stage", "params", "grads", "optimizer", "activations",
-                              "in flight", "recompute", "workspace", "loss ws");
+                              "in flight", "recompute", "workspace", "loss ws",
+                              split ? fmt::format("{:>12}", "W inputs") : "");
   for (size_t s = 0; s < stages.size(); ++s) {
     const StageMemory& m = stages[s];
-    t += fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}{:>12}\n", s,
+    t += fmt::format("{:<6}{:>12}{:>12}{:>12}{:>14}{:>12}{:>11}{:>12}{:>12}{}\n", s,
                      format_bytes(m.params), format_bytes(m.grads), format_bytes(m.optimizer),
                      format_bytes(m.activations), m.in_flight, m.recompute_blocks,
-                     format_bytes(m.workspace), format_bytes(m.loss_workspace));
+                     format_bytes(m.workspace), format_bytes(m.loss_workspace),
+                     split ? fmt::format("{:>12}", format_bytes(m.weight_inputs)) : "");
   }
   return t;
 }

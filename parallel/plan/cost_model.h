@@ -28,13 +28,15 @@ struct CostInputs {
 struct StageMemory {
   int64_t params = 0, grads = 0, optimizer = 0, activations = 0, workspace = 0,
           loss_workspace = 0;
+  int64_t weight_inputs = 0;  // what B keeps for W (schedules that split the backward)
   int in_flight = 0;         // microbatches whose activations the schedule keeps at once
   int recompute_blocks = 0;
   int64_t kept_per_microbatch = 0;  // activation bytes one microbatch keeps forward -> backward
   // The sum of the tags' peaks: a bound on the rank's peak (the transient tags peak at
   // different moments), the number budgets are checked against.
   int64_t total() const {
-    return params + grads + optimizer + activations + workspace + loss_workspace;
+    return params + grads + optimizer + activations + workspace + loss_workspace +
+           weight_inputs;
   }
 };
 
@@ -45,6 +47,7 @@ struct StageShape {
   int64_t params = 0;        // parameter elements
   runtime::LayerCost cost;   // every layer of the slice
   runtime::LayerCost others; // its layers other than blocks (embedding, head)
+  runtime::LayerCost head;   // the head's alone (none without it)
   int blocks = 0;
 };
 StageShape stage_shape(const runtime::ModelConfig& model, const runtime::StageSlice& slice);
@@ -57,6 +60,11 @@ struct StageRole {
   std::vector<Action> actions;  // the stage's schedule
 };
 StageRole stage_role(ScheduleKind kind, int stages, int stage, int microbatches);
+
+// Peak weight_inputs-tag bytes of a stage over one step (0 for a fused backward): each
+// microbatch's B keeps what its W reads, the head's part from the last stage's forward on
+// (GptModel::head_forward_input), until its W; replayed action by action.
+int64_t stage_weight_inputs_peak(const StageShape& shape, const StageRole& role, int64_t tokens);
 
 // One stage of `stages` holding `slice` (stage index `stage`), `recompute_blocks` of its blocks
 // recomputing.

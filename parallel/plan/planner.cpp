@@ -41,6 +41,7 @@ struct StageCost {
   StagePlan plan;
   int64_t total = 0;
   double forward_s = 0.0;  // of plan.time_s
+  double weight_s = 0.0;   // of plan.time_s, W's share where the schedule splits the backward
 };
 
 // The parts of a stage's cost that do not depend on its recompute count, computed once:
@@ -98,6 +99,9 @@ class StageCosts {
               others_flops) / d.flops_per_s;
     };
     out.forward_s = (blocks_s(0) + others_s) / 3.0;
+    // W: the blocks' weight-gradient GEMMs, as many FLOPs as their forward (an estimate: the
+    // head's and embedding's W are left in B).
+    if (splits_backward(in_.cost.schedule)) out.weight_s = blocks_s(0) / 3.0;
     out.plan.time_s = blocks_s(r) + others_s;
     out.plan.fits = out.total <= in_.devices.at(s).memory_bytes;
     return out;
@@ -297,7 +301,7 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
     plan.fits = plan.fits && sc.plan.fits;
     plan.peak_bytes = std::max(plan.peak_bytes, sc.total);
     plan.bottleneck_s = std::max(plan.bottleneck_s, sc.plan.time_s);
-    times.push_back({sc.forward_s, sc.plan.time_s - sc.forward_s});
+    times.push_back({sc.forward_s, sc.plan.time_s - sc.forward_s, sc.weight_s});
   }
   // Transfers between stages: one microbatch's hidden state, fp32.
   const double hidden_bytes =

@@ -1,6 +1,6 @@
 #!/bin/sh
 # bf16_equivalence.sh: runtime.precision = "bf16" on several layouts against one rank in bf16.
-# 1. Untied embeddings, pipeline layouts only (1F1B and GPipe, uneven splits): every stage
+# 1. Untied embeddings, pipeline layouts only (1F1B, GPipe and ZB-H1, uneven splits): every stage
 #    sums its gradients in the single rank's order, so losses and final weights must be
 #    bitwise equal.
 # 2. Tied embeddings, with data parallelism and ZeRO-1: the tied table's gradient and the
@@ -34,15 +34,18 @@ run untied_single  1 1 1 '"uniform"' 1f1b  0 false
 run untied_pp2_1-3 2 2 1 '[1,3]'     1f1b  0 false
 run untied_pp2_3-1 2 2 1 '[3,1]'     gpipe 0 false
 run untied_pp4     4 4 1 '[1,1,1,1]' 1f1b  0 false
+run untied_pp2_zb  2 2 1 '[1,3]'     zb-h1 0 false
 run tied_single    1 1 1 '"uniform"' 1f1b  0 true
 run tied_pp2_dp2   4 2 2 '[1,3]'     1f1b  1 true
 run tied_dp4       4 1 4 '"uniform"' 1f1b  1 true
 run tied_pp4_gpipe 4 4 1 '[1,1,1,1]' gpipe 0 true
+run tied_pp2_dp2_zb 4 2 2 '[1,3]'    zb-h2 1 true
 status=0
 /usr/bin/python3 "$here/compare_runs.py" --loss-rtol 0 --weight-rtol 0 --key-bias-atol 0 \
-  "$work/untied_single" "$work/untied_pp2_1-3" "$work/untied_pp2_3-1" "$work/untied_pp4" ||
+  "$work/untied_single" "$work/untied_pp2_1-3" "$work/untied_pp2_3-1" "$work/untied_pp4" \
+  "$work/untied_pp2_zb" ||
   status=1
 /usr/bin/python3 "$here/compare_runs.py" --loss-rtol 1e-4 --weight-rtol 7.8e-3 \
   --key-bias-atol 2e-3 "$work/tied_single" "$work/tied_pp2_dp2" "$work/tied_dp4" \
-  "$work/tied_pp4_gpipe" || status=1
+  "$work/tied_pp4_gpipe" "$work/tied_pp2_dp2_zb" || status=1
 exit $status

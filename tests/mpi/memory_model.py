@@ -1,9 +1,9 @@
 """memory_model.py: the cost model's per-stage bytes against the allocator's measured peaks,
 from run.dir/memory.json, on layouts that cover uneven splits, data 1 and 2, ZeRO 0 and 1,
-recompute off, full and per stage, chunked and unchunked loss, 1F1B and GPipe, fp32 and bf16
-(runtime.precision), fused and unfused attention (runtime.attention). Every allocator
-tag's measured peak (params, grads, optimizer, activations, workspace, loss_workspace, comm) must
-equal the cost model's prediction to the byte on every rank.
+recompute off, full and per stage, chunked and unchunked loss, 1F1B, GPipe, ZB-H1 and ZB-H2,
+fp32 and bf16 (runtime.precision), fused and unfused attention (runtime.attention). Every
+allocator tag's measured peak (params, grads, optimizer, activations, workspace, loss_workspace,
+comm, weight_inputs) must equal the cost model's prediction to the byte on every rank.
 
 usage: memory_model.py NUPIPE CONFIG WORKDIR MPIRUN [MPIRUN_FLAGS...]
 """
@@ -16,7 +16,8 @@ import sys
 NUPIPE, CONFIG, WORK, MPIRUN = sys.argv[1:5]
 FLAGS = sys.argv[5:]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-EXACT = ("params", "grads", "optimizer", "activations", "workspace", "loss_workspace", "comm")
+EXACT = ("params", "grads", "optimizer", "activations", "workspace", "loss_workspace", "comm",
+         "weight_inputs")
 LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedule[, precision[, attention]]
     (2, 2, "[1,3]", 0, 0, "none", "1f1b"),
     (2, 2, "[1,3]", 1, 48, "full", "gpipe"),
@@ -38,6 +39,13 @@ LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedu
     (2, 2, "[1,3]", 1, 48, "full", "gpipe", "fp32", "unfused"),
     (4, 1, "[0,1,1,2]", 0, 32, "none", "1f1b", "fp32", "unfused"),
     (2, 2, "[3,1]", 0, 0, "[2,0]", "gpipe", "bf16", "unfused"),
+    # the zero-bubble schedules: what B keeps for W (weight_inputs), replayed per schedule
+    (2, 2, "[1,3]", 0, 0, "none", "zb-h1"),
+    (2, 2, "[3,1]", 1, 48, "full", "zb-h2"),
+    (4, 1, "[0,1,1,2]", 0, 32, "none", "zb-h1"),
+    (1, 2, "uniform", 0, 0, "[2]", "zb-h1"),
+    (4, 1, "[1,1,1,1]", 0, 0, "[1,0,1,0]", "zb-h2", "bf16"),
+    (2, 2, "[1,3]", 1, 48, "[1,2]", "zb-h1", "fp32", "unfused"),
 ]
 
 failures = 0
