@@ -104,7 +104,7 @@ double GptModel::head_forward_input(Pass& pass, const Tensor& targets, float dlo
 
 namespace {
 // A tensor W reads, under MemTag::weight_inputs: the model's own retagged, a caller's copied.
-void keep(Tensor& t, bool callers) {
+void keep_for_weights(Tensor& t, bool callers) {
   if (!callers) {
     t.retag(MemTag::weight_inputs);
     return;
@@ -120,22 +120,24 @@ Tensor GptModel::backward_input(Pass& pass, const Tensor& dhidden) const {
   // The slice's input is the caller's unless the embedding made it.
   const bool input_callers = !embedding_;
   // The head's input: the last block's output, or the slice's input when it has no block.
-  if (pass.head_weights.x.defined()) keep(pass.head_weights.x, blocks_.empty() && input_callers);
+  if (pass.head_weights.x.defined()) {
+    keep_for_weights(pass.head_weights.x, blocks_.empty() && input_callers);
+  }
   pass.hidden = {};
   pass.block_weights.assign(blocks_.size(), {});
   Tensor d = dhidden;
   for (size_t i = blocks_.size(); i-- > 0;) {
     Block::WeightInputs& w = pass.block_weights[i];
     d = blocks_[i].backward_input(d, pass.batch, pass.blocks[i], w);
-    keep(w.mlp.proj.dy, i + 1 == blocks_.size());  // dout: dhidden, or block i + 1's dx
-    keep(w.ln1.x, i == 0 && input_callers);        // block i - 1's output, or the input
+    keep_for_weights(w.mlp.proj.dy, i + 1 == blocks_.size());  // dhidden, or block i + 1's dx
+    keep_for_weights(w.ln1.x, i == 0 && input_callers);  // block i - 1's output, or the input
   }
   pass.blocks.clear();
   pass.weights_pending = true;
   if (embedding_) {
     pass.embedding_weights = {d, pass.tokens};
-    keep(pass.embedding_weights.dx, blocks_.empty());
-    keep(pass.embedding_weights.tokens, true);
+    keep_for_weights(pass.embedding_weights.dx, blocks_.empty());
+    keep_for_weights(pass.embedding_weights.tokens, true);
     pass.tokens = {};
     return {};
   }
