@@ -26,8 +26,7 @@ PipelineExecutor::PipelineExecutor(runtime::GptModel& model, Communicator& pipel
       stages_(pipeline.size()),
       microbatches_(microbatches),
       micro_batch_(micro_batch),
-      schedule_(make_schedule(kind, stages_, stage_, microbatches)),
-      split_(splits_backward(kind)) {
+      schedule_(make_schedule(kind, stages_, stage_, microbatches)) {
   NUPIPE_CHECK(model.slice().embedding == (stage_ == 0), "embedding must be on stage 0");
   NUPIPE_CHECK(model.slice().head == (stage_ == stages_ - 1), "head must be on the last stage");
 }
@@ -92,10 +91,10 @@ double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
         inputs[mb] = {};
         model_.forward(passes[mb], input, micro_batch_);
         if (model_.slice().head) {
-          // Under a split backward the head's weight gradients wait for W too.
-          loss += split_ ? model_.head_forward_input(passes[mb], upload(targets), dloss, grads[mb])
-                         : model_.head_forward_backward(passes[mb], upload(targets), dloss,
-                                                        grads[mb]);
+          // The head's weight gradients come here under every schedule: deferring them to W
+          // (head_forward_input) recomputes the logits, +55-63% of the head's time
+          // (docs/backward-split.md), which no filled bubble repays.
+          loss += model_.head_forward_backward(passes[mb], upload(targets), dloss, grads[mb]);
         }
         break;
       }

@@ -45,7 +45,6 @@ class PipelineExecutor {
   Trace& trace_;
   int stage_, stages_, microbatches_, micro_batch_;
   std::vector<Action> schedule_;
-  bool split_;  // backward in two passes (B, W)
   struct PendingSend {
     int microbatch, kind;
     Request request;

@@ -114,19 +114,13 @@ int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& s
 
 int64_t stage_weight_inputs_peak(const StageShape& shape, const StageRole& role,
                                  int64_t tokens) {
-  const int64_t all = shape.cost.weight_bytes(tokens);
-  const int64_t head = role.last ? shape.head.weight_bytes(tokens) : 0;
+  // The head's weight gradients come with its forward (parallel/pipeline/executor.cpp): its
+  // layers keep nothing for W.
+  const int64_t held = shape.cost.weight_bytes(tokens) - shape.head.weight_bytes(tokens);
   int64_t live = 0, peak = 0;
-  bool split = false;
   for (const Action& a : role.actions) {
-    if (a.type == ActionType::backward_weight) split = true;
-  }
-  if (!split) return 0;
-  for (const Action& a : role.actions) {
-    if (a.type == ActionType::forward) live += head;
-    if (a.type == ActionType::backward_input) live += all - head;
-    if (a.type == ActionType::backward_weight) live -= all;
-    peak = std::max(peak, live);
+    if (a.type == ActionType::backward_input) peak = std::max(peak, live += held);
+    if (a.type == ActionType::backward_weight) live -= held;
   }
   return peak;
 }

@@ -62,8 +62,8 @@ struct StageRole {
 StageRole stage_role(ScheduleKind kind, int stages, int stage, int microbatches);
 
 // Peak weight_inputs-tag bytes of a stage over one step (0 for a fused backward): each
-// microbatch's B keeps what its W reads, the head's part from the last stage's forward on
-// (GptModel::head_forward_input), until its W; replayed action by action.
+// microbatch's B keeps what its W reads (the head's weight gradients come with its forward:
+// nothing of the head) until its W; replayed action by action.
 int64_t stage_weight_inputs_peak(const StageShape& shape, const StageRole& role, int64_t tokens);
 
 // One stage of `stages` holding `slice` (stage index `stage`), `recompute_blocks` of its blocks
