@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 KINDS = {
     "forward": ("#4C72B0", "forward"),
     "backward": ("#55A868", "backward"),
+    "backward_input": ("#1B7837", "B: backward to the input (what the previous stage waits for)"),
+    "backward_weight": ("#B8E186", "W: the weights' gradients (fills the bubbles)"),
     "recv": ("#DD8452", "recv (waiting for the neighbour stage)"),
     "send": ("#C44E52", "send (posted)"),
     "send-wait": ("#5B1A18", "send-wait (this step's sends completing)"),
@@ -76,7 +78,7 @@ def main() -> int:
     for row, pid in enumerate(ranks):
         for e in (e for e in spans if e["pid"] == pid):
             start, dur = (e["ts"] - t0) / 1e3, e["dur"] / 1e3
-            compute = e["name"] in ("forward", "backward")
+            compute = e["name"] in ("forward", "backward", "backward_input", "backward_weight")
             height = 0.8 if compute else 0.35
             color = KINDS.get(e["name"], ("#999999", e["name"]))[0]
             if validation(e):

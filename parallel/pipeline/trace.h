@@ -8,6 +8,9 @@
 
 namespace nupipe::parallel {
 
+// A span of a pipeline pass: forward, backward, backward_input (B) or backward_weight (W).
+bool is_pipeline_compute(const char* name);
+
 class Trace {
  public:
   struct Span {
@@ -33,7 +36,7 @@ class Trace {
   }
   void begin_step(int step);
   void add(const char* name, const char* category, double start_us, int microbatch = -1);
-  // Idle share of [start_us, end_us]: 1 - (forward + backward time) / window.
+  // Idle share of [start_us, end_us]: 1 - (forward, backward, B and W time) / window.
   double idle_fraction(double start_us, double end_us) const;
   const std::vector<Span>& spans() const { return spans_; }
 

@@ -149,6 +149,7 @@ import json, os, statistics, sys
 tmp, cores = sys.argv[1], int(sys.argv[2])
 pipes, mbs = [int(x) for x in sys.argv[3].split()], [int(x) for x in sys.argv[4].split()]
 bad = False
+COMPUTE = ("forward", "backward", "backward_input", "backward_weight")
 
 def timed_metrics(name):
     """metrics.jsonl rows after the first step, or None."""
@@ -177,8 +178,8 @@ def trace_bubble(name):
     bubbles, over = [], []
     for st in steps:
         pipe = [e for e in spans if e["args"]["step"] == st
-                and e["name"] in ("forward", "backward", "send", "recv", "send-wait")]
-        comp = [e for e in pipe if e["name"] in ("forward", "backward")]
+                and e["name"] in COMPUTE + ("send", "recv", "send-wait")]
+        comp = [e for e in pipe if e["name"] in COMPUTE]
         if not comp:
             continue
         t0 = min(e["ts"] for e in pipe)
