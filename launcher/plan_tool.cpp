@@ -268,6 +268,55 @@ Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int th
 
 }  // namespace
 
+// Each schedule's best plan within the budgets (none: no split fits under it), side by side.
+struct ScheduleChoice {
+  parallel::ScheduleKind kind;
+  std::optional<parallel::Plan> best;
+};
+
+std::vector<ScheduleChoice> plan_every_schedule(const parallel::PlanInputs& in) {
+  std::vector<ScheduleChoice> out;
+  for (const parallel::ScheduleInfo& info : parallel::schedules()) {
+    parallel::PlanInputs each = in;
+    each.cost.schedule = info.kind;
+    out.push_back({info.kind, parallel::plan_best(each)});
+  }
+  return out;
+}
+
+void print_schedules(const std::vector<ScheduleChoice>& choices, const parallel::PlanInputs& in,
+                     const Knowns& k) {
+  using runtime::format_bytes;
+  const ScheduleChoice* fastest = nullptr;
+  for (const ScheduleChoice& c : choices) {
+    if (c.best && (!fastest || parallel::beats(*c.best, *fastest->best))) fastest = &c;
+  }
+  std::printf("every schedule, each with its own best split within the budgets (parallel.schedule "
+              "= %s here):\n", parallel::schedule_name(in.cost.schedule));
+  std::printf("  %-8s %-24s %-24s %12s %7s  %s\n", "schedule", "stage_layers", "recompute",
+              k.throughput ? "step ms" : "step units", "bubble", "peak per stage");
+  for (const ScheduleChoice& c : choices) {
+    if (!c.best) {
+      std::printf("  %-8s no split fits\n", parallel::schedule_name(c.kind));
+      continue;
+    }
+    const parallel::Plan& p = *c.best;
+    // Up to 8 stages the lists and every stage's peak; beyond, the largest peak (--json has all).
+    const bool wide = p.stages.size() > 8;
+    std::string peaks = wide ? "largest " + format_bytes(p.peak_bytes) : "";
+    for (const parallel::StagePlan& st : p.stages) {
+      if (!wide) peaks += (peaks.empty() ? "" : " / ") + format_bytes(st.memory.total());
+    }
+    const std::string layers = wide ? "(--json)" : parallel::format_list(p.layers);
+    const std::string recompute = wide ? "(--json)" : parallel::format_list(p.recompute);
+    std::printf("  %-8s %-24s %-24s %12.2f %6.1f%%  %s%s\n", parallel::schedule_name(c.kind),
+                layers.c_str(), recompute.c_str(),
+                k.throughput ? p.sim.step_s * 1e3 : p.sim.step_s / k.unit_s,
+                100.0 * p.sim.bubble_fraction, peaks.c_str(), &c == fastest ? "  <- fastest" : "");
+  }
+  std::printf("\n");
+}
+
 int run_plan(const PlanCommand& cmd) {
   const Config cfg = load_config(cmd.config_path, cmd.overrides);
   parallel::PlanInputs in;
@@ -426,6 +475,13 @@ int run_plan(const PlanCommand& cmd) {
                                        : nlohmann::json("one block's forward + backward of one "
                                                         "microbatch");
     j["fits"] = known(knowns.budget, best.has_value());
+    j["schedules"] = nlohmann::json::array();
+    for (const ScheduleChoice& c : plan_every_schedule(in)) {
+      j["schedules"].push_back(
+          {{"schedule", parallel::schedule_name(c.kind)},
+           {"fits", known(knowns.budget, c.best.has_value())},
+           {"plan", c.best ? plan_json(*c.best, in, cmd, knowns) : nlohmann::json()}});
+    }
     if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in, cmd, knowns);
     std::printf("%s\n", j.dump(1).c_str());
     return best ? 0 : static_cast<int>(ExitCode::usage);
@@ -449,6 +505,7 @@ int run_plan(const PlanCommand& cmd) {
   }
   std::printf("\n");
   for (const parallel::Plan& p : plans) print_plan(p, in, cmd, knowns);
+  if (in.pipeline > 1) print_schedules(plan_every_schedule(in), in, knowns);
   if (!best) {
     parallel::Plan low = parallel::plan_lowest_peak(in);
     int64_t over = 0;
