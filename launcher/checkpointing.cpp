@@ -388,12 +388,12 @@ bool Checkpointer::save(const checkpoint::TrainingState& state, const char* why)
 // ---- checkpoint.async -------------------------------------------------------------------
 
 bool Checkpointer::save_async(const checkpoint::TrainingState& state, const char* why) {
-  const auto t0 = Clock::now();
   bool previous_ok = true;
   if (async_->pending()) {  // at most one save in flight: this one waits for it
     const int64_t previous = async_->step();
     const double waited = async_->join();
     waited_s_ += waited;
+    seconds_ += waited;
     pending_stall_s_ += waited;  // the previous save's stall: it made this one wait
     log_.warn("checkpoint: the background save of step {} was still being written when step "
               "{} was due: training waited {:.3f} s for it (at most one save is in flight; "
@@ -411,11 +411,10 @@ bool Checkpointer::save_async(const checkpoint::TrainingState& state, const char
   part.adamw = nullptr;
   part.snapshot = &snapshot_;
   pending_why_ = why;
-  pending_stall_s_ = 0.0;
   async_->start(state.step, [this, info = info_of(state), part](parallel::MpiCommunicator& c) {
     pending_ = commit(info, part, c);
   });
-  const double stall = seconds_since(t0);
+  const double stall = seconds_since(t_snap);  // the snapshot and the thread's start
   pending_stall_s_ = stall;
   seconds_ += stall;
   log_.info("checkpoint ({}): step {}: {:.1f} MB snapshot to host memory in {:.3f} s; written, "
