@@ -269,6 +269,13 @@ def case_async_signal():
           "synchronous run after stop + resume" % (n, t))
 
 
+def case_async_kill_random():
+    """kill -9 of a random rank at a random moment of an async run (scripts/bench/
+    kill_resume.sh with ASYNC=1; not a ctest): resume bitwise equal to the synchronous run."""
+    kill_trial("async_kill_random", False, int(os.environ.get("NUPIPE_TRIAL_SEED", "7")),
+               ASYNC, ref_extra=())
+
+
 def case_async_kill_during_write():
     """kill -9 of a random rank while a background save is being written (its step_N.tmp
     exists while training goes on): the newest committed checkpoint verifies, the relaunch
@@ -292,9 +299,9 @@ def case_async_kill_during_write():
     committed = sorted(d for d in os.listdir(root) if not d.endswith(".tmp"))
     usable = not committed or verify(os.path.join(root, committed[-1])).returncode == 0
     print("async_kill_write: killed rank %d %s of step %d (training had logged %d steps); "
-          "committed %s; newest usable: %s" % (victim, "during the background write" if during
-                                                else "after the background write", target,
-                                                at_step, committed, usable))
+          "committed %s; newest usable: %s; a save in progress at the kill: %s"
+          % (victim, "during the background write" if during else "after the background write",
+             target, at_step, committed, usable, "yes" if during else "no"))
     check(usable, "the newest committed checkpoint does not verify")
     run(train_cmd(b, ASYNC), expect=0)
     same_records(ref, b)

@@ -145,9 +145,10 @@ def signal_trial(name, extra=()):
     print("PASS: %d metrics records and %d datasets bitwise equal after stop + resume" % (n, t))
 
 
-def kill_trial(name, during_write, seed, extra=(), after_lines=1):
+def kill_trial(name, during_write, seed, extra=(), after_lines=1, ref_extra=None):
+    """ref_extra: the settings of the uninterrupted run compared with (default `extra`)."""
     rnd = random.Random(seed)
-    ref = reference_run(extra)
+    ref = reference_run(extra if ref_extra is None else ref_extra)
     b = os.path.join(WORK, name)
     shutil.rmtree(b, ignore_errors=True)
     job = start_job(b, extra)
@@ -163,6 +164,7 @@ def kill_trial(name, during_write, seed, extra=(), after_lines=1):
     pids = job_pids(b)
     victim = rnd.choice(sorted(pids))
     t_kill = time.time()
+    writing = os.path.isdir(root) and any(d.endswith(".tmp") for d in os.listdir(root))
     os.kill(pids[victim], signal.SIGKILL)
     rc, out = finish(job)
     check(rc != 0, "killing rank %d did not fail the job" % victim)
@@ -171,9 +173,11 @@ def kill_trial(name, during_write, seed, extra=(), after_lines=1):
     usable = True
     if committed:
         usable = verify(os.path.join(root, committed[-1])).returncode == 0
-    print("%s: killed rank %d %s; job ended (exit %d) in %.2f s; committed %s; newest usable: %s"
+    print("%s: killed rank %d %s; job ended (exit %d) in %.2f s; committed %s; newest usable: %s;"
+          " a save in progress at the kill: %s"
           % (name, victim, "during the write of step %d" % target if during_write else
-             "at a random moment", rc, time.time() - t_kill, committed, usable))
+             "at a random moment", rc, time.time() - t_kill, committed, usable,
+             "yes" if writing else "no"))
     check(usable, "the newest committed checkpoint does not verify")
     run(train_cmd(b, extra), expect=0)
     same_records(ref, b)

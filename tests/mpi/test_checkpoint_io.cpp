@@ -20,6 +20,7 @@
 #include "checkpoint/h5_tensors.h"
 #include "checkpoint/manifest.h"
 #include "checkpoint/reader.h"
+#include "checkpoint/snapshot.h"
 #include "checkpoint/writer.h"
 #include "optim/zero.h"
 #include "parallel/comm/mpi_communicator.h"
@@ -276,6 +277,53 @@ TEST_P(ScrambledDeviceCheckpoint, SavesVerifiesAndResumesBitwise) {
     if (back.adamw.owns_master()) {
       EXPECT_TRUE(same_bits(runtime::to_host(back.adamw.master()), values(lo, hi, 0, n)));
     }
+  }
+}
+
+// checkpoint.async's snapshot: taken from a device the host cannot read (by its copies only),
+// then the device's state changed, as training goes on changing it; the save from the
+// snapshot alone holds the values at the snapshot, checksum for checksum the synchronous
+// save's, and the snapshot's host memory is exactly its prediction.
+TEST(CheckpointSnapshot, ASaveFromTheSnapshotOfAScrambledDeviceEqualsTheSynchronousOne) {
+  parallel::MpiCommunicator world;
+  const int rank = world.rank(), ranks = world.size();
+  SharedDir tmp(world);
+  ScrambledDevice dev;
+  RankState live(dev, DType::bf16, 1, rank, ranks);
+  live.fill();
+  const SaveResult sync = save(tmp.path + "/sync", live, world, 1, kStagingBytes);
+  runtime::MemoryAccounting host;
+  SaveResult async;
+  {
+    Snapshot snap(host);
+    RankPart part{&live.store, &live.adamw, rank, ranks, kSmallChunk};
+    snap.take(part);
+    EXPECT_EQ(snap.bytes(), snapshot_bytes(live.store.specs(), live.store.numel(), rank, ranks));
+    EXPECT_EQ(host.peak(runtime::MemTag::checkpoint_snapshot), snap.bytes());
+    live.spoil();  // training goes on: the snapshot alone is written
+    part.store = nullptr;
+    part.adamw = nullptr;
+    part.snapshot = &snap;
+    dev.reset_counts();
+    async = save_checkpoint(tmp.path + "/async", info_for(ranks, 1),
+                            runtime::gpt_specs(model_config(),
+                                               runtime::StageSlice::whole(model_config())),
+                            part, world);
+    EXPECT_EQ(dev.copies, 0) << "a save from a snapshot reads no device memory";
+  }
+  EXPECT_EQ(host.current(runtime::MemTag::checkpoint_snapshot), 0);
+  EXPECT_TRUE(verify_checkpoint(async.dir, world).empty());
+  if (rank == 0) {
+    const Manifest ma = Manifest::read(sync.dir), mb = Manifest::read(async.dir);
+    std::vector<std::tuple<std::string, int64_t, int64_t, uint64_t>> da, db;
+    for (const Region& x : ma.files[0].regions) {
+      if (x.what != "hdf5 metadata") da.emplace_back(x.what, x.offset, x.bytes, x.xxh3);
+    }
+    for (const Region& x : mb.files[0].regions) {
+      if (x.what != "hdf5 metadata") db.emplace_back(x.what, x.offset, x.bytes, x.xxh3);
+    }
+    EXPECT_FALSE(da.empty());
+    EXPECT_EQ(da, db);
   }
 }
 
