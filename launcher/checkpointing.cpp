@@ -417,9 +417,11 @@ bool Checkpointer::save_async(const checkpoint::TrainingState& state, const char
   const double stall = seconds_since(t_snap);  // the snapshot and the thread's start
   pending_stall_s_ = stall;
   seconds_ += stall;
+  const bool interval = std::strcmp(why, "interval") == 0;  // else the run's last save
   log_.info("checkpoint ({}): step {}: {:.1f} MB snapshot to host memory in {:.3f} s; written, "
-            "checksummed and committed by thread {} while training goes on",
-            why, state.step, snapshot_.bytes() / 1e6, snap_s, AsyncSave::kThreadName);
+            "checksummed and committed by thread {}{}",
+            why, state.step, snapshot_.bytes() / 1e6, snap_s, AsyncSave::kThreadName,
+            interval ? " while training goes on" : ", waited for before the run ends");
   return previous_ok;
 }
 
