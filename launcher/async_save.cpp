@@ -8,15 +8,16 @@
 #include <exception>
 #include <vector>
 
+#include "runtime/elapsed.h"
+
 namespace nupipe::launcher {
+
+using runtime::seconds_since;
 
 namespace {
 parallel::Watchdog::Options own(parallel::Watchdog::Options o) {
   o.thread = AsyncSave::kThreadName;
   return o;
-}
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 }  // namespace
 

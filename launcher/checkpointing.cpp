@@ -21,12 +21,15 @@
 #include "parallel/comm/consensus.h"
 #include "runtime/check.h"
 #include "runtime/error.h"
+#include "runtime/elapsed.h"
 
 #ifndef NUPIPE_VERSION
 #define NUPIPE_VERSION "unknown"
 #endif
 
 namespace nupipe::launcher {
+
+using runtime::seconds_since;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -51,10 +54,6 @@ std::string set_aside(const std::string& path, const std::string& suffix) {
     return ec ? std::string() : to;
   }
   return {};
-}
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 }  // namespace

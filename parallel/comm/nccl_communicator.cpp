@@ -18,8 +18,11 @@
 #include "parallel/session/mpi_check.h"
 #include "parallel/comm/nccl_check.h"
 #include "runtime/check.h"
+#include "runtime/elapsed.h"
 
 namespace nupipe::parallel {
+
+using runtime::seconds_since;
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -28,10 +31,6 @@ constexpr const char* kPeerHint =
     "a peer failed or froze, or the network between the ranks failed: check the other ranks' "
     "logs (NCCL_DEBUG=WARN tells more), then relaunch the same command to resume from the last "
     "checkpoint (docs/sre-runbook.md)";
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // Host polling: spin (yielding) for the first 200 us, then sleep up to 1 ms at a time.
 void back_off(Clock::time_point started) {
