@@ -24,8 +24,22 @@ echo "== tests (Release)"
 
 echo "== Sanitize build (ASan + UBSan; host code: the CUDA kernels are compute-sanitizer's, on a GPU)"
 NUPIPE_CMAKE_ARGS="$unity -DNUPIPE_CUDA=OFF" bash scripts/build.sh build-asan Sanitize unit_tests
-echo "== unit tests (Sanitize)"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  build-asan/bin/unit_tests --gtest_brief=1
+echo "== unit tests (Sanitize), in two shards side by side (one core each)"
+pids=()
+for shard in 0 1; do
+  GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=$shard \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    build-asan/bin/unit_tests --gtest_brief=1 >"build-asan/unit_tests.shard$shard.log" 2>&1 &
+  pids+=($!)
+done
+asan_failed=0
+for shard in 0 1; do
+  wait "${pids[$shard]}" || asan_failed=1
+  cat "build-asan/unit_tests.shard$shard.log"
+done
+if [ "$asan_failed" != 0 ]; then
+  echo "== unit tests (Sanitize) FAILED (the shards' output above)"
+  exit 1
+fi
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"
