@@ -35,15 +35,17 @@ def case_kill_during_write():
 
 
 def case_reshard():
-    """A checkpoint of (pp 2 [1,3], dp 2, zero 1) loaded under other layouts: saved again at
-    once, every global tensor equals the original bitwise; training continues."""
+    """A checkpoint of (pp 2 [1,3], dp 2, zero 1, 1F1B) loaded under other layouts and
+    schedules: saved again at once, every global tensor equals the original bitwise; training
+    continues."""
     ref = reference_run()
     src = ckpt(ref + "/checkpoints", 8)
     ref_losses = {r["step"] - 1: r["loss"] for r in records(ref)}  # by step index
-    for name, np_, pp, dp, split, zero in RESHARD:
+    for name, np_, pp, dp, split, zero, schedule in RESHARD:
         out, losses = resave("reshard_" + name, src, np_=np_, layout=[
             "parallel.pipeline=%d" % pp, "parallel.data=%d" % dp,
-            "parallel.stage_layers=" + split, "parallel.zero=%d" % zero])
+            "parallel.stage_layers=" + split, "parallel.zero=%d" % zero,
+            "parallel.schedule=" + schedule])
         n = same_tensors(src, ckpt(out + "/ckpt", 8))
         worst = max(abs(l - ref_losses[8 + i]) / ref_losses[8 + i] for i, l in enumerate(losses))
         bitwise = all(l == ref_losses[8 + i] for i, l in enumerate(losses))

@@ -185,12 +185,14 @@ def kill_trial(name, during_write, seed, extra=(), after_lines=1, ref_extra=None
     print("PASS: %s ended bitwise equal to the uninterrupted run" % name)
 
 
-RESHARD = [  # name, ranks, pipeline, data, stage_layers, zero
-    ("pp1_dp4_zero1", 4, 1, 4, '"uniform"', 1),
-    ("pp4_uniform_dp1_zero0", 4, 4, 1, '"uniform"', 0),
-    ("pp3_uneven_dp1", 3, 3, 1, "[2,1,1]", 0),
-    ("pp2_31_dp2_zero1", 4, 2, 2, "[3,1]", 1),  # same data degree, other split
-    ("pp4_dp1_zero1", 4, 4, 1, "[1,1,1,1]", 1),
+# The checkpoint is saved under 1F1B; two of the layouts resume it under a zero-bubble
+# schedule (the format does not know the schedule; ZB-H1 trains bitwise as 1F1B does).
+RESHARD = [  # name, ranks, pipeline, data, stage_layers, zero, schedule
+    ("pp1_dp4_zero1", 4, 1, 4, '"uniform"', 1, "1f1b"),
+    ("pp4_uniform_dp1_zero0_zbh2", 4, 4, 1, '"uniform"', 0, "zb-h2"),
+    ("pp3_uneven_dp1", 3, 3, 1, "[2,1,1]", 0, "1f1b"),
+    ("pp2_31_dp2_zero1_zbh1", 4, 2, 2, "[3,1]", 1, "zb-h1"),  # same data degree, other split
+    ("pp4_dp1_zero1", 4, 4, 1, "[1,1,1,1]", 1, "1f1b"),
 ]
 
 
