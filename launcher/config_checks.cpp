@@ -100,10 +100,20 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.within("parallel.zero", p.zero, 0, 1, true,
             "set parallel.zero = 0 (replicated optimizer state) or 1 (ZeRO-1: sharded over the "
             "data-parallel ranks of each stage)");
-  try {  // the names come from one list, parallel/pipeline/schedule.h's schedules()
-    parallel::parse_schedule_kind(p.schedule);
-  } catch (const Error& e) {
-    ck.fail("parallel.schedule", e.what(), e.hint());
+  {  // the names come from one list, parallel/pipeline/schedule.h's schedules(), and "auto"
+    bool known = p.schedule == "auto";
+    std::string names;
+    for (const parallel::ScheduleInfo& i : parallel::schedules()) {
+      known = known || p.schedule == i.name;
+      names += std::string(names.empty() ? "" : ", ") + "\"" + i.name + "\"";
+    }
+    if (!known) {
+      ck.fail("parallel.schedule",
+              "parallel.schedule must be " + names + " or \"auto\", got \"" + p.schedule + "\"",
+              "set parallel.schedule = \"1f1b\" (least activation memory of the fused "
+              "schedules), \"zb-h1\" (the same peak in microbatches, a smaller bubble) or "
+              "\"auto\" (the shortest simulated step within the memory budget)");
+    }
   }
 
   const auto& t = c.train;

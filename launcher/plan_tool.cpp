@@ -336,7 +336,11 @@ int run_plan(const PlanCommand& cmd) {
                           std::to_string(in.model.n_layer) + " blocks: at most n_layer + 2",
                       "lower --world-size or raise parallel.data");
   }
-  in.cost = {dp, cfg.parallel.zero, parallel::parse_schedule_kind(cfg.parallel.schedule),
+  // parallel.schedule = "auto": 1F1B until the devices are known, then the fastest (below).
+  const bool auto_schedule = cfg.parallel.schedule == "auto";
+  in.cost = {dp, cfg.parallel.zero,
+             auto_schedule ? parallel::ScheduleKind::one_f_one_b
+                           : parallel::parse_schedule_kind(cfg.parallel.schedule),
              cfg.microbatches(), cfg.train.micro_batch, {}};
 
   // Recompute: --recompute, else the config's train.recompute ("none", "full", "auto"; blocks
@@ -416,6 +420,11 @@ int run_plan(const PlanCommand& cmd) {
                     in.model.seq_len / in.devices[0].flops_per_s;
   }
 
+  if (auto_schedule) {
+    if (const std::optional<parallel::Plan> fastest = parallel::plan_any_schedule(in)) {
+      in.cost.schedule = fastest->schedule;
+    }
+  }
   std::vector<parallel::Plan> plans;
   const std::optional<parallel::Plan> best = parallel::plan_best(in);
   // The uniform and --compare splits recompute every block with recompute full, none
@@ -489,7 +498,10 @@ int run_plan(const PlanCommand& cmd) {
   std::printf("nupipe plan %s: %d layers, d_model %d, %d stages x %d replicas, %s, %d "
               "microbatches of %d, ZeRO-%d, recompute %s\n",
               cmd.config_path.c_str(), in.model.n_layer, in.model.d_model, in.pipeline, dp,
-              cfg.parallel.schedule.c_str(), in.cost.microbatches, in.cost.micro_batch,
+              (std::string(parallel::schedule_name(in.cost.schedule)) +
+               (auto_schedule ? " (parallel.schedule = \"auto\": the fastest that fits)" : ""))
+                  .c_str(),
+              in.cost.microbatches, in.cost.micro_batch,
               in.cost.zero, recompute_text.c_str());
   if (!knowns.budget) {
     std::printf("memory: no budget given (--memory-gib, runtime.memory_gib or "

@@ -90,6 +90,17 @@ std::string why_second(const parallel::Plan& best, const parallel::Plan& second)
          " more memory";
 }
 
+// A planner's time for the log. Seconds only from a throughput the config gives;
+// runtime.tflops' default makes equal devices equal and no more, so times are then in units of
+// one block's forward + backward of one microbatch (as `nupipe plan` gives them).
+std::string plan_time(const Stage& s, const Config& cfg, const parallel::PlanInputs& in,
+                      double t) {
+  if (cfg.is_given("runtime.tflops")) return fmt::format("{:.3f} ms", t * 1e3);
+  const double unit_s = runtime::Block::cost(in.model).flops_per_token * s.tokens_per_micro /
+                        in.devices[0].flops_per_s;
+  return fmt::format("{:.2f} units", t / unit_s);
+}
+
 // parallel.stage_layers = "auto": the planner's split (and recompute) within the budget, the
 // same on every rank (same inputs).
 // The planner's inputs for this run: its model, degrees, schedule, batch shape and budgets.
@@ -177,15 +188,8 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
   s.layout = parallel::layout_from_counts(best->layers, in.model.n_layer);
   s.recompute = best->recompute;
   const std::optional<parallel::Plan> second = parallel::runner_up(in, *best);
-  // Seconds only from a throughput the config gives; runtime.tflops' default makes equal
-  // devices equal and no more, so times are then in units of one block's forward + backward
-  // of one microbatch (as `nupipe plan` gives them).
   const bool seconds = cfg.is_given("runtime.tflops");
-  const double unit_s = runtime::Block::cost(in.model).flops_per_token * s.tokens_per_micro /
-                        in.devices[0].flops_per_s;
-  auto time = [&](double t) {
-    return seconds ? fmt::format("{:.3f} ms", t * 1e3) : fmt::format("{:.2f} units", t / unit_s);
-  };
+  auto time = [&](double t) { return plan_time(s, cfg, in, t); };
   s.plan_note = fmt::format(
       "planner: stage_layers {} with recompute {} (simulated step {}{} peak {}) "
       "within {} per rank ({}); {}; the uniform split {} would need {} ({}), step {}",
@@ -204,6 +208,40 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
       uniform.fits ? "fits" : "does not fit", time(uniform.sim.step_s));
 }
 
+// parallel.schedule = "auto": the schedule whose plan has the shortest simulated step within
+// the budgets, with the planner's split under each (stage_layers = "auto") or the config's; the
+// same on every rank (same inputs). None fitting: 1F1B, whose refusal names the shortfall.
+void choose_schedule(Stage& s, const Config& cfg) {
+  s.schedule = parallel::ScheduleKind::one_f_one_b;
+  const parallel::PlanInputs in = plan_inputs(s, cfg);
+  std::vector<int> layers, recompute;
+  if (cfg.parallel.stage_layers.kind != parallel::StageLayersSpec::Kind::automatic) {
+    const parallel::StageLayout layout = parallel::make_stage_layout(
+        cfg.parallel.stage_layers, cfg.parallel.pipeline, s.model_config.n_layer);
+    layers = parallel::layer_counts(layout);
+    recompute = parallel::recompute_blocks(cfg.train.recompute, layout);
+    if (recompute.empty()) recompute.assign(layers.size(), 0);
+  }
+  std::string steps;
+  for (const parallel::ScheduleInfo& info : parallel::schedules()) {
+    parallel::PlanInputs each = in;
+    each.cost.schedule = info.kind;
+    const std::optional<parallel::Plan> p =
+        layers.empty() ? parallel::plan_best(each)
+                       : std::optional<parallel::Plan>(parallel::evaluate(each, layers, recompute));
+    steps += fmt::format("{}{} {}", steps.empty() ? "" : ", ", info.name,
+                         !p || !p->fits ? std::string("does not fit")
+                                        : plan_time(s, cfg, each, p->sim.step_s));
+  }
+  const std::optional<parallel::Plan> best = parallel::plan_any_schedule(in, layers, recompute);
+  if (best) s.schedule = best->schedule;
+  s.schedule_note = fmt::format(
+      "parallel.schedule = \"auto\": {} ({}; the simulated step of each: {})",
+      parallel::schedule_name(s.schedule),
+      best ? "the shortest simulated step within the budget" : "nothing fits: 1F1B, refused below",
+      steps);
+}
+
 }  // namespace
 
 void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world,
@@ -213,9 +251,13 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   s.n_micro = cfg.microbatches();
   s.tokens_per_micro = static_cast<int64_t>(s.micro) * s.model_config.seq_len;
   s.tokens_per_step = s.tokens_per_micro * s.n_micro * cfg.parallel.data;
-  s.schedule = parallel::parse_schedule_kind(cfg.parallel.schedule);
   std::string budget_source;
   s.budgets = stage_budgets(cfg, world, groups, &budget_source);
+  if (cfg.parallel.schedule == "auto") {
+    choose_schedule(s, cfg);
+  } else {
+    s.schedule = parallel::parse_schedule_kind(cfg.parallel.schedule);
+  }
   if (cfg.parallel.stage_layers.kind == parallel::StageLayersSpec::Kind::automatic) {
     plan_layout(s, cfg, budget_source);
   } else {
@@ -338,12 +380,14 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
   log.info("parallel: {} ranks = pipeline {} x data {}, schedule {}; {} sequences/step = {} "
            "micro-batches of {} x {} replicas; {} tokens/step; {} threads per rank on backend "
            "{}",
-           world.size(), cfg.parallel.pipeline, cfg.parallel.data, cfg.parallel.schedule,
+           world.size(), cfg.parallel.pipeline, cfg.parallel.data,
+           parallel::schedule_name(s.schedule),
            cfg.train.global_batch, s.n_micro, s.micro, cfg.parallel.data, s.tokens_per_step,
            s.threads, s.backend->name());
   log.info("collectives: {} ({}; runtime.comm = \"{}\")", parallel::comm_kind_name(s.comm.kind),
            s.comm.reason, cfg.runtime.comm);
   log_lines(log, parallel::layout_table(s.layout, mc, cfg.parallel.data));
+  if (!s.schedule_note.empty()) log.info("{}", s.schedule_note);
   if (!s.plan_note.empty()) log.info("{}", s.plan_note);
   log.info("expected memory per rank of each stage (layer cost descriptors, schedule, ZeRO-{}, "
            "recompute {}):",

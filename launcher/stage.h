@@ -48,6 +48,7 @@ struct Stage {
   std::vector<parallel::StageMemory> plan;  // expected bytes per rank of every stage
   std::vector<int64_t> budgets;              // bytes a rank of each stage may use
   std::string plan_note;                     // the planner's choice, for the log
+  std::string schedule_note;                 // parallel.schedule = "auto"'s choice, for the log
   std::vector<std::string> budget_warnings;  // stages close to the budget, for the log
 };
 

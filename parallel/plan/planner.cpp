@@ -292,6 +292,7 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
                    valid_split(layers, in.model.n_layer),
                "planner: invalid split");
   Plan plan;
+  plan.schedule = in.cost.schedule;
   plan.layers = layers;
   plan.recompute = recompute.empty() ? std::vector<int>(layers.size(), 0) : recompute;
   std::vector<StageTimes> times;
@@ -361,6 +362,24 @@ std::optional<Plan> plan_best(const PlanInputs& in) {
   std::optional<Plan> p = solve(in, true);
   if (p) p->name = "auto";
   return p;
+}
+
+std::optional<Plan> plan_any_schedule(const PlanInputs& in, const std::vector<int>& layers,
+                                      const std::vector<int>& recompute) {
+  std::optional<Plan> best;
+  for (const ScheduleInfo& info : schedules()) {
+    PlanInputs each = in;
+    each.cost.schedule = info.kind;
+    std::optional<Plan> p;
+    if (layers.empty()) {
+      p = plan_best(each);
+    } else {
+      p = recompute.empty() ? plan_for_split(each, layers) : evaluate(each, layers, recompute);
+      if (!p->fits) p.reset();
+    }
+    if (p && (!best || beats(*p, *best))) best = std::move(p);
+  }
+  return best;
 }
 
 Plan plan_lowest_peak(const PlanInputs& in) {

@@ -53,6 +53,7 @@ struct StagePlan {
 
 struct Plan {
   std::string name;              // "auto", "uniform", "compare"
+  ScheduleKind schedule = ScheduleKind::one_f_one_b;  // the schedule it was evaluated under
   std::vector<int> layers;       // blocks per stage
   std::vector<int> recompute;    // recomputed blocks per stage
   std::vector<StagePlan> stages;
@@ -74,6 +75,12 @@ Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
               const std::vector<int>& recompute = {});
 // The optimal plan, or nothing when no split fits the budgets.
 std::optional<Plan> plan_best(const PlanInputs& in);
+// parallel.schedule = "auto": the best plan over every schedule, each with its own optimal
+// split and recompute (`layers` empty) or with the given split (and `recompute`, empty: the
+// inputs' choice as plan_for_split makes it): the shortest simulated step among those that fit,
+// ties by peak; nothing when none fits.
+std::optional<Plan> plan_any_schedule(const PlanInputs& in, const std::vector<int>& layers = {},
+                                      const std::vector<int>& recompute = {});
 // The split with the lowest peak memory whatever the budgets (for "does not fit by how much").
 Plan plan_lowest_peak(const PlanInputs& in);
 // A given split with the recompute the inputs call for: none, full, or (auto) on each stage the

@@ -91,6 +91,37 @@ TEST(CliPlan, TableAndCompare) {
   }
 }
 
+// Every schedule side by side, and parallel.schedule = "auto": with room, a zero-bubble schedule
+// (shorter simulated step); within a budget only 1F1B fits, 1F1B. The JSON carries every
+// schedule's plan.
+TEST(CliPlan, EveryScheduleAndAutoChoosesTheFastestThatFits) {
+  const std::vector<std::string> eight{"--set", "model.n_layer=8", "--set",
+                                       "parallel.schedule=auto", "--set", "parallel.pipeline=2"};
+  const ProcessResult roomy = plan(eight);
+  ASSERT_EQ(roomy.exit_code, 0) << roomy;
+  EXPECT_NE(roomy.output.find("2 stages x 1 replicas, zb-h"), std::string::npos) << roomy;
+  for (const char* needle : {"every schedule", "  1f1b ", "  gpipe ", "  zb-h1 ", "  zb-h2 ",
+                             "<- fastest", "W inputs"}) {
+    EXPECT_NE(roomy.output.find(needle), std::string::npos) << needle << "\n" << roomy;
+  }
+  std::vector<std::string> tight = eight;
+  tight.insert(tight.end(), {"--memory-gib", "0.0085"});  // 1F1B's [4, 4] peak is 7.71 MiB
+  const ProcessResult r = plan(tight);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NE(r.output.find("2 stages x 1 replicas, 1f1b (parallel.schedule = \"auto\""),
+            std::string::npos) << r;
+  EXPECT_NE(r.output.find("  zb-h1    no split fits"), std::string::npos) << r;
+  tight.push_back("--json");
+  const ProcessResult j = plan(tight);
+  ASSERT_EQ(j.exit_code, 0) << j;
+  const nlohmann::json doc = nlohmann::json::parse(j.output);
+  ASSERT_EQ(doc["schedules"].size(), 4u) << j;
+  EXPECT_EQ(doc["schedules"][0]["schedule"], "1f1b");
+  EXPECT_EQ(doc["schedules"][0]["fits"], true);
+  EXPECT_EQ(doc["schedules"][2]["fits"], false);
+  EXPECT_TRUE(doc["schedules"][2]["plan"].is_null());
+}
+
 // The simulator's network and the throughput figures: a slower network makes the step longer;
 // MFU and the cost per million tokens follow from the step time.
 TEST(CliPlan, NetworkMfuAndCost) {

@@ -126,10 +126,11 @@ TEST(Config, ScheduleKey) {
   EXPECT_EQ(parse_config("", "t", {"parallel.schedule=gpipe"}).parallel.schedule, "gpipe");
   EXPECT_EQ(parse_config("", "t", {"parallel.schedule=zb-h1"}).parallel.schedule, "zb-h1");
   EXPECT_EQ(parse_config("", "t", {"parallel.schedule=zb-h2"}).parallel.schedule, "zb-h2");
+  EXPECT_EQ(parse_config("", "t", {"parallel.schedule=auto"}).parallel.schedule, "auto");
   const Error e = error_of("[parallel]\nschedule = \"interleaved\"\n");
   EXPECT_CONTAINS(e.what(), "test.toml:2:");
-  EXPECT_CONTAINS(e.what(), "parallel.schedule must be \"1f1b\", \"gpipe\", \"zb-h1\" or \"zb-h2\", got "
-                  "\"interleaved\"");
+  EXPECT_CONTAINS(e.what(), "parallel.schedule must be \"1f1b\", \"gpipe\", \"zb-h1\", \"zb-h2\" or "
+                  "\"auto\", got \"interleaved\"");
   EXPECT_CONTAINS(e.hint(), "parallel.schedule = \"1f1b\"");
   EXPECT_CONTAINS(error_of("[parallel]\nschedule = \"GPipe\"\n").what(), "parallel.schedule");
   EXPECT_CONTAINS(error_of("[parallel]\nschedule = 1\n").what(),
