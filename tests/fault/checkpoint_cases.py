@@ -346,8 +346,11 @@ def case_async_write_error():
         check(left == ["step_00000004"], "checkpoint.dir holds %s" % left)
         check(verify(os.path.join(mnt, left[0])).returncode == 0,
               "the previous checkpoint is damaged")
+        # The verdict comes at the first step boundary after the background write failed, or,
+        # when training outruns the write (a loaded host), at the end, where the final save
+        # waits for the one in flight: both before any later save is started.
         steps = [r["step"] for r in records(d + "/run")]
-        check(8 <= steps[-1] < 12, "training ended at step %d" % steps[-1])
+        check(8 <= steps[-1] <= 12, "training ended at step %d" % steps[-1])
         print("async write error: every rank exit 4 in %.1f s; %s intact; the step-8 save's "
               "failure taken at the boundary after step %d" % (time.time() - t0, left[0],
                                                               steps[-1]))
