@@ -268,39 +268,23 @@ Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int th
 
 }  // namespace
 
-// Each schedule's best plan within the budgets (none: no split fits under it), side by side.
-struct ScheduleChoice {
-  parallel::ScheduleKind kind;
-  std::optional<parallel::Plan> best;
-};
-
-std::vector<ScheduleChoice> plan_every_schedule(const parallel::PlanInputs& in) {
-  std::vector<ScheduleChoice> out;
-  for (const parallel::ScheduleInfo& info : parallel::schedules()) {
-    parallel::PlanInputs each = in;
-    each.cost.schedule = info.kind;
-    out.push_back({info.kind, parallel::plan_best(each)});
-  }
-  return out;
-}
-
-void print_schedules(const std::vector<ScheduleChoice>& choices, const parallel::PlanInputs& in,
-                     const Knowns& k) {
+// Each schedule's best plan within the budgets (none: no split fits under it), side by side,
+// in the order of parallel::schedules().
+void print_schedules(const std::vector<std::optional<parallel::Plan>>& each,
+                     const parallel::PlanInputs& in, const Knowns& k) {
   using runtime::format_bytes;
-  const ScheduleChoice* fastest = nullptr;
-  for (const ScheduleChoice& c : choices) {
-    if (c.best && (!fastest || parallel::beats(*c.best, *fastest->best))) fastest = &c;
-  }
+  const std::optional<parallel::Plan> fastest = parallel::fastest_plan(each);
   std::printf("every schedule, each with its own best split within the budgets (parallel.schedule "
               "= %s here):\n", parallel::schedule_name(in.cost.schedule));
   std::printf("  %-8s %-24s %-24s %12s %7s  %s\n", "schedule", "stage_layers", "recompute",
               k.throughput ? "step ms" : "step units", "bubble", "peak per stage");
-  for (const ScheduleChoice& c : choices) {
-    if (!c.best) {
-      std::printf("  %-8s no split fits\n", parallel::schedule_name(c.kind));
+  for (size_t i = 0; i < each.size(); ++i) {
+    const char* name = parallel::schedules()[i].name;
+    if (!each[i]) {
+      std::printf("  %-8s no split fits\n", name);
       continue;
     }
-    const parallel::Plan& p = *c.best;
+    const parallel::Plan& p = *each[i];
     // Up to 8 stages the lists and every stage's peak; beyond, the largest peak (--json has all).
     const bool wide = p.stages.size() > 8;
     std::string peaks = wide ? "largest " + format_bytes(p.peak_bytes) : "";
@@ -309,10 +293,11 @@ void print_schedules(const std::vector<ScheduleChoice>& choices, const parallel:
     }
     const std::string layers = wide ? "(--json)" : parallel::format_list(p.layers);
     const std::string recompute = wide ? "(--json)" : parallel::format_list(p.recompute);
-    std::printf("  %-8s %-24s %-24s %12.2f %6.1f%%  %s%s\n", parallel::schedule_name(c.kind),
+    std::printf("  %-8s %-24s %-24s %12.2f %6.1f%%  %s%s\n", name,
                 layers.c_str(), recompute.c_str(),
                 k.throughput ? p.sim.step_s * 1e3 : p.sim.step_s / k.unit_s,
-                100.0 * p.sim.bubble_fraction, peaks.c_str(), &c == fastest ? "  <- fastest" : "");
+                100.0 * p.sim.bubble_fraction, peaks.c_str(),
+                fastest && fastest->schedule == p.schedule ? "  <- fastest" : "");
   }
   std::printf("\n");
 }
@@ -420,8 +405,10 @@ int run_plan(const PlanCommand& cmd) {
                     in.model.seq_len / in.devices[0].flops_per_s;
   }
 
+  // Every schedule's own best plan (for "auto" and the side-by-side table), planned once.
+  const std::vector<std::optional<parallel::Plan>> each_schedule = parallel::plan_each_schedule(in);
   if (auto_schedule) {
-    if (const std::optional<parallel::Plan> fastest = parallel::plan_any_schedule(in)) {
+    if (const std::optional<parallel::Plan> fastest = parallel::fastest_plan(each_schedule)) {
       in.cost.schedule = fastest->schedule;
     }
   }
@@ -485,11 +472,11 @@ int run_plan(const PlanCommand& cmd) {
                                                         "microbatch");
     j["fits"] = known(knowns.budget, best.has_value());
     j["schedules"] = nlohmann::json::array();
-    for (const ScheduleChoice& c : plan_every_schedule(in)) {
-      j["schedules"].push_back(
-          {{"schedule", parallel::schedule_name(c.kind)},
-           {"fits", known(knowns.budget, c.best.has_value())},
-           {"plan", c.best ? plan_json(*c.best, in, cmd, knowns) : nlohmann::json()}});
+    for (size_t i = 0; i < each_schedule.size(); ++i) {
+      const std::optional<parallel::Plan>& p = each_schedule[i];
+      j["schedules"].push_back({{"schedule", parallel::schedules()[i].name},
+                                {"fits", known(knowns.budget, p.has_value())},
+                                {"plan", p ? plan_json(*p, in, cmd, knowns) : nlohmann::json()}});
     }
     if (!best) j["lowest_peak"] = plan_json(parallel::plan_lowest_peak(in), in, cmd, knowns);
     std::printf("%s\n", j.dump(1).c_str());
@@ -517,7 +504,7 @@ int run_plan(const PlanCommand& cmd) {
   }
   std::printf("\n");
   for (const parallel::Plan& p : plans) print_plan(p, in, cmd, knowns);
-  if (in.pipeline > 1) print_schedules(plan_every_schedule(in), in, knowns);
+  if (in.pipeline > 1) print_schedules(each_schedule, in, knowns);
   if (!best) {
     parallel::Plan low = parallel::plan_lowest_peak(in);
     int64_t over = 0;

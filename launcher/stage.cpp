@@ -222,18 +222,15 @@ void choose_schedule(Stage& s, const Config& cfg) {
     recompute = parallel::recompute_blocks(cfg.train.recompute, layout);
     if (recompute.empty()) recompute.assign(layers.size(), 0);
   }
+  const std::vector<std::optional<parallel::Plan>> each =
+      parallel::plan_each_schedule(in, layers, recompute);
   std::string steps;
-  for (const parallel::ScheduleInfo& info : parallel::schedules()) {
-    parallel::PlanInputs each = in;
-    each.cost.schedule = info.kind;
-    const std::optional<parallel::Plan> p =
-        layers.empty() ? parallel::plan_best(each)
-                       : std::optional<parallel::Plan>(parallel::evaluate(each, layers, recompute));
-    steps += fmt::format("{}{} {}", steps.empty() ? "" : ", ", info.name,
-                         !p || !p->fits ? std::string("does not fit")
-                                        : plan_time(s, cfg, each, p->sim.step_s));
+  for (size_t i = 0; i < each.size(); ++i) {
+    steps += fmt::format("{}{} {}", steps.empty() ? "" : ", ", parallel::schedules()[i].name,
+                         each[i] ? plan_time(s, cfg, in, each[i]->sim.step_s)
+                                 : std::string("does not fit"));
   }
-  const std::optional<parallel::Plan> best = parallel::plan_any_schedule(in, layers, recompute);
+  const std::optional<parallel::Plan> best = parallel::fastest_plan(each);
   if (best) s.schedule = best->schedule;
   s.schedule_note = fmt::format(
       "parallel.schedule = \"auto\": {} ({}; the simulated step of each: {})",

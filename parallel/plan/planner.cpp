@@ -364,9 +364,10 @@ std::optional<Plan> plan_best(const PlanInputs& in) {
   return p;
 }
 
-std::optional<Plan> plan_any_schedule(const PlanInputs& in, const std::vector<int>& layers,
-                                      const std::vector<int>& recompute) {
-  std::optional<Plan> best;
+std::vector<std::optional<Plan>> plan_each_schedule(const PlanInputs& in,
+                                                    const std::vector<int>& layers,
+                                                    const std::vector<int>& recompute) {
+  std::vector<std::optional<Plan>> out;
   for (const ScheduleInfo& info : schedules()) {
     PlanInputs each = in;
     each.cost.schedule = info.kind;
@@ -377,7 +378,15 @@ std::optional<Plan> plan_any_schedule(const PlanInputs& in, const std::vector<in
       p = recompute.empty() ? plan_for_split(each, layers) : evaluate(each, layers, recompute);
       if (!p->fits) p.reset();
     }
-    if (p && (!best || beats(*p, *best))) best = std::move(p);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::optional<Plan> fastest_plan(const std::vector<std::optional<Plan>>& plans) {
+  std::optional<Plan> best;
+  for (const std::optional<Plan>& p : plans) {
+    if (p && (!best || beats(*p, *best))) best = p;
   }
   return best;
 }

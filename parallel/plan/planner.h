@@ -75,12 +75,16 @@ Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
               const std::vector<int>& recompute = {});
 // The optimal plan, or nothing when no split fits the budgets.
 std::optional<Plan> plan_best(const PlanInputs& in);
-// parallel.schedule = "auto": the best plan over every schedule, each with its own optimal
-// split and recompute (`layers` empty) or with the given split (and `recompute`, empty: the
-// inputs' choice as plan_for_split makes it): the shortest simulated step among those that fit,
-// ties by peak; nothing when none fits.
-std::optional<Plan> plan_any_schedule(const PlanInputs& in, const std::vector<int>& layers = {},
-                                      const std::vector<int>& recompute = {});
+// One plan per schedule, in the order of schedules() (the inputs' own schedule aside): each
+// with its own optimal split and recompute (`layers` empty) or with the given split (and
+// `recompute`; empty: the inputs' choice as plan_for_split makes it); nothing where it does not
+// fit.
+std::vector<std::optional<Plan>> plan_each_schedule(const PlanInputs& in,
+                                                    const std::vector<int>& layers = {},
+                                                    const std::vector<int>& recompute = {});
+// parallel.schedule = "auto": the one of them with the shortest simulated step (ties: the
+// lower peak); nothing when none fits.
+std::optional<Plan> fastest_plan(const std::vector<std::optional<Plan>>& plans);
 // The split with the lowest peak memory whatever the budgets (for "does not fit by how much").
 Plan plan_lowest_peak(const PlanInputs& in);
 // A given split with the recompute the inputs call for: none, full, or (auto) on each stage the

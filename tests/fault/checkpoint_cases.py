@@ -8,6 +8,8 @@ weights' round trip, and resuming across precisions. What they share is in ckpt_
 usage: checkpoint_cases.py CASE WORKDIR NUPIPE TRAIN_AND_DUMP CONFIG MPIRUN [MPIRUN_FLAGS...]
 Exit 0: pass; 1: fail; 77: skipped (what it needs is missing here).
 """
+import contextlib
+
 from ckpt_harness import *  # noqa: F401,F403
 from checkpoint_bf16_cases import *  # noqa: F401,F403
 
@@ -130,18 +132,27 @@ def case_no_checkpoint_rerun():
     print("PASS: metrics of a run without checkpoints are kept as metrics.jsonl.1")
 
 
-def case_write_error():
-    """A full filesystem: the save fails, the previous checkpoint stays intact, nothing is
-    marked committed; exit 4 by default, training goes on with on_write_error = continue."""
-    mnt = os.path.join(WORK, "small_fs")
+@contextlib.contextmanager
+def small_tmpfs(name):
+    """A 4 MB tmpfs under WORK, unmounted afterwards (exit 77, skipped, where mounting is not
+    allowed). One checkpoint of this model is 2.7 MB: room for one, not for the next beside it."""
+    mnt = os.path.join(WORK, name)
     os.makedirs(mnt, exist_ok=True)
     subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL)
-    # One checkpoint of this model is 2.7 MB: room for one, not for the next beside it.
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt],
                       stderr=subprocess.DEVNULL).returncode != 0:
         print("SKIP: cannot mount a small tmpfs here (needs root)")
         sys.exit(77)
     try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt])
+
+
+def case_write_error():
+    """A full filesystem: the save fails, the previous checkpoint stays intact, nothing is
+    marked committed; exit 4 by default, training goes on with on_write_error = continue."""
+    with small_tmpfs("small_fs") as mnt:
         for policy, rc in (("stop", 4), ("continue", 0)):
             d = os.path.join(WORK, "write_error_" + policy)
             shutil.rmtree(d, ignore_errors=True)
@@ -161,8 +172,6 @@ def case_write_error():
                   "%s: training ended at step %d" % (policy, steps[-1]))
             print("%s: exit %d, %s intact, training stopped after step %d" %
                   (policy, p.returncode, left[0], steps[-1]))
-    finally:
-        subprocess.run(["umount", mnt])
     print("PASS: write failures keep the previous checkpoint")
 
 
@@ -315,14 +324,7 @@ def case_async_write_error():
     """A full filesystem during a background write: every rank exits 4 (none hangs), at the
     step boundary where the verdict is taken; the previous checkpoint is intact and nothing
     else is left in checkpoint.dir."""
-    mnt = os.path.join(WORK, "small_fs_async")
-    os.makedirs(mnt, exist_ok=True)
-    subprocess.run(["umount", mnt], stderr=subprocess.DEVNULL)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt],
-                      stderr=subprocess.DEVNULL).returncode != 0:
-        print("SKIP: cannot mount a small tmpfs here (needs root)")
-        sys.exit(77)
-    try:
+    with small_tmpfs("small_fs_async") as mnt:
         d = fresh(WORK, "async_write_error")
         codes = os.path.join(d, "codes")
         wrapper = os.path.join(d, "rank.sh")
@@ -354,8 +356,6 @@ def case_async_write_error():
         print("async write error: every rank exit 4 in %.1f s; %s intact; the step-8 save's "
               "failure taken at the boundary after step %d" % (time.time() - t0, left[0],
                                                               steps[-1]))
-    finally:
-        subprocess.run(["umount", mnt])
     print("PASS: a failed background write stops every rank with exit 4, the previous "
           "checkpoint intact")
 
