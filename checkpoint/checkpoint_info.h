@@ -34,7 +34,8 @@ struct ModelKeyDiff {
   std::string saved;
   std::string wanted;
 };
-// The shape keys (n_layer, d_model, n_head, vocab_size, seq_len, tie_embeddings) that differ.
+// The shape keys (runtime::model_keys(): family, n_layer, d_model, n_head, n_kv_head,
+// ffn_hidden, vocab_size, seq_len, tie_embeddings) that differ.
 std::vector<ModelKeyDiff> model_differences(const runtime::ModelConfig& saved,
                                             const runtime::ModelConfig& wanted);
 

@@ -109,13 +109,17 @@ CheckpointInfo read_info(const std::string& dir) {
   s.data_name = r.attr_string("data.name");
   s.data_tokens = r.attr_int("data.tokens");
   s.tokens_seen = r.has_attr("tokens_seen") ? r.attr_int("tokens_seen") : -1;
-  runtime::ModelConfig& m = info.model;
-  m.n_layer = static_cast<int>(r.attr_int("model.n_layer"));
-  m.d_model = static_cast<int>(r.attr_int("model.d_model"));
-  m.n_head = static_cast<int>(r.attr_int("model.n_head"));
-  m.vocab_size = static_cast<int>(r.attr_int("model.vocab_size"));
-  m.seq_len = static_cast<int>(r.attr_int("model.seq_len"));
-  m.tie_embeddings = r.attr_int("model.tie_embeddings") != 0;
+  for (const runtime::ModelKey& k : runtime::model_keys()) {  // the must-match model keys
+    if (!r.has_attr(k.name) && k.absent) {  // written before the key existed
+      k.set(info.model, k.absent);
+    } else if (k.kind == runtime::ModelKey::Kind::text) {
+      k.set(info.model, r.attr_string(k.name));
+    } else if (k.kind == runtime::ModelKey::Kind::boolean) {
+      k.set(info.model, r.attr_int(k.name) != 0 ? "true" : "false");
+    } else {
+      k.set(info.model, std::to_string(r.attr_int(k.name)));
+    }
+  }
   info.layout.pipeline = static_cast<int>(r.attr_int("layout.pipeline"));
   info.layout.data = static_cast<int>(r.attr_int("layout.data"));
   info.layout.zero = static_cast<int>(r.attr_int("layout.zero"));

@@ -50,13 +50,12 @@ void write_attributes(H5TensorWriter& w, const CheckpointInfo& info) {
   w.attr("data.name", s.data_name);
   w.attr("data.tokens", s.data_tokens);
   w.attr("tokens_seen", s.tokens_seen);
-  const runtime::ModelConfig& m = info.model;
-  w.attr("model.n_layer", m.n_layer);
-  w.attr("model.d_model", m.d_model);
-  w.attr("model.n_head", m.n_head);
-  w.attr("model.vocab_size", m.vocab_size);
-  w.attr("model.seq_len", m.seq_len);
-  w.attr("model.tie_embeddings", m.tie_embeddings ? 1 : 0);
+  for (const runtime::ModelKey& k : runtime::model_keys()) {  // the must-match model keys
+    const std::string v = k.get(info.model);
+    if (k.kind == runtime::ModelKey::Kind::text) w.attr(k.name, v);
+    else if (k.kind == runtime::ModelKey::Kind::boolean) w.attr(k.name, v == "true" ? 1 : 0);
+    else w.attr(k.name, static_cast<int64_t>(std::stoll(v)));
+  }
   w.attr("layout.pipeline", info.layout.pipeline);
   w.attr("layout.data", info.layout.data);
   w.attr("layout.zero", info.layout.zero);

@@ -271,7 +271,7 @@ std::string nothing_to_train(const Config& cfg, const ResumePoint& rp) {
 Checkpointer::Checkpointer(const Config& cfg, Stage& stage, parallel::ProcessGroups& groups,
                            spdlog::logger& log, const parallel::Watchdog::Options* watchdog)
     : cfg_(cfg), stage_(stage), groups_(groups), log_(log),
-      global_specs_(runtime::gpt_specs(stage.model_config,
+      global_specs_(runtime::stage_specs(stage.model_config,
                                        runtime::StageSlice::whole(stage.model_config))),
       snapshot_(host_memory_) {
   if (cfg.checkpoint.async && cfg.checkpoint.every > 0) {

@@ -35,8 +35,8 @@ struct ResumePoint {
 //            checkpoint.strict, the run stops with exit code 4. None: step 0.
 //   "never": step 0; a checkpoint.dir that holds checkpoints is refused (exit 2).
 //   a path:  that checkpoint, which must verify (exit 4).
-// A checkpoint of another model (n_layer, d_model, n_head, vocab_size, seq_len,
-// tie_embeddings) stops the run with exit code 4 naming every differing key with both values.
+// A checkpoint of another model (runtime::model_keys(): family, n_layer, d_model, n_head,
+// n_kv_head, ffn_hidden, vocab_size, seq_len, tie_embeddings) stops the run with exit code 4 naming every differing key with both values.
 // Uncommitted leftovers (step_N.tmp) are never loaded; rank 0 removes them.
 ResumePoint find_resume_point(const Config& config, parallel::MpiCommunicator& world);
 

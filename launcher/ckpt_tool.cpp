@@ -63,9 +63,13 @@ int ckpt_inspect(const std::string& dir, bool json) {
     j["tokens_seen"] = s.tokens_seen >= 0 ? nlohmann::json(s.tokens_seen) : nlohmann::json();
     j["layout"] = {{"pipeline", info.layout.pipeline}, {"data", info.layout.data},
                    {"zero", info.layout.zero}, {"stage_layers", info.layout.stage_layers}};
-    j["model"] = {{"n_layer", m.n_layer}, {"d_model", m.d_model}, {"n_head", m.n_head},
-                  {"vocab_size", m.vocab_size}, {"seq_len", m.seq_len},
-                  {"tie_embeddings", m.tie_embeddings}};
+    j["model"] = nlohmann::json::object();
+    for (const runtime::ModelKey& k : runtime::model_keys()) {
+      const std::string v = k.get(m), leaf = std::string(k.name).substr(6);  // "model."
+      if (k.kind == runtime::ModelKey::Kind::integer) j["model"][leaf] = std::stoll(v);
+      else if (k.kind == runtime::ModelKey::Kind::boolean) j["model"][leaf] = v == "true";
+      else j["model"][leaf] = v;
+    }
     j["nupipe_version"] = info.nupipe_version;
     j["tensors"] = nlohmann::json::object();
     for (const auto& [name, shape] : tensors) j["tensors"][name] = shape;

@@ -58,6 +58,7 @@ constexpr std::string_view kSections[] = {"model", "data",  "data.synthetic", "p
 #define NUPIPE_KEY(path, member) Key{path, +[](Config& c) -> auto& { return c.member; }}
 const std::vector<Key>& schema() {
   static const std::vector<Key> keys = {
+      NUPIPE_KEY("model.family", model.family),
       NUPIPE_KEY("model.n_layer", model.n_layer),
       NUPIPE_KEY("model.d_model", model.d_model),
       NUPIPE_KEY("model.n_head", model.n_head),
@@ -66,6 +67,10 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("model.tie_embeddings", model.tie_embeddings),
       NUPIPE_KEY("model.init_std", model.init_std),
       NUPIPE_KEY("model.ln_eps", model.ln_eps),
+      NUPIPE_KEY("model.n_kv_head", model.n_kv_head),
+      NUPIPE_KEY("model.ffn_hidden", model.ffn_hidden),
+      NUPIPE_KEY("model.rope_theta", model.rope_theta),
+      NUPIPE_KEY("model.norm_eps", model.norm_eps),
       NUPIPE_KEY("parallel.pipeline", parallel.pipeline),
       NUPIPE_KEY("parallel.data", parallel.data),
       NUPIPE_KEY("parallel.stage_layers", parallel.stage_layers),
@@ -536,7 +541,7 @@ std::string to_toml(const Config& config) {
   for (std::string_view section : kSections) {
     out += "\n[" + std::string(section) + "]\n";
     for (const Key& key : schema())
-      if (parent_of(key.path) == section)
+      if (parent_of(key.path) == section && !family_refuses(key.path, c.model.family))
         out += std::string(leaf_of(key.path)) + " = " + format_value(key, c) + "\n";
   }
   return out;
@@ -545,7 +550,10 @@ std::string to_toml(const Config& config) {
 std::vector<std::pair<std::string, std::string>> key_values(const Config& config) {
   Config c = config;
   std::vector<std::pair<std::string, std::string>> out;
-  for (const Key& key : schema()) out.emplace_back(std::string(key.path), format_value(key, c));
+  for (const Key& key : schema()) {
+    if (!family_refuses(key.path, c.model.family))
+      out.emplace_back(std::string(key.path), format_value(key, c));
+  }
   return out;
 }
 

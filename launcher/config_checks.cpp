@@ -11,10 +11,41 @@
 
 namespace nupipe::launcher {
 
+const char* family_refuses(std::string_view key, std::string_view family) {
+  struct Only {
+    std::string_view key, family;
+    const char* why;
+  };
+  // Each family's own keys; every other model key applies to both.
+  static constexpr Only kOnly[] = {
+      {"model.ln_eps", "gpt2", "LayerNorm's epsilon is a gpt2 key; llama's RMSNorm takes "
+                               "model.norm_eps"},
+      {"model.n_kv_head", "llama", "grouped-query attention is a llama key; gpt2 has one "
+                                   "key/value head per query head"},
+      {"model.ffn_hidden", "llama", "the SwiGLU width is a llama key; gpt2's MLP is 4 x "
+                                    "model.d_model wide"},
+      {"model.rope_theta", "llama", "rotary embeddings are a llama key; gpt2 learns its "
+                                    "position embeddings"},
+      {"model.norm_eps", "llama", "RMSNorm's epsilon is a llama key; gpt2's LayerNorm takes "
+                                  "model.ln_eps"},
+  };
+  for (const Only& o : kOnly)
+    if (o.key == key && o.family != family) return o.why;
+  return nullptr;
+}
+
 std::vector<std::string> validate(const Config& c, const Checker& ck) {
   using S = std::string;
   std::vector<std::string> warnings;
   const auto& m = c.model;
+  ck.one_of("model.family", m.family, {"gpt2", "llama"},
+            "\"gpt2\": LayerNorm, learned positions, GELU MLP, biases; \"llama\": RMSNorm, "
+            "rotary positions, SwiGLU MLP, grouped-query attention, no biases");
+  for (const std::string& key : c.given) {
+    if (const char* why = family_refuses(key, m.family))
+      ck.fail(key, key + " does not apply to model.family = " + quote(m.family) + ": " + why,
+              "remove " + key + ", or set model.family to the family it belongs to");
+  }
   ck.at_least("model.n_layer", m.n_layer, 1);
   ck.at_least("model.d_model", m.d_model, 1);
   ck.at_least("model.n_head", m.n_head, 1);
@@ -22,6 +53,21 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
     ck.fail("model.d_model", "model.d_model = " + S(ck.str(m.d_model)) +
                                  " is not divisible by model.n_head = " + ck.str(m.n_head),
             "choose model.n_head dividing model.d_model (head size = d_model / n_head)");
+  if (m.llama()) {
+    ck.at_least("model.n_kv_head", m.n_kv_head, 0);
+    if (m.n_kv_head > 0 && m.n_head % m.n_kv_head != 0)
+      ck.fail("model.n_kv_head", "model.n_kv_head = " + ck.str(m.n_kv_head) +
+                                     " does not divide model.n_head = " + ck.str(m.n_head),
+              "each key/value head serves n_head / n_kv_head query heads: choose a divisor of "
+              "model.n_head (= n_head is plain multi-head attention; 0 means n_head)");
+    if (m.head_dim() % 2 != 0)
+      ck.fail("model.n_head", "the head size model.d_model / model.n_head = " +
+                                  ck.str(m.head_dim()) + " is odd",
+              "rotary embeddings rotate pairs of a head's dimensions: choose an even head size");
+    ck.at_least("model.ffn_hidden", m.ffn_hidden, 0);
+    ck.positive("model.rope_theta", m.rope_theta);
+    ck.positive("model.norm_eps", m.norm_eps);
+  }
   ck.within("model.vocab_size", m.vocab_size, 2, 65536, true,
             "tokens are stored as uint16: model.vocab_size can be at most 65536");
   ck.at_least("model.seq_len", m.seq_len, 1);

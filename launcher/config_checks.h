@@ -105,4 +105,9 @@ class Checker {
 // the warnings for settings that are unusual but accepted (other trainers accept them too).
 std::vector<std::string> validate(const Config& c, const Checker& ck);
 
+// Why `key` does not apply to model.family = `family` ("model.n_kv_head: grouped-query
+// attention is a llama key; GPT-2 has one key/value head per query head"), or nullptr when it
+// does. Refused when given (exit 2); to_toml leaves such keys out.
+const char* family_refuses(std::string_view key, std::string_view family);
+
 }  // namespace nupipe::launcher

@@ -13,7 +13,7 @@
 #include "parallel/plan/planner.h"
 #include "runtime/allocator.h"
 #include "runtime/backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "runtime/error.h"
 
 namespace nupipe::launcher {
@@ -79,7 +79,7 @@ Economics economics(const parallel::Plan& plan, const parallel::PlanInputs& in,
   e.tokens_per_s = tokens / step;
   double flops_per_token = 0;  // model FLOPs (no recompute), forward + backward
   for (const auto& [name, c] :
-       runtime::gpt_costs(in.model, runtime::StageSlice::whole(in.model))) {
+       runtime::stage_costs(in.model, runtime::StageSlice::whole(in.model))) {
     flops_per_token += c.flops_per_token;
   }
   const int devices = in.pipeline * in.cost.data;
@@ -226,7 +226,7 @@ Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int th
     mc.n_layer = blocks;
     std::unique_ptr<runtime::Backend> be = runtime::make_backend("cpu");
     be->set_threads(threads);
-    runtime::GptModel m(*be, mc, runtime::StageSlice::whole(mc));
+    runtime::StageModel m(*be, mc, runtime::StageSlice::whole(mc));
     m.params().initialize(1);
     const int64_t n = static_cast<int64_t>(micro_batch) * mc.seq_len;
     std::vector<int32_t> tok(n), tgt(n);
@@ -255,9 +255,9 @@ Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int th
   };
   const double one = time_model(1), three = time_model(3);
   const double tokens = static_cast<double>(micro_batch) * model.seq_len;
-  const double block_flops = runtime::Block::cost(model).flops_per_token * tokens;
+  const double block_flops = runtime::block_cost(model).flops_per_token * tokens;
   double rest_flops = 0;
-  for (const auto& [name, c] : runtime::gpt_costs(model, {0, 0, true, true})) rest_flops += c.flops_per_token;
+  for (const auto& [name, c] : runtime::stage_costs(model, {0, 0, true, true})) rest_flops += c.flops_per_token;
   rest_flops *= tokens;
   const double block_s = std::max((three - one) / 2.0, 1e-9);
   const double rest_s = std::max(one - block_s, 1e-9);
@@ -401,7 +401,7 @@ int run_plan(const PlanCommand& cmd) {
     knowns.budget = knowns.budget || gib[s] > 0;
   }
   if (!knowns.throughput) {
-    knowns.unit_s = runtime::Block::cost(in.model).flops_per_token * cfg.train.micro_batch *
+    knowns.unit_s = runtime::block_cost(in.model).flops_per_token * cfg.train.micro_batch *
                     in.model.seq_len / in.devices[0].flops_per_s;
   }
 

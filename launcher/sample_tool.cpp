@@ -148,7 +148,7 @@ int run_sample(const SampleCommand& cmd) {
   backend->set_threads(cfg.runtime.threads > 0
                            ? cfg.runtime.threads
                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  runtime::GptModel model(*backend, mc, runtime::StageSlice::whole(mc));
+  runtime::StageModel model(*backend, mc, runtime::StageSlice::whole(mc));
   {
     checkpoint::H5TensorReader r(dir + "/" + checkpoint::kStateFileName);
     for (const runtime::TensorSpec& s : model.params().specs()) {

@@ -96,7 +96,7 @@ std::string why_second(const parallel::Plan& best, const parallel::Plan& second)
 std::string plan_time(const Stage& s, const Config& cfg, const parallel::PlanInputs& in,
                       double t) {
   if (cfg.is_given("runtime.tflops")) return fmt::format("{:.3f} ms", t * 1e3);
-  const double unit_s = runtime::Block::cost(in.model).flops_per_token * s.tokens_per_micro /
+  const double unit_s = runtime::block_cost(in.model).flops_per_token * s.tokens_per_micro /
                         in.devices[0].flops_per_s;
   return fmt::format("{:.2f} units", t / unit_s);
 }
@@ -326,7 +326,7 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
                       "set runtime.flush_denormals = false");
   }
   // ZeRO-1 cuts the flat buffers into data-degree equal shards: pad them for it.
-  s.model = std::make_unique<runtime::GptModel>(
+  s.model = std::make_unique<runtime::StageModel>(
       *s.backend, mc, s.slice, cfg.parallel.zero ? cfg.parallel.data : 1,
       s.recompute.at(groups.topology().stage()));
   if (initialize) s.model->params().initialize(cfg.train.seed);
@@ -341,12 +341,12 @@ void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
   s.executor = std::make_unique<parallel::PipelineExecutor>(
       *s.model, groups.pipeline(), s.schedule, s.n_micro, s.micro, *s.trace);
   s.model_cost = s.stage_cost = runtime::LayerCost{};
-  for (const auto& [name, layer] : runtime::gpt_costs(mc, runtime::StageSlice::whole(mc))) {
+  for (const auto& [name, layer] : runtime::stage_costs(mc, runtime::StageSlice::whole(mc))) {
     s.model_cost += layer;
   }
-  for (const auto& [name, layer] : runtime::gpt_costs(mc, s.slice)) s.stage_cost += layer;
+  for (const auto& [name, layer] : runtime::stage_costs(mc, s.slice)) s.stage_cost += layer;
   s.model_params = 0;
-  for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, runtime::StageSlice::whole(mc))) {
+  for (const runtime::TensorSpec& t : runtime::stage_specs(mc, runtime::StageSlice::whole(mc))) {
     s.model_params += t.numel();
   }
 }
@@ -365,8 +365,11 @@ void log_stage(const Stage& s, const Config& cfg, const parallel::World& world,
              cfg.data.synthetic.order, cfg.data.synthetic.alphabet,
              cfg.data.synthetic.branching, s.data.entropy_rate, mc.seq_len, s.data.loss_floor);
   }
-  log.info("model: GPT-2, {} layers, d_model {}, {} heads, vocab {}, seq_len {}, {} "
+  log.info("model: {}, {} layers, d_model {}, {} heads, vocab {}, seq_len {}, {} "
            "embeddings; {:.3f}M parameters, {:.1f} MFLOP/token (forward+backward); precision {}",
+           mc.llama() ? fmt::format("llama ({} key/value heads, SwiGLU width {})", mc.kv_heads(),
+                                    mc.ffn_width())
+                      : std::string("GPT-2"),
            mc.n_layer, mc.d_model, mc.n_head, mc.vocab_size, mc.seq_len,
            mc.tie_embeddings ? "tied" : "untied", s.model_params / 1e6,
            s.model_cost.flops_per_token / 1e6,

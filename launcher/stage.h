@@ -18,7 +18,7 @@
 #include "parallel/pipeline/trace.h"
 #include "parallel/session/world.h"
 #include "runtime/backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace nupipe::launcher {
 
@@ -38,7 +38,7 @@ struct Stage {
   parallel::CommChoice comm;  // what carries the device tensors (runtime.comm resolved)
   int threads = 1;
   // The slice, its optimizer and its schedule's executor.
-  std::unique_ptr<runtime::GptModel> model;
+  std::unique_ptr<runtime::StageModel> model;
   std::unique_ptr<optim::ZeroOptimizer> optimizer;
   std::unique_ptr<parallel::Trace> trace;
   std::unique_ptr<parallel::PipelineExecutor> executor;

@@ -14,7 +14,7 @@
 #include "launcher/config.h"
 #include "parallel/comm/topology.h"
 #include "parallel/session/world.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace nupipe::launcher {
 
@@ -36,7 +36,7 @@ class OutcomeRecorder;
 
 struct TrainHooks {
   // Called on every rank after the last step, with the rank's model slice.
-  std::function<void(const runtime::GptModel&, parallel::ProcessGroups&)> on_finish;
+  std::function<void(const runtime::StageModel&, parallel::ProcessGroups&)> on_finish;
   // Called on every rank once the start state is loaded, before the first step (tests save
   // a resharded checkpoint here: checkpointer.save(state, ...)).
   std::function<void(Checkpointer&, const checkpoint::TrainingState&)> on_start;

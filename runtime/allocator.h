@@ -15,7 +15,7 @@ namespace nupipe::runtime {
 // an asynchronous save writes from (counted by the checkpointer's own MemoryAccounting).
 // weight_inputs: what a backward split in two passes keeps from its input-gradient pass (B)
 // for its weight-gradient pass (W): each weight layer's input and output gradient
-// (GptModel::backward_input / backward_weight; LayerCost::weight_bytes).
+// (StageModel::backward_input / backward_weight; LayerCost::weight_bytes).
 enum class MemTag : int {
   params,
   grads,

@@ -66,7 +66,7 @@ class Backend {
   virtual bool all_finite(const float* x, int64_t n) = 0;
 
   // --- layer kernels ---
-  // out[N,C] = wte[tokens[i]] + wpe[i % T]
+  // out[N,C] = wte[tokens[i]] + wpe[i % T]; wpe (and dwpe below) null: no position table.
   virtual void embedding_forward(DevPtr out, const int32_t* tokens, ConstDevPtr wte,
                                  ConstDevPtr wpe, int64_t N, int64_t T, int64_t C) = 0;
   // dwte[tokens[i]] += dout[i]; dwpe[i % T] += dout[i]
@@ -90,6 +90,26 @@ class Backend {
   virtual void layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
                                          const float* mean, const float* rstd, int64_t N,
                                          int64_t C) = 0;
+  // RMSNorm (llama), per row: out = x * rstd * w with rstd = (mean(x^2) + eps)^-1/2 (fp32,
+  // saved [N]). Its backward is two kernels (input part, weight part), each the whole of its
+  // outputs: dx = (overwritten); dw accumulates.
+  virtual void rmsnorm_forward(DevPtr out, float* rstd, ConstDevPtr x, ConstDevPtr w, int64_t N,
+                               int64_t C, float eps) = 0;
+  virtual void rmsnorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, ConstDevPtr w,
+                                      const float* rstd, int64_t N, int64_t C) = 0;
+  virtual void rmsnorm_backward_weight(float* dw, ConstDevPtr dout, ConstDevPtr x,
+                                       const float* rstd, int64_t N, int64_t C) = 0;
+  // Rotary position embedding in place (Hugging Face Llama's rotate-half convention): in each
+  // row i of x (row stride ld; position i % T), each of the first `heads` heads of D columns
+  // has dimension d < D/2 and d + D/2 rotated by the angle (i % T) * theta^(-2d/D), the
+  // angles computed in double. inverse: rotated back (the transpose; rope's backward).
+  virtual void rope(DevPtr x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D,
+                    float theta, bool inverse) = 0;
+  // SwiGLU: out[N,F] = silu(in[:, :F]) * in[:, F:] for in [N, 2F]; its backward writes
+  // din [N, 2F] (all of it) from the forward's input and dout [N, F].
+  virtual void swiglu_forward(DevPtr out, ConstDevPtr in, int64_t N, int64_t F) = 0;
+  virtual void swiglu_backward(DevPtr din, ConstDevPtr in, ConstDevPtr dout, int64_t N,
+                               int64_t F) = 0;
   // out[N,C] += b[C]
   virtual void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) = 0;
   // db[C] += sum_rows dout[N,C]
@@ -111,20 +131,22 @@ class Backend {
   // (cuda: cuBLASLt BIAS / GELU_AUX_BIAS, rounding once), within the same tolerances.
   virtual void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
                               int64_t in, int64_t out, float beta, DevPtr gelu_out);
-  // Fused causal attention (flash-style: the [T,T] scores are never stored). qkv is [B*T, 3C]
-  // with q, k, v in column blocks of C = H*D and head h at columns h*D of each; out is
-  // [B*T, C], head h at columns h*D. lse [B*H*T] (fp32) receives each query row's log-sum-exp
-  // of its scaled, causally masked scores, for backward. Equal, up to fp32 summation order,
-  // to softmax(scale * q k^T, causal) v per head (the unfused GEMM + causal_softmax path).
+  // Fused causal attention (flash-style: the [T,T] scores are never stored). qkv is
+  // [B*T, (H + 2 Hkv) D]: the H query heads, then Hkv key heads and Hkv value heads, D columns
+  // each; query head h reads key/value head h / (H / Hkv) (grouped-query attention; Hkv = H:
+  // multi-head, qkv [B*T, 3C] with C = H*D). out is [B*T, C], head h at columns h*D. lse
+  // [B*H*T] (fp32) receives each query row's log-sum-exp of its scaled, causally masked
+  // scores, for backward. Equal, up to fp32 summation order, to softmax(scale * q k^T, causal)
+  // v per head (the unfused GEMM + causal_softmax path).
   virtual void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
-                                 int64_t H, int64_t D, float scale) = 0;
-  // Writes dqkv [B*T, 3C] (all of it) from dout [B*T, C], the forward's qkv, out and lse.
-  // delta [B*H*T] (fp32) is the caller's scratch: rowsum(dout * out) per query row and head.
-  // The probabilities are recomputed from lse; every sum runs in a fixed order
-  // (deterministic, the same on every call).
+                                 int64_t H, int64_t Hkv, int64_t D, float scale) = 0;
+  // Writes dqkv (all of it) from dout [B*T, C], the forward's qkv, out and lse; a key/value
+  // head's gradient sums its query heads'. delta [B*H*T] (fp32) is the caller's scratch:
+  // rowsum(dout * out) per query row and head. The probabilities are recomputed from lse;
+  // every sum runs in a fixed order (deterministic, the same on every call).
   virtual void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
                                   ConstDevPtr out, const float* lse, int64_t B, int64_t T,
-                                  int64_t H, int64_t D, float scale) = 0;
+                                  int64_t H, int64_t Hkv, int64_t D, float scale) = 0;
   // For each row i of logits[N,V]: loss_i = logsumexp - logit[target]; writes the gradient
   // dlogits = (softmax - onehot) * dloss (in place over logits when dlogits == logits).
   // Returns sum_i loss_i in double.

@@ -42,7 +42,7 @@ int32_t choose_token(const std::vector<float>& logits, double temperature, int t
   return order.back();  // u rounded up to sum
 }
 
-std::vector<int32_t> generate(const GptModel& model, const std::vector<int32_t>& prompt,
+std::vector<int32_t> generate(const StageModel& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& options) {
   const ModelConfig& cfg = model.config();
   NUPIPE_CHECK(!prompt.empty(), "generate: an empty prompt");

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "runtime/splitmix.h"
 
 namespace nupipe::runtime {
@@ -27,7 +27,7 @@ int32_t choose_token(const std::vector<float>& logits, double temperature, int t
 
 // Appends options.tokens tokens to `prompt` (non-empty; ids < vocab) and returns the new ones.
 // The model sees at most its seq_len most recent tokens (a longer context slides).
-std::vector<int32_t> generate(const GptModel& model, const std::vector<int32_t>& prompt,
+std::vector<int32_t> generate(const StageModel& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& options);
 
 }  // namespace nupipe::runtime

@@ -16,7 +16,7 @@ constexpr int kActivation = 0, kGradient = 1;
 int tag_of(int mb, int kind) { return 2 * mb + kind; }
 }  // namespace
 
-PipelineExecutor::PipelineExecutor(runtime::GptModel& model, Communicator& pipeline,
+PipelineExecutor::PipelineExecutor(runtime::StageModel& model, Communicator& pipeline,
                                    ScheduleKind kind, int microbatches, int micro_batch,
                                    Trace& trace)
     : model_(model),
@@ -74,7 +74,7 @@ void PipelineExecutor::finish_sends() {
 
 double PipelineExecutor::train_step(const LoadBatch& load, float dloss) {
   const int64_t rows = static_cast<int64_t>(micro_batch_) * model_.config().seq_len;
-  std::vector<runtime::GptModel::Pass> passes(microbatches_);
+  std::vector<runtime::StageModel::Pass> passes(microbatches_);
   std::vector<Tensor> inputs(microbatches_), grads(microbatches_);
   std::vector<int32_t> tokens(rows), targets(rows);
   double loss = 0.0;
@@ -141,7 +141,7 @@ double PipelineExecutor::eval(const LoadBatch& load, int microbatches) {
   std::vector<int32_t> tokens(rows), targets(rows);
   double loss = 0.0;
   for (int mb = 0; mb < microbatches; ++mb) {
-    runtime::GptModel::Pass pass;
+    runtime::StageModel::Pass pass;
     if (model_.slice().embedding || model_.slice().head) load(mb, tokens, targets);
     Tensor input = model_.slice().embedding ? upload(tokens) : recv_hidden(mb, kActivation);
     model_.forward(pass, input, micro_batch_);

@@ -8,7 +8,7 @@
 #include "parallel/comm/communicator.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/trace.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace nupipe::parallel {
 
@@ -20,7 +20,7 @@ class PipelineExecutor {
                                        std::vector<int32_t>& targets)>;
 
   // `pipeline` is this replica's pipeline group (its rank is the stage).
-  PipelineExecutor(runtime::GptModel& model, Communicator& pipeline, ScheduleKind kind,
+  PipelineExecutor(runtime::StageModel& model, Communicator& pipeline, ScheduleKind kind,
                    int microbatches, int micro_batch, Trace& trace);
 
   // One step's forwards and backwards over all microbatches; parameter gradients accumulate
@@ -40,7 +40,7 @@ class PipelineExecutor {
   void finish_send(int mb, int tag_kind);
   void finish_sends();
 
-  runtime::GptModel& model_;
+  runtime::StageModel& model_;
   Communicator& comm_;
   Trace& trace_;
   int stage_, stages_, microbatches_, micro_batch_;

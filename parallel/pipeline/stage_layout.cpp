@@ -214,8 +214,8 @@ std::string layout_table(const StageLayout& layout, const runtime::ModelConfig& 
   for (size_t s = 0; s < layout.stages.size(); ++s) {
     const runtime::StageSlice& st = layout.stages[s];
     int64_t params = 0, act = 0;
-    for (const auto& spec : runtime::gpt_specs(model, st)) params += spec.numel();
-    for (const auto& [name, cost] : runtime::gpt_costs(model, st))
+    for (const auto& spec : runtime::stage_specs(model, st)) params += spec.numel();
+    for (const auto& [name, cost] : runtime::stage_costs(model, st))
       act += cost.activation_bytes_per_token;
     total_params += params;
     std::string carries;

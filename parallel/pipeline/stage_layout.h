@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "parallel/pipeline/options.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "runtime/model_config.h"
 
 namespace nupipe::parallel {
@@ -51,7 +51,7 @@ std::string format_recompute(const RecomputeSpec& spec);
 // A readable table for the log, one row per stage: world ranks (rank = stage * data + replica),
 // blocks [lo, hi), what the stage carries besides blocks, parameter elements (the tied token
 // embedding counted on every stage holding a copy) and activation bytes per token kept from
-// forward to backward, both from runtime::gpt_specs / gpt_costs of the stage's slice.
+// forward to backward, both from runtime::stage_specs / stage_costs of the stage's slice.
 std::string layout_table(const StageLayout& layout, const runtime::ModelConfig& model, int data);
 
 }  // namespace nupipe::parallel

@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 
 #include "runtime/allocator.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace nupipe::parallel {
 
@@ -15,7 +15,7 @@ namespace {
 int64_t activation_peak(const runtime::ModelConfig& mc, const StageShape& shape,
                         bool received_input, int recompute_blocks, int in_flight, int64_t tokens,
                         int64_t* kept_out) {
-  const runtime::LayerCost block = runtime::Block::cost(mc);
+  const runtime::LayerCost block = runtime::block_cost(mc);
   const int n = shape.blocks, k = recompute_blocks;
   const int64_t es = static_cast<int64_t>(runtime::dtype_size(mc.dtype));
   const int64_t received = received_input ? es * mc.d_model : 0;
@@ -38,8 +38,8 @@ int64_t activation_peak(const runtime::ModelConfig& mc, const StageShape& shape,
 
 StageShape stage_shape(const runtime::ModelConfig& mc, const runtime::StageSlice& slice) {
   StageShape shape;
-  for (const runtime::TensorSpec& t : runtime::gpt_specs(mc, slice)) shape.params += t.numel();
-  for (const auto& [name, c] : runtime::gpt_costs(mc, slice)) {
+  for (const runtime::TensorSpec& t : runtime::stage_specs(mc, slice)) shape.params += t.numel();
+  for (const auto& [name, c] : runtime::stage_costs(mc, slice)) {
     shape.cost += c;
     if (name.rfind("blocks.", 0) != 0) shape.others += c;
     if (name == "head") shape.head = c;
@@ -79,7 +79,7 @@ int64_t stage_workspace_peak(const runtime::ModelConfig& mc, const StageShape& s
   const int64_t head = role.last ? shape.others.backward_bytes(tokens) : 0;  // the head's dx
   const int64_t chain =
       shape.blocks == 0 ? 0
-                        : runtime::Block::cost(mc).backward_bytes(tokens) +
+                        : runtime::block_cost(mc).backward_bytes(tokens) +
                               (shape.blocks > 1 ? hidden : 0);
   int64_t live = 0, peak = 0;
   auto at = [&](int64_t transient) { peak = std::max(peak, live + transient); };
@@ -164,7 +164,7 @@ StageMemory stage_memory(const runtime::ModelConfig& mc, const runtime::StageSli
 double stage_flops_per_microbatch(const runtime::ModelConfig& mc, const StageShape& shape,
                                   int recompute_blocks, int micro_batch) {
   const double per_token =
-      shape.cost.flops_per_token + recompute_blocks * runtime::Block::cost(mc).flops_per_token / 3.0;
+      shape.cost.flops_per_token + recompute_blocks * runtime::block_cost(mc).flops_per_token / 3.0;
   return per_token * static_cast<double>(micro_batch) * mc.seq_len;
 }
 

@@ -13,9 +13,9 @@ class CpuBackend;
 namespace nupipe::runtime::cpu {
 
 void attention_forward(CpuBackend& be, DevPtr out, float* lse, ConstDevPtr qkv, int64_t B,
-                       int64_t T, int64_t H, int64_t D, float scale);
+                       int64_t T, int64_t H, int64_t Hkv, int64_t D, float scale);
 void attention_backward(CpuBackend& be, DevPtr dqkv, float* delta, ConstDevPtr dout,
                         ConstDevPtr qkv, ConstDevPtr out, const float* lse, int64_t B, int64_t T,
-                        int64_t H, int64_t D, float scale);
+                        int64_t H, int64_t Hkv, int64_t D, float scale);
 
 }  // namespace nupipe::runtime::cpu

@@ -192,7 +192,7 @@ void CpuBackend::embedding_forward(DevPtr out, const int32_t* tokens, ConstDevPt
   int64_t rows = 0;  // the token table's rows the tokens reach
   for (int64_t i = 0; i < N; ++i) rows = std::max<int64_t>(rows, tokens[i] + 1);
   cpu::embedding_forward(st.out(out, N * C), tokens, st.in(wte, rows * C),
-                         st.in(wpe, std::min(N, T) * C), N, T, C);
+                         wpe.ptr ? st.in(wpe, std::min(N, T) * C) : nullptr, N, T, C);
 }
 
 void CpuBackend::embedding_backward(float* dwte, float* dwpe, ConstDevPtr dout,
@@ -231,6 +231,42 @@ void CpuBackend::layernorm_backward_weight(float* dw, float* db, ConstDevPtr dou
   cpu::Staging st;
   cpu::layernorm_backward_weight(threads_, dw, db, st.in(dout, N * C), st.in(x, N * C), mean,
                                  rstd, N, C);
+}
+
+void CpuBackend::rmsnorm_forward(DevPtr out, float* rstd, ConstDevPtr x, ConstDevPtr w, int64_t N,
+                                 int64_t C, float eps) {
+  cpu::Staging st;
+  cpu::rmsnorm_forward(st.out(out, N * C), rstd, st.in(x, N * C), st.in(w, C), N, C, eps);
+}
+
+void CpuBackend::rmsnorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, ConstDevPtr w,
+                                        const float* rstd, int64_t N, int64_t C) {
+  cpu::Staging st;
+  cpu::rmsnorm_backward_input(st.out(dx, N * C), st.in(dout, N * C), st.in(x, N * C),
+                              st.in(w, C), rstd, N, C);
+}
+
+void CpuBackend::rmsnorm_backward_weight(float* dw, ConstDevPtr dout, ConstDevPtr x,
+                                         const float* rstd, int64_t N, int64_t C) {
+  cpu::Staging st;
+  cpu::rmsnorm_backward_weight(threads_, dw, st.in(dout, N * C), st.in(x, N * C), rstd, N, C);
+}
+
+void CpuBackend::rope(DevPtr x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D,
+                      float theta, bool inverse) {
+  cpu::Staging st;
+  cpu::rope(st.out(x, extent(N, heads * D, ld)), N, T, ld, heads, D, theta, inverse);
+}
+
+void CpuBackend::swiglu_forward(DevPtr out, ConstDevPtr in, int64_t N, int64_t F) {
+  cpu::Staging st;
+  cpu::swiglu_forward(st.out(out, N * F), st.in(in, N * 2 * F), N, F);
+}
+
+void CpuBackend::swiglu_backward(DevPtr din, ConstDevPtr in, ConstDevPtr dout, int64_t N,
+                                 int64_t F) {
+  cpu::Staging st;
+  cpu::swiglu_backward(st.out(din, N * 2 * F), st.in(in, N * 2 * F), st.in(dout, N * F), N, F);
 }
 
 void CpuBackend::add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) {
@@ -298,14 +334,14 @@ void CpuBackend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDev
 }
 
 void CpuBackend::attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
-                                   int64_t H, int64_t D, float scale) {
-  cpu::attention_forward(*this, out, lse, qkv, B, T, H, D, scale);
+                                   int64_t H, int64_t Hkv, int64_t D, float scale) {
+  cpu::attention_forward(*this, out, lse, qkv, B, T, H, Hkv, D, scale);
 }
 
 void CpuBackend::attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
                                     ConstDevPtr out, const float* lse, int64_t B, int64_t T,
-                                    int64_t H, int64_t D, float scale) {
-  cpu::attention_backward(*this, dqkv, delta, dout, qkv, out, lse, B, T, H, D, scale);
+                                    int64_t H, int64_t Hkv, int64_t D, float scale) {
+  cpu::attention_backward(*this, dqkv, delta, dout, qkv, out, lse, B, T, H, Hkv, D, scale);
 }
 
 double CpuBackend::cross_entropy_forward_backward(float* dlogits, const float* logits,

@@ -53,6 +53,17 @@ class CpuBackend : public Backend {
   void layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
                                  const float* mean, const float* rstd, int64_t N,
                                  int64_t C) override;
+  void rmsnorm_forward(DevPtr out, float* rstd, ConstDevPtr x, ConstDevPtr w, int64_t N,
+                       int64_t C, float eps) override;
+  void rmsnorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, ConstDevPtr w,
+                              const float* rstd, int64_t N, int64_t C) override;
+  void rmsnorm_backward_weight(float* dw, ConstDevPtr dout, ConstDevPtr x, const float* rstd,
+                               int64_t N, int64_t C) override;
+  void rope(DevPtr x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D, float theta,
+            bool inverse) override;
+  void swiglu_forward(DevPtr out, ConstDevPtr in, int64_t N, int64_t F) override;
+  void swiglu_backward(DevPtr din, ConstDevPtr in, ConstDevPtr dout, int64_t N,
+                       int64_t F) override;
   void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) override;
   void bias_backward(float* db, ConstDevPtr dout, int64_t N, int64_t C) override;
   void gelu_forward(DevPtr out, ConstDevPtr x, int64_t n) override;
@@ -68,10 +79,10 @@ class CpuBackend : public Backend {
   void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
                       int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) override;
   void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
-                         int64_t H, int64_t D, float scale) override;
+                         int64_t H, int64_t Hkv, int64_t D, float scale) override;
   void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
                           ConstDevPtr out, const float* lse, int64_t B, int64_t T, int64_t H,
-                          int64_t D, float scale) override;
+                          int64_t Hkv, int64_t D, float scale) override;
   double cross_entropy_forward_backward(float* dlogits, const float* logits,
                                         const int32_t* targets, int64_t N, int64_t V,
                                         float dloss) override;

@@ -80,8 +80,12 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte,
 #pragma omp parallel for
   for (int64_t i = 0; i < N; ++i) {
     const float* e = wte + static_cast<int64_t>(tokens[i]) * C;
-    const float* p = wpe + (i % T) * C;
     float* o = out + i * C;
+    if (!wpe) {  // no position table (llama)
+      for (int64_t c = 0; c < C; ++c) o[c] = e[c];
+      continue;
+    }
+    const float* p = wpe + (i % T) * C;
     for (int64_t c = 0; c < C; ++c) o[c] = e[c] + p[c];
   }
 }
@@ -98,6 +102,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout,
       for (int64_t c = c0; c < c1; ++c) d[c] += g[c];
     }
   }
+  if (!dwpe) return;  // no position table (llama)
 #pragma omp parallel for
   for (int64_t t = 0; t < T; ++t) {
     float* d = dwpe + t * C;
@@ -198,6 +203,110 @@ void layernorm_backward(int threads, float* dx, float* dw, float* db, const floa
   // dw, db first: they read dout, which dx may overwrite.
   layernorm_backward_weight(threads, dw, db, dout, x, mean, rstd, N, C);
   layernorm_backward_input(dx, dout, x, w, mean, rstd, N, C);
+}
+
+// -------------------------------------------------------------------------------- RMSNorm
+
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N,
+                     int64_t C, float eps) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* xi = x + i * C;
+    double ss = 0.0;
+    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(xi[c]) * xi[c];
+    const float s = static_cast<float>(1.0 / std::sqrt(ss / C + eps));
+    float* o = out + i * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = xi[c] * s * w[c];
+    rstd[i] = s;
+  }
+}
+
+// y = x s w with s = (mean(x^2) + eps)^-1/2: dx = s (w g - x s^2 mean(w g x)).
+void rmsnorm_backward_input(float* dx, const float* dout, const float* x, const float* w,
+                            const float* rstd, int64_t N, int64_t C) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* xi = x + i * C;
+    const float* gi = dout + i * C;
+    const float s = rstd[i];
+    double sum = 0.0;
+    for (int64_t c = 0; c < C; ++c) sum += static_cast<double>(gi[c]) * w[c] * xi[c];
+    const float k = static_cast<float>(sum / C) * s * s;
+    float* dxi = dx + i * C;
+    for (int64_t c = 0; c < C; ++c) dxi[c] = s * (gi[c] * w[c] - xi[c] * k);
+  }
+}
+
+void rmsnorm_backward_weight(int threads, float* dw, const float* dout, const float* x,
+                             const float* rstd, int64_t N, int64_t C) {
+  column_reduce(N, C, threads, dw, nullptr, [&](int64_t i, double* pdw, double*) {
+    const float* xi = x + i * C;
+    const float* gi = dout + i * C;
+    const float s = rstd[i];
+    for (int64_t c = 0; c < C; ++c) pdw[c] += static_cast<double>(gi[c]) * (xi[c] * s);
+  });
+}
+
+// ------------------------------------------------------------------------ rotary, SwiGLU
+
+// Hugging Face Llama's rotate-half convention: dimension d < D/2 pairs with d + D/2, at angle
+// pos * theta^(-2d/D) (computed in double). inverse rotates by minus the angle (the
+// transpose: the backward of the rotation).
+void rope(float* x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D, float theta,
+          bool inverse) {
+  const int64_t half = D / 2;
+  const int64_t positions = std::min(N, T);
+  std::vector<float> cs(static_cast<size_t>(positions * half)),
+      sn(static_cast<size_t>(positions * half));
+  for (int64_t t = 0; t < positions; ++t) {
+    for (int64_t d = 0; d < half; ++d) {
+      const double a = static_cast<double>(t) *
+                       std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(d) / D);
+      cs[t * half + d] = static_cast<float>(std::cos(a));
+      sn[t * half + d] = static_cast<float>(inverse ? -std::sin(a) : std::sin(a));
+    }
+  }
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* c = cs.data() + (i % T) * half;
+    const float* s = sn.data() + (i % T) * half;
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + i * ld + h * D;
+      for (int64_t d = 0; d < half; ++d) {
+        const float a = v[d], b = v[d + half];
+        v[d] = a * c[d] - b * s[d];
+        v[d + half] = b * c[d] + a * s[d];
+      }
+    }
+  }
+}
+
+void swiglu_forward(float* out, const float* in, int64_t N, int64_t F) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* g = in + i * 2 * F;
+    const float* u = g + F;
+    float* o = out + i * F;
+    for (int64_t f = 0; f < F; ++f) o[f] = g[f] / (1.0f + std::exp(-g[f])) * u[f];
+  }
+}
+
+// d gate = dout u sig(g) (1 + g (1 - sig(g))), d up = dout silu(g).
+void swiglu_backward(float* din, const float* in, const float* dout, int64_t N, int64_t F) {
+#pragma omp parallel for
+  for (int64_t i = 0; i < N; ++i) {
+    const float* g = in + i * 2 * F;
+    const float* u = g + F;
+    const float* go = dout + i * F;
+    float* dg = din + i * 2 * F;
+    float* du = dg + F;
+    for (int64_t f = 0; f < F; ++f) {
+      const float sig = 1.0f / (1.0f + std::exp(-g[f]));
+      const float gf = g[f], uf = u[f];  // din may alias in
+      dg[f] = go[f] * uf * sig * (1.0f + gf * (1.0f - sig));
+      du[f] = go[f] * gf * sig;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------- bias, GELU

@@ -34,6 +34,20 @@ void layernorm_backward_input(float* dx, const float* dout, const float* x, cons
 void layernorm_backward_weight(int threads, float* dw, float* db, const float* dout,
                                const float* x, const float* mean, const float* rstd, int64_t N,
                                int64_t C);
+// RMSNorm (llama): the weight part and the input part of the backward are separate kernels.
+void rmsnorm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N,
+                     int64_t C, float eps);
+void rmsnorm_backward_input(float* dx, const float* dout, const float* x, const float* w,
+                            const float* rstd, int64_t N, int64_t C);
+void rmsnorm_backward_weight(int threads, float* dw, const float* dout, const float* x,
+                             const float* rstd, int64_t N, int64_t C);
+// Rotary embedding in place over `heads` heads of D columns at the start of each row (row
+// stride ld) of x [N, ld]; row i is position i % T. inverse: the transposed rotation.
+void rope(float* x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D, float theta,
+          bool inverse);
+// SwiGLU: out[N,F] = silu(in[:, :F]) * in[:, F:]; and its backward into din [N, 2F].
+void swiglu_forward(float* out, const float* in, int64_t N, int64_t F);
+void swiglu_backward(float* din, const float* in, const float* dout, int64_t N, int64_t F);
 void add_bias(float* out, const float* b, int64_t N, int64_t C);
 void bias_backward(int threads, float* db, const float* dout, int64_t N, int64_t C);
 void gelu_forward(float* out, const float* x, int64_t n);

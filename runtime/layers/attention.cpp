@@ -60,7 +60,7 @@ void CausalSelfAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved
   qkv_.forward(x, s.qkv);
   if (fused_) {
     s.lse = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::activations);
-    be.attention_forward(s.att.data(), s.lse.f32(), s.qkv.data(), B, T_, H_, D_, scale);
+    be.attention_forward(s.att.data(), s.lse.f32(), s.qkv.data(), B, T_, H_, H_, D_, scale);
   } else {
     const int64_t TT = T_ * T_;
     s.probs = Tensor::empty(be, {B, H_, T_, T_}, x.dtype(), MemTag::activations);
@@ -110,7 +110,7 @@ Tensor CausalSelfAttention::backward_impl(const Tensor& dout, const Tensor& x, i
   if (fused_) {  // delta is released at the end of this block, before dx
     Tensor delta = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::workspace);
     be.attention_backward(dqkv.data(), delta.f32(), d_att.data(), s.qkv.data(), s.att.data(),
-                          s.lse.f32(), B, T_, H_, D_, scale);
+                          s.lse.f32(), B, T_, H_, H_, D_, scale);
   } else {
     const int64_t TT = T_ * T_;
     dp = Tensor::empty(be, {H_, T_, T_}, x.dtype(), MemTag::workspace);

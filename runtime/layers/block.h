@@ -51,6 +51,9 @@ class Block {
   };
   Tensor backward_input(const Tensor& dout, int64_t B, Saved& saved, WeightInputs& w) const;
   void backward_weight(const WeightInputs& w) const;
+  // The two tensors backward_input keeps as they are: the block's input and dout.
+  static Tensor& kept_input(WeightInputs& w) { return w.ln1.x; }
+  static Tensor& kept_dout(WeightInputs& w) { return w.mlp.proj.dy; }
 
  private:
   LayerNorm ln1_, ln2_;

@@ -1,5 +1,6 @@
-// embedding.h: token + learned position embedding, x[b, t] = wte[token] + wpe[t], and its
-// backward (scatter-add into both tables: the weight gradient; it has no input gradient).
+// embedding.h: token + learned position embedding, x[b, t] = wte[token] + wpe[t] (llama: the
+// token table alone, positions being rotary), and its backward (scatter-add into the tables:
+// the weight gradient; it has no input gradient).
 #pragma once
 
 #include <vector>

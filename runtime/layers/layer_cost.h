@@ -21,10 +21,10 @@ struct LayerCost {
   int64_t chunk_tokens = 0;
   int64_t chunk_bytes_per_token = 0;
   double flops_per_token = 0.0;            // forward + backward
-  // A backward in two passes (GptModel::backward_input, backward_weight): what the input
+  // A backward in two passes (StageModel::backward_input, backward_weight): what the input
   // gradient pass keeps for the weight gradient pass (MemTag::weight_inputs), per token of the
   // call, plus what a call keeps whatever its tokens. Held from B until W (the LM head's from
-  // its forward, GptModel::head_forward_input). The fused backward holds none of it.
+  // its forward, StageModel::head_forward_input). The fused backward holds none of it.
   int64_t weight_bytes_per_token = 0;
   int64_t weight_fixed_bytes = 0;
 

@@ -7,16 +7,16 @@
 namespace nupipe::runtime {
 
 void Linear::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t in,
-                       int64_t out, float init_std) {
+                       int64_t out, float init_std, bool bias) {
   specs.push_back({prefix + ".weight", {out, in}, Init::normal, init_std, true});
-  specs.push_back({prefix + ".bias", {out}, Init::zeros, 0.0f, false});
+  if (bias) specs.push_back({prefix + ".bias", {out}, Init::zeros, 0.0f, false});
 }
 
 Linear::Linear(const ParamStore& store, const std::string& prefix)
     : w_(store.param(prefix + ".weight")),
-      b_(store.param(prefix + ".bias")),
+      b_(store.has(prefix + ".bias") ? store.param(prefix + ".bias") : Tensor{}),
       dw_(store.grad(prefix + ".weight")),
-      db_(store.grad(prefix + ".bias")),
+      db_(store.has(prefix + ".bias") ? store.grad(prefix + ".bias") : Tensor{}),
       in_(w_.dim(1)),
       out_(w_.dim(0)) {}
 
@@ -24,6 +24,10 @@ void Linear::forward(const Tensor& x, Tensor& y, float beta) const {
   Backend& be = w_.backend();
   const int64_t N = x.numel() / in_;
   NUPIPE_CHECK(y.numel() == N * out_, "Linear output size mismatch");
+  if (!b_.defined()) {  // no bias: the product alone
+    be.gemm(false, true, N, out_, in_, 1.0f, x.data(), in_, w_.data(), in_, beta, y.data(), out_);
+    return;
+  }
   be.linear_forward(y.data(), x.data(), w_.data(), b_.data(), N, in_, out_, beta, DevPtr{});
 }
 
@@ -51,7 +55,7 @@ void Linear::backward_weight(const Tensor& dy, const Tensor& x) const {
   const int64_t N = x.numel() / in_;
   NUPIPE_CHECK(dy.numel() == N * out_, "Linear output gradient size mismatch");
   be.gemm(true, false, out_, in_, N, 1.0f, dy.data(), out_, x.data(), in_, 1.0f, dw_.data(), in_);
-  be.bias_backward(db_.f32(), dy.data(), N, out_);
+  if (b_.defined()) be.bias_backward(db_.f32(), dy.data(), N, out_);
 }
 
 void LayerNorm::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t C) {

@@ -1,5 +1,5 @@
-// linear.h: y = x W^T + b with W stored [out, in] (the nn.Linear convention), and the small
-// LayerNorm wrapper; both are parameter views into a ParamStore, used by the larger layers.
+// linear.h: y = x W^T + b with W stored [out, in] (the nn.Linear convention; b optional), and
+// the small LayerNorm wrapper; both are parameter views into a ParamStore.
 #pragma once
 
 #include <string>
@@ -11,8 +11,9 @@ namespace nupipe::runtime {
 
 class Linear {
  public:
+  // bias false: no `.bias` tensor (llama's projections); the layer then has none.
   static void add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t in,
-                        int64_t out, float init_std);
+                        int64_t out, float init_std, bool bias = true);
   Linear(const ParamStore& store, const std::string& prefix);
 
   int64_t in() const { return in_; }
@@ -21,7 +22,7 @@ class Linear {
   void forward(const Tensor& x, Tensor& y, float beta = 0.0f) const;
   // y = x W^T + b (the pre-activation) and act = gelu(y), in one Backend::linear_forward.
   void forward_gelu(const Tensor& x, Tensor& y, Tensor& act) const;
-  // dW += dy^T x, db += colsum(dy); when dx is given, dx = dy W (+ dx if accumulate).
+  // dW += dy^T x, db += colsum(dy) (with a bias); when dx is given, dx = dy W (+ dx if accumulate).
   void backward(const Tensor& dy, const Tensor& x, Tensor* dx, bool accumulate = false) const;
   // The same in two passes: B, dx = dy W (+ dx if accumulate); W, dW += dy^T x and
   // db += colsum(dy), the very calls backward makes.

@@ -1,5 +1,5 @@
-// lm_head.h: final LayerNorm, LM head (tied to the token embedding or its own matrix) and
-// softmax cross-entropy, forward and backward fused and run `loss_chunk` tokens at a time.
+// lm_head.h: final LayerNorm (llama: RMSNorm), LM head (tied to the token embedding or its
+// own matrix) and softmax cross-entropy, forward and backward run `loss_chunk` tokens at a time.
 #pragma once
 
 #include <vector>
@@ -52,7 +52,12 @@ class LmHead {
   Chunk chunk_buffers(Backend& be, int64_t K) const;
   // One chunk's LayerNorm and logits: rows [s, s + k) of x into c.ln, c.mean, c.rstd, c.logits.
   void chunk_logits(const Chunk& c, const Tensor& x, int64_t s, int64_t k) const;
-  Tensor ln_w_, ln_b_, ln_dw_, ln_db_;  // final LayerNorm [C]
+  // The final norm's backward over k rows at x: its input part into dx, its weight part.
+  void norm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, const Chunk& c,
+                           int64_t k) const;
+  void norm_backward_weight(ConstDevPtr dout, ConstDevPtr x, const Chunk& c, int64_t k) const;
+  bool rms_;                            // llama: RMSNorm (no bias, no mean)
+  Tensor ln_w_, ln_b_, ln_dw_, ln_db_;  // final LayerNorm [C] (RMSNorm: the weight only)
   Tensor w_, dw_;                       // [V, C]
   int64_t V_, C_;
   int64_t chunk_;  // 0: all tokens at once

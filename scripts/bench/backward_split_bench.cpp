@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "runtime/backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace rt = nupipe::runtime;
 
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     for (const bool head_slice : {false, true}) {
       const rt::StageSlice slice = head_slice ? rt::StageSlice{layers - 1, layers, false, true}
                                               : rt::StageSlice{0, layers, false, false};
-      rt::GptModel model(*be, cfg, slice);
+      rt::StageModel model(*be, cfg, slice);
       model.params().initialize(1);
       rt::Tensor x = rt::Tensor::empty(*be, {N, d_model}, cfg.dtype, rt::MemTag::activations);
       rt::from_host(x, pseudo_random(static_cast<size_t>(N) * d_model, 11, 1.0f));
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
       for (int round = 0; round <= reps; ++round) {
         for (int k = 0; k < 2; ++k) {
           const bool split = (k == 0) == (round % 2 == 1);  // alternate which runs first
-          rt::GptModel::Pass pass;
+          rt::StageModel::Pass pass;
           model.forward(pass, x, micro_batch);
           rt::Tensor d = dy;
           double head_ms = 0.0, b_ms = 0.0, w_ms = 0.0;

@@ -25,7 +25,7 @@
 #include "optim/zero.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace nupipe::checkpoint {
 namespace {
@@ -111,7 +111,7 @@ struct RankState {
   optim::AdamW adamw;
   RankState(runtime::Backend& backend, DType dtype, int zero, int rank, int ranks)
       : store(backend,
-              runtime::gpt_specs(model_config(), runtime::StageSlice::whole(model_config())),
+              runtime::stage_specs(model_config(), runtime::StageSlice::whole(model_config())),
               zero ? ranks : 1, dtype),
         adamw(store, optim::AdamWOptions{}, range(zero, rank, ranks).begin,
               range(zero, rank, ranks).end) {}
@@ -176,7 +176,7 @@ struct SharedDir {
 SaveResult save(const std::string& root, RankState& s, parallel::MpiCommunicator& world,
                 int zero, size_t staging_bytes) {
   RankPart part{&s.store, &s.adamw, world.rank(), world.size(), staging_bytes};
-  return save_checkpoint(root, info_for(world.size(), zero), runtime::gpt_specs(model_config(),
+  return save_checkpoint(root, info_for(world.size(), zero), runtime::stage_specs(model_config(),
                          runtime::StageSlice::whole(model_config())), part, world);
 }
 
@@ -308,7 +308,7 @@ TEST(CheckpointSnapshot, ASaveFromTheSnapshotOfAScrambledDeviceEqualsTheSynchron
     part.snapshot = &snap;
     dev.reset_counts();
     async = save_checkpoint(tmp.path + "/async", info_for(ranks, 1),
-                            runtime::gpt_specs(model_config(),
+                            runtime::stage_specs(model_config(),
                                                runtime::StageSlice::whole(model_config())),
                             part, world);
     EXPECT_EQ(dev.copies, 0) << "a save from a snapshot reads no device memory";

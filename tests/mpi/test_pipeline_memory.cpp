@@ -40,7 +40,7 @@ Measured measure(ScheduleKind kind, int microbatches, int blocks_per_stage = 1,
   const runtime::StageSlice slice = layout.stages.at(groups.topology().stage());
   runtime::CpuBackend be;
   be.set_threads(1);
-  runtime::GptModel model(be, cfg, slice, 1, recompute);
+  runtime::StageModel model(be, cfg, slice, 1, recompute);
   model.params().initialize(1);
   const int micro = 2;
   Trace trace(false);
@@ -60,7 +60,7 @@ Measured measure(ScheduleKind kind, int microbatches, int blocks_per_stage = 1,
   m.stage = groups.topology().stage();
   m.stages = p;
   runtime::LayerCost cost;
-  for (const auto& [name, c] : runtime::gpt_costs(cfg, slice)) cost += c;
+  for (const auto& [name, c] : runtime::stage_costs(cfg, slice)) cost += c;
   // A stage after the first also keeps the activation it received (its first block's input).
   const int64_t per_token = cost.activation_bytes_per_token + (m.stage > 0 ? 4 * cfg.d_model : 0);
   m.per_microbatch = per_token * micro * cfg.seq_len;

@@ -96,7 +96,7 @@ struct Rank {
                                           groups.topology().pipeline, cfg.n_layer)
                   .stages.at(groups.topology().stage())) {
     be.set_threads(1);
-    model = std::make_unique<runtime::GptModel>(be, cfg, slice,
+    model = std::make_unique<runtime::StageModel>(be, cfg, slice,
                                                 zero ? groups.topology().data : 1);
     model->params().initialize(7);
     AdamWOptions opt;
@@ -122,7 +122,7 @@ struct Rank {
   CpuBackend be;
   runtime::StageSlice slice;
   parallel::Trace trace{false};
-  std::unique_ptr<runtime::GptModel> model;
+  std::unique_ptr<runtime::StageModel> model;
   std::unique_ptr<ZeroOptimizer> optimizer;
   std::unique_ptr<parallel::PipelineExecutor> executor;
 };
@@ -219,7 +219,7 @@ TEST(Zero, OptimizerBytesAreOneOverDataDegreePlusPadding) {
 double reference_sum_squares(const runtime::ModelConfig& cfg, int dp) {
   CpuBackend be;
   be.set_threads(1);
-  runtime::GptModel whole(be, cfg, runtime::StageSlice::whole(cfg));
+  runtime::StageModel whole(be, cfg, runtime::StageSlice::whole(cfg));
   whole.params().initialize(7);
   whole.params().zero_grads();
   const int64_t n = int64_t{kMicro} * cfg.seq_len;

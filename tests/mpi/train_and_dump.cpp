@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     auto log = std::make_shared<spdlog::logger>("quiet",
                                                 std::make_shared<spdlog::sinks::null_sink_mt>());
     launcher::TrainHooks hooks;
-    hooks.on_finish = [&](const runtime::GptModel& model, parallel::ProcessGroups& groups) {
+    hooks.on_finish = [&](const runtime::StageModel& model, parallel::ProcessGroups& groups) {
       // Every rank: its stage's flat buffer sizes, optimizer bytes and data-group traffic
       // (zero_equivalence.sh checks them against ZeRO's arithmetic).
       {

@@ -9,7 +9,7 @@
 #include "launcher/dataset.h"
 #include "runtime/backend.h"
 #include "runtime/error.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 using namespace nupipe;
 
@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     sampler.fill(0, 0, B, tokens.data(), targets.data());
 
     auto backend = runtime::make_backend(cfg.runtime.device);
-    runtime::GptModel model(*backend, mc, runtime::StageSlice::whole(mc));
+    runtime::StageModel model(*backend, mc, runtime::StageSlice::whole(mc));
     model.params().initialize(cfg.train.seed);
     runtime::Tensor tok = runtime::Tensor::empty(*backend, {N}, runtime::DType::i32,
                                                  runtime::MemTag::workspace);

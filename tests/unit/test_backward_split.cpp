@@ -1,4 +1,4 @@
-// test_backward_split.cpp: the backward in two passes (GptModel::backward_input, then
+// test_backward_split.cpp: the backward in two passes (StageModel::backward_input, then
 // backward_weight) against the fused backward: bitwise gradients and input gradients, memory.
 //
 // Every comparison is memcmp on fp32 host copies (bf16 tensors widen exactly), over slices a
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "tests/unit/backends.h"
 #include "tests/unit/grad_check.h"
 
@@ -27,11 +27,12 @@ struct Variant {
   bool tied = true;
   int recompute = 0;  // blocks of the slice that recompute (capped at the slice's blocks)
   int loss_chunk = 0;
+  bool llama = false;  // the llama family (grouped-query attention, 2 query heads per kv head)
 };
 
 std::string describe(const Variant& v, const StageSlice& s) {
   std::ostringstream o;
-  o << dtype_name(v.dtype) << (v.fused_attention ? " fused" : " unfused") << " attention, "
+  o << (v.llama ? "llama " : "") << dtype_name(v.dtype) << (v.fused_attention ? " fused" : " unfused") << " attention, "
     << (v.tied ? "tied" : "untied") << ", recompute " << v.recompute << ", loss_chunk "
     << v.loss_chunk << ", slice [" << s.layer_begin << ", " << s.layer_end << ")"
     << (s.embedding ? " +embedding" : "") << (s.head ? " +head" : "");
@@ -50,6 +51,11 @@ ModelConfig config(const Variant& v) {
   c.fused_attention = v.fused_attention;
   c.tie_embeddings = v.tied;
   c.loss_chunk = v.loss_chunk;
+  if (v.llama) {
+    c.family = "llama";
+    c.n_kv_head = 2;
+    c.ffn_hidden = 40;
+  }
   return c;
 }
 
@@ -113,11 +119,11 @@ Outcome run(const Variant& v, const StageSlice& slice, const std::string& order,
   be.set_threads(threads);
   const ModelConfig cfg = config(v);
   const int blocks = slice.layer_end - slice.layer_begin;
-  GptModel model(be, cfg, slice, 1, std::min(v.recompute, blocks));
+  StageModel model(be, cfg, slice, 1, std::min(v.recompute, blocks));
   model.params().initialize(7);
   model.params().zero_grads();
   const bool fused = order.find('X') != std::string::npos;
-  std::vector<GptModel::Pass> passes(microbatches);
+  std::vector<StageModel::Pass> passes(microbatches);
   std::vector<Tensor> dh(microbatches);
   Outcome out;
   out.dinput.resize(microbatches);
@@ -125,7 +131,7 @@ Outcome run(const Variant& v, const StageSlice& slice, const std::string& order,
   std::istringstream ops(order);
   for (std::string op; ops >> op;) {
     const int mb = std::stoi(op.substr(1));
-    GptModel::Pass& pass = passes.at(mb);
+    StageModel::Pass& pass = passes.at(mb);
     if (op[0] == 'F') {
       Inputs in = make_inputs(be, cfg, slice, mb);
       model.forward(pass, in.input, kBatch);
@@ -189,6 +195,21 @@ std::vector<Variant> variants() {
   return out;
 }
 
+// The llama family: both precisions and attentions, tied and untied, each once plain and once
+// with recompute and a chunked loss (the paths the model shares with GPT-2 are covered above).
+std::vector<Variant> llama_variants() {
+  std::vector<Variant> out;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (bool fa : {true, false}) {
+      for (bool tied : {true, false}) {
+        out.push_back({dt, fa, tied, 0, 0, true});
+        out.push_back({dt, fa, tied, 3, 13, true});
+      }
+    }
+  }
+  return out;
+}
+
 const char* kFused = "F0 X0 F1 X1";
 
 // The layer kernels the split adds are the fused kernel's two halves, bit for bit, on every
@@ -234,8 +255,8 @@ INSTANTIATE_TEST_SUITE_P(, SplitKernels, ::testing::ValuesIn(testing::compiled_b
 
 // B then W equals the fused backward bitwise, every variant and slice, with all B before any
 // W (as zero-bubble schedules run them) and with B and W interleaved with forwards.
-TEST(BackwardSplit, EqualsFusedBitwise) {
-  for (const Variant& v : variants()) {
+void expect_split_equals_fused(const std::vector<Variant>& vs) {
+  for (const Variant& v : vs) {
     for (const StageSlice& s : slices()) {
       const std::string what = describe(v, s);
       const Outcome fused = run(v, s, kFused);
@@ -245,6 +266,9 @@ TEST(BackwardSplit, EqualsFusedBitwise) {
     }
   }
 }
+
+TEST(BackwardSplit, EqualsFusedBitwise) { expect_split_equals_fused(variants()); }
+TEST(BackwardSplit, LlamaEqualsFusedBitwise) { expect_split_equals_fused(llama_variants()); }
 
 // Also with the kernels' threads: the column sums' per-thread partials and the GEMMs split the
 // same way in B, in W and in the fused backward.
@@ -306,17 +330,17 @@ TEST(BackwardSplit, ReversedWeightOrderIsNotBitwiseFused) {
 // After B, the weight_inputs tag holds exactly what the slice's descriptors say W holds
 // (weight_bytes), the activations are released as the fused backward releases them, and W
 // frees all of it. With two microbatches pending, twice that.
-TEST(BackwardSplit, WeightInputsAreWhatTheDescriptorsSay) {
-  for (const Variant& v : variants()) {
+void expect_weight_inputs_as_described(const std::vector<Variant>& vs) {
+  for (const Variant& v : vs) {
     for (const StageSlice& s : slices()) {
       const std::string what = describe(v, s);
       CpuBackend be;
       const ModelConfig cfg = config(v);
-      GptModel model(be, cfg, s, 1, std::min(v.recompute, s.layer_end - s.layer_begin));
+      StageModel model(be, cfg, s, 1, std::min(v.recompute, s.layer_end - s.layer_begin));
       model.params().initialize(3);
       const int64_t N = kBatch * cfg.seq_len;
       int64_t predicted = 0, head = 0;
-      for (const auto& [name, c] : gpt_costs(cfg, s)) {
+      for (const auto& [name, c] : stage_costs(cfg, s)) {
         predicted += c.weight_bytes(N);
         if (name == "head") head = c.weight_bytes(N);
       }
@@ -326,7 +350,7 @@ TEST(BackwardSplit, WeightInputsAreWhatTheDescriptorsSay) {
                                     : 0;
       auto held = [&] { return be.memory().current(MemTag::weight_inputs); };
       const int64_t acts = be.memory().current(MemTag::activations);
-      GptModel::Pass p[2];
+      StageModel::Pass p[2];
       Tensor dh[2];
       for (int mb = 0; mb < 2; ++mb) {
         Inputs in = make_inputs(be, cfg, s, mb);
@@ -350,17 +374,24 @@ TEST(BackwardSplit, WeightInputsAreWhatTheDescriptorsSay) {
   }
 }
 
+TEST(BackwardSplit, WeightInputsAreWhatTheDescriptorsSay) {
+  expect_weight_inputs_as_described(variants());
+}
+TEST(BackwardSplit, LlamaWeightInputsAreWhatTheDescriptorsSay) {
+  expect_weight_inputs_as_described(llama_variants());
+}
+
 // B reaches the fused backward's workspace peak exactly (so its descriptor, checked in
 // test_layers.cpp, holds for B too); the head's forward reaches the fused head's workspace and
 // loss_workspace peaks; W allocates neither workspace nor activations, and only the head's
 // chunk buffers (its loss_workspace descriptor) for the head.
-TEST(BackwardSplit, WorkspacePeaksAreTheFusedOnes) {
-  for (const Variant& v : variants()) {
+void expect_fused_workspace_peaks(const std::vector<Variant>& vs) {
+  for (const Variant& v : vs) {
     for (const StageSlice& s : slices()) {
       const std::string what = describe(v, s);
       CpuBackend be;
       const ModelConfig cfg = config(v);
-      GptModel model(be, cfg, s, 1, std::min(v.recompute, s.layer_end - s.layer_begin));
+      StageModel model(be, cfg, s, 1, std::min(v.recompute, s.layer_end - s.layer_begin));
       model.params().initialize(3);
       const int64_t N = kBatch * cfg.seq_len;
       auto peaks = [&](const auto& step) {  // workspace, loss_workspace peaks above the start
@@ -375,7 +406,7 @@ TEST(BackwardSplit, WorkspacePeaksAreTheFusedOnes) {
       for (int split = 0; split < 3; ++split) {  // fused once to warm up (oneDNN's arena)
         const bool sp = split == 2;
         Inputs in = make_inputs(be, cfg, s, 0);
-        GptModel::Pass pass;
+        StageModel::Pass pass;
         Tensor dh = in.dhidden;
         model.forward(pass, in.input, kBatch);
         const auto hp = peaks([&] {
@@ -405,16 +436,21 @@ TEST(BackwardSplit, WorkspacePeaksAreTheFusedOnes) {
   }
 }
 
+TEST(BackwardSplit, WorkspacePeaksAreTheFusedOnes) { expect_fused_workspace_peaks(variants()); }
+TEST(BackwardSplit, LlamaWorkspacePeaksAreTheFusedOnes) {
+  expect_fused_workspace_peaks(llama_variants());
+}
+
 // Misuse is refused with a message, not silently mixed up.
 TEST(BackwardSplit, PassMisuseIsRefused) {
   CpuBackend be;
   const Variant v;
   const StageSlice s{1, 2, false, false};
   const ModelConfig cfg = config(v);
-  GptModel model(be, cfg, s);
+  StageModel model(be, cfg, s);
   model.params().initialize(3);
   Inputs in = make_inputs(be, cfg, s, 0);
-  GptModel::Pass pass;
+  StageModel::Pass pass;
   EXPECT_ANY_THROW(model.backward_weight(pass));  // no B yet
   model.forward(pass, in.input, kBatch);
   model.backward_input(pass, in.dhidden);

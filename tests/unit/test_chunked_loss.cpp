@@ -17,7 +17,7 @@
 #include <cstdio>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "tests/unit/grad_check.h"
 
 namespace nupipe::runtime {
@@ -293,7 +293,7 @@ TEST(ChunkedLoss, StageCostKeepsTheHeadsChunkBuffers) {
   for (int chunk : {0, 1, 7, 100000}) {
     cfg.loss_chunk = chunk;
     LayerCost total;
-    for (const auto& [name, c] : gpt_costs(cfg, StageSlice::whole(cfg))) total += c;
+    for (const auto& [name, c] : stage_costs(cfg, StageSlice::whole(cfg))) total += c;
     for (int64_t tokens : {16, 48, 1000}) {
       EXPECT_EQ(total.loss_workspace_bytes(tokens), LmHead::cost(cfg).loss_workspace_bytes(tokens))
           << "loss_chunk " << chunk << ", tokens " << tokens;
@@ -315,7 +315,7 @@ TEST(ChunkedLoss, WholeModelUnchanged) {
                    std::to_string(chunk));
       CpuBackend be;
       cfg.loss_chunk = chunk;
-      GptModel model(be, cfg, StageSlice::whole(cfg));
+      StageModel model(be, cfg, StageSlice::whole(cfg));
       model.params().initialize(5);
       Tensor tokens = Tensor::empty(be, {N}, DType::i32, MemTag::workspace);
       Tensor targets = Tensor::empty(be, {N}, DType::i32, MemTag::workspace);

@@ -18,7 +18,7 @@
 #include "runtime/cuda/caching_allocator.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "tests/unit/grad_check.h"
 
 namespace nupipe::runtime {
@@ -272,7 +272,7 @@ ModelConfig model_config(DType dtype) {  // test_precision.cpp's model
 // cpu backend's run by the caller.
 ModelRun run_model(Backend& be, DType dtype) {
   const ModelConfig cfg = model_config(dtype);
-  GptModel model(be, cfg, StageSlice::whole(cfg));
+  StageModel model(be, cfg, StageSlice::whole(cfg));
   std::vector<float> w = model.params().initial_values(3, 0, model.params().padded_numel());
   for (float& x : w) x = round_to_bf16(x);
   Tensor flat = model.params().flat_params();
@@ -282,7 +282,7 @@ ModelRun run_model(Backend& be, DType dtype) {
   const Tensor& t = batch.tokens;
   const Tensor& g = batch.targets;
   model.params().zero_grads();
-  GptModel::Pass pass;
+  StageModel::Pass pass;
   model.forward(pass, t, B);
   Tensor dhidden;
   ModelRun r;

@@ -166,7 +166,7 @@ class FusedAttention : public ::testing::TestWithParam<BackendCase> {
     Tensor tq = put(qkv, dt);
     Tensor tout = Tensor::empty(*be_, {N * C}, dt, MemTag::workspace);
     Tensor tlse = Tensor::empty(*be_, {s.B * s.H * s.T}, DType::f32, MemTag::workspace);
-    be_->attention_forward(tout.data(), tlse.f32(), tq.data(), s.B, s.T, s.H, s.D, scale);
+    be_->attention_forward(tout.data(), tlse.f32(), tq.data(), s.B, s.T, s.H, s.H, s.D, scale);
     const std::vector<float> out = to_host(tout);
     // Backward from the forward's own out (rounded as the dtype stores it) and lse.
     const Reference r = reference(s, qkv, out, dout);
@@ -178,12 +178,12 @@ class FusedAttention : public ::testing::TestWithParam<BackendCase> {
     Tensor tdq = put(std::vector<float>(N * 3 * C, 7.0f), dt);  // every element overwritten
     Tensor tdelta = Tensor::empty(*be_, {s.B * s.H * s.T}, DType::f32, MemTag::workspace);
     be_->attention_backward(tdq.data(), tdelta.f32(), tg.data(), tq.data(), tout.data(),
-                            tlse.f32(), s.B, s.T, s.H, s.D, scale);
+                            tlse.f32(), s.B, s.T, s.H, s.H, s.D, scale);
     const std::vector<float> dqkv = to_host(tdq);
     check("backward dqkv " + tag, dqkv, r.dqkv, r.dqkv_abs, 2 * (s.T + s.D), dt == DType::bf16);
     // Deterministic: the same call again gives the same bits.
     be_->attention_backward(tdq.data(), tdelta.f32(), tg.data(), tq.data(), tout.data(),
-                            tlse.f32(), s.B, s.T, s.H, s.D, scale);
+                            tlse.f32(), s.B, s.T, s.H, s.H, s.D, scale);
     const std::vector<float> again = to_host(tdq);
     int64_t differ = 0;
     for (size_t i = 0; i < again.size(); ++i) differ += std::memcmp(&again[i], &dqkv[i], 4) != 0;

@@ -10,7 +10,7 @@
 #include "runtime/backend.h"
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/generate.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 
 namespace nupipe::runtime {
 namespace {
@@ -35,7 +35,7 @@ std::vector<int32_t> prompt_of(int n, int vocab) {
 // The loss of the whole window when the token after prompt[n-1] is `next`: cross-entropy sums
 // over every position, and only position n - 1's target changes with `next`, so
 // loss(next = a) - loss(next = b) = logit_b - logit_a at position n - 1.
-double window_loss(GptModel& model, const std::vector<int32_t>& prompt, int32_t next,
+double window_loss(StageModel& model, const std::vector<int32_t>& prompt, int32_t next,
                    int32_t pad) {
   CpuBackend& be = static_cast<CpuBackend&>(model.backend());
   const int T = model.config().seq_len;
@@ -58,14 +58,14 @@ struct OneStageModel {
   }
   CpuBackend be;
   ModelConfig cfg = small_config();
-  GptModel model;
+  StageModel model;
 };
 
 TEST(Generate, NextTokenLogitsAgreeWithTheLoss) {
   OneStageModel m(11);
   CpuBackend& be = m.be;
   const ModelConfig& cfg = m.cfg;
-  GptModel& model = m.model;
+  StageModel& model = m.model;
   const std::vector<int32_t> prompt = prompt_of(7, cfg.vocab_size);
   Tensor window = Tensor::zeros(be, {cfg.seq_len}, DType::i32, MemTag::activations);
   std::vector<int32_t> host(cfg.seq_len, 3);
@@ -95,7 +95,7 @@ TEST(Generate, NextTokenLogitsAgreeWithTheLoss) {
 TEST(Generate, GreedyIsTheArgmaxOfTheLossPathAndDeterministic) {
   OneStageModel m(5);
   const ModelConfig& cfg = m.cfg;
-  GptModel& model = m.model;
+  StageModel& model = m.model;
   SampleOptions greedy;
   greedy.tokens = 24;  // past seq_len: the window slides
   greedy.temperature = 0;

@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "tests/unit/grad_check.h"
 
 namespace nupipe::runtime {
@@ -350,7 +350,7 @@ TEST(ModelGrad, WholeModel) {
     ModelConfig cfg = small_config();
     cfg.tie_embeddings = tied;
     cfg.fused_attention = fused;
-    GptModel model(be, cfg, StageSlice::whole(cfg));
+    StageModel model(be, cfg, StageSlice::whole(cfg));
     model.params().initialize(5);
     perturb_norms(model.params());
     Tensor tokens = token_tensor(be, {1, 3, 3, 0, 10, 2, 3, 7, 7, 1});
@@ -375,7 +375,7 @@ TEST(Model, InitialLossIsLogVocab) {
   CpuBackend be;
   ModelConfig cfg;  // GPT-2 init (std 0.02) on a 256-token vocabulary
   cfg.n_layer = 2;
-  GptModel model(be, cfg, StageSlice::whole(cfg));
+  StageModel model(be, cfg, StageSlice::whole(cfg));
   model.params().initialize(42);
   const int64_t B = 4, N = B * cfg.seq_len;
   std::vector<int32_t> tok(N), tgt(N);
@@ -388,15 +388,15 @@ TEST(Model, InitIsDeterministicAndLayoutIndependent) {
   CpuBackend be;
   ModelConfig cfg = small_config();
   cfg.n_layer = 4;
-  GptModel whole(be, cfg, StageSlice::whole(cfg));
-  GptModel stage(be, cfg, StageSlice{2, 4, false, false});  // blocks 2..3 only
+  StageModel whole(be, cfg, StageSlice::whole(cfg));
+  StageModel stage(be, cfg, StageSlice{2, 4, false, false});  // blocks 2..3 only
   whole.params().initialize(9);
   stage.params().initialize(9);
   for (const TensorSpec& s : stage.params().specs()) {
     EXPECT_EQ(to_host(stage.params().param(s.name)), to_host(whole.params().param(s.name)))
         << s.name;
   }
-  GptModel other(be, cfg, StageSlice::whole(cfg));
+  StageModel other(be, cfg, StageSlice::whole(cfg));
   other.params().initialize(10);
   EXPECT_NE(to_host(other.params().flat_params()), to_host(whole.params().flat_params()));
 }
@@ -406,7 +406,7 @@ TEST(Model, ResidualProjectionsUseScaledInit) {
   ModelConfig cfg;
   cfg.n_layer = 8;
   cfg.d_model = 128;
-  GptModel model(be, cfg, StageSlice::whole(cfg));
+  StageModel model(be, cfg, StageSlice::whole(cfg));
   model.params().initialize(1);
   auto std_of = [&](const std::string& name) {
     const auto v = to_host(model.params().param(name));
@@ -427,17 +427,17 @@ TEST(Model, ActivationBytesMatchCostDescriptors) {
     ModelConfig cfg = small_config();
     cfg.n_layer = 3;
     cfg.fused_attention = fused;
-    GptModel model(be, cfg, StageSlice::whole(cfg));
+    StageModel model(be, cfg, StageSlice::whole(cfg));
     model.params().initialize(1);
     const int64_t B = 3, N = B * cfg.seq_len;
     std::vector<int32_t> tok(N, 1);
     Tensor tokens = token_tensor(be, tok);
     const int64_t before = be.memory().current(MemTag::activations);
-    GptModel::Pass pass;
+    StageModel::Pass pass;
     model.forward(pass, tokens, B);
     const int64_t kept = be.memory().current(MemTag::activations) - before;
     LayerCost total;
-    for (const auto& [name, c] : gpt_costs(cfg, model.slice())) total += c;
+    for (const auto& [name, c] : stage_costs(cfg, model.slice())) total += c;
     EXPECT_EQ(kept, total.activation_bytes_per_token * N);
     Tensor dhidden;
     model.head_forward_backward(pass, tokens, 1.0f, dhidden);
@@ -452,9 +452,9 @@ TEST(Model, ParameterCountMatchesCostDescriptors) {
   ModelConfig cfg = small_config();
   for (bool tied : {true, false}) {
     cfg.tie_embeddings = tied;
-    GptModel model(be, cfg, StageSlice::whole(cfg));
+    StageModel model(be, cfg, StageSlice::whole(cfg));
     int64_t params = 0;
-    for (const auto& [name, c] : gpt_costs(cfg, model.slice())) params += c.params;
+    for (const auto& [name, c] : stage_costs(cfg, model.slice())) params += c.params;
     EXPECT_EQ(params, model.params().numel());
   }
 }

@@ -10,7 +10,7 @@
 
 #include "optim/adamw.h"
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "tests/unit/grad_check.h"
 
 namespace nupipe::runtime {
@@ -40,7 +40,7 @@ Pass run(DType dtype) {
   CpuBackend be;
   be.set_threads(1);
   const ModelConfig cfg = config(dtype);
-  GptModel model(be, cfg, StageSlice::whole(cfg));
+  StageModel model(be, cfg, StageSlice::whole(cfg));
   std::vector<float> w = model.params().initial_values(3, 0, model.params().padded_numel());
   for (float& x : w) x = round_to_bf16(x);
   Tensor flat = model.params().flat_params();
@@ -53,7 +53,7 @@ Pass run(DType dtype) {
   Pass r;
   r.params = be.memory().current(MemTag::params);
   r.grads_bytes = be.memory().current(MemTag::grads);
-  GptModel::Pass pass;
+  StageModel::Pass pass;
   model.forward(pass, t, B);
   r.kept = be.memory().current(MemTag::activations);
   Tensor dhidden;
@@ -105,7 +105,7 @@ TEST(Precision, Bf16LossAndGradientsTrackFp32) {
 TEST(Precision, MasterWeightsStayFp32AndTheComputeCopyIsTheirRounding) {
   CpuBackend be;
   const ModelConfig cfg = config(DType::bf16);
-  GptModel model(be, cfg, StageSlice::whole(cfg));
+  StageModel model(be, cfg, StageSlice::whole(cfg));
   ParamStore& store = model.params();
   store.initialize(5);
   optim::AdamW adamw(store, optim::AdamWOptions{});

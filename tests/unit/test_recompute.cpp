@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "runtime/cpu/cpu_backend.h"
-#include "runtime/gpt_model.h"
+#include "runtime/stage_model.h"
 #include "tests/unit/grad_check.h"
 
 namespace nupipe::runtime {
@@ -35,7 +35,7 @@ PassResult run(int recompute_blocks, int threads = 1) {
   CpuBackend be;
   be.set_threads(threads);
   const ModelConfig cfg = small_config();
-  GptModel model(be, cfg, StageSlice::whole(cfg), 1, recompute_blocks);
+  StageModel model(be, cfg, StageSlice::whole(cfg), 1, recompute_blocks);
   model.params().initialize(7);
   const int64_t B = 3, N = B * cfg.seq_len;
   const testing::Batch batch = testing::fixed_batch(be, N, cfg.vocab_size);
@@ -44,7 +44,7 @@ PassResult run(int recompute_blocks, int threads = 1) {
   model.params().zero_grads();
   be.memory().reset_peaks();
   PassResult r;
-  GptModel::Pass pass;
+  StageModel::Pass pass;
   model.forward(pass, t, B);
   r.kept = be.memory().current(MemTag::activations);
   Tensor dhidden;

@@ -260,7 +260,7 @@ TEST(StageLayout, TableShowsRanksBlocksCarriesParamsAndActivations) {
   EXPECT_CONTAINS(t, "head");
   EXPECT_CONTAINS(t, "tied");
 
-  // Parameters, counted independently of gpt_specs: a GPT-2 block is 12 C^2 + 13 C elements;
+  // Parameters, counted independently of stage_specs: a GPT-2 block is 12 C^2 + 13 C elements;
   // the embedding (V + T) C; the head its LayerNorm (2 C) and, tied, its copy of wte (V C).
   const int64_t C = m.d_model, V = m.vocab_size, T = m.seq_len;
   const int64_t block = 12 * C * C + 13 * C;

@@ -1,41 +1,50 @@
-// gpt_model.cpp: building a model slice from specs, and driving its layers for one
-// microbatch (forward, fused head, backward fused or as input then weight gradients).
-#include "runtime/gpt_model.h"
+// stage_model.cpp: building a model slice from specs, and driving its layers for one
+// microbatch (forward, fused head, backward fused or as input then weight gradients), the
+// blocks of either family through the same templates.
+#include "runtime/stage_model.h"
 
 #include "runtime/check.h"
 
 namespace nupipe::runtime {
 
-std::vector<TensorSpec> gpt_specs(const ModelConfig& cfg, const StageSlice& slice) {
+std::vector<TensorSpec> stage_specs(const ModelConfig& cfg, const StageSlice& slice) {
   std::vector<TensorSpec> specs;
   // A tied head on a slice without the embedding still needs the token table.
   if (slice.embedding || (slice.head && cfg.tie_embeddings)) {
+    const size_t first = specs.size();
     Embedding::add_specs(specs, cfg);
     if (!slice.embedding) {
-      specs.pop_back();  // the head needs wte only, not wpe
+      specs.resize(first + 1);  // the head needs wte only, not wpe
       specs.back().tied_copy = true;
     }
   }
-  for (int i = slice.layer_begin; i < slice.layer_end; ++i) Block::add_specs(specs, cfg, i);
+  for (int i = slice.layer_begin; i < slice.layer_end; ++i) {
+    if (cfg.llama()) LlamaBlock::add_specs(specs, cfg, i);
+    else Block::add_specs(specs, cfg, i);
+  }
   if (slice.head) LmHead::add_specs(specs, cfg);
   return specs;
 }
 
-std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
+std::vector<std::pair<std::string, LayerCost>> stage_costs(const ModelConfig& cfg,
                                                          const StageSlice& slice) {
   std::vector<std::pair<std::string, LayerCost>> costs;
   if (slice.embedding) costs.emplace_back("embedding", Embedding::cost(cfg));
   for (int i = slice.layer_begin; i < slice.layer_end; ++i) {
-    costs.emplace_back(Block::prefix(i), Block::cost(cfg));
+    costs.emplace_back(Block::prefix(i), block_cost(cfg));
   }
   if (slice.head) costs.emplace_back("head", LmHead::cost(cfg));
   return costs;
 }
 
-GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to,
+LayerCost block_cost(const ModelConfig& cfg) {
+  return cfg.llama() ? LlamaBlock::cost(cfg) : Block::cost(cfg);
+}
+
+StageModel::StageModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to,
                    int recompute_blocks)
     : cfg_(cfg), slice_(slice), recompute_blocks_(recompute_blocks),
-      store_(backend, gpt_specs(cfg, slice), pad_to, cfg.dtype) {
+      store_(backend, stage_specs(cfg, slice), pad_to, cfg.dtype) {
   NUPIPE_CHECK(slice.layer_begin >= 0 && slice.layer_begin <= slice.layer_end &&
                    slice.layer_end <= cfg.n_layer,
                "bad stage slice");
@@ -43,12 +52,14 @@ GptModel::GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, i
                "recompute_blocks " + std::to_string(recompute_blocks) + " outside the slice's " +
                    std::to_string(slice.layer_end - slice.layer_begin) + " blocks");
   if (slice.embedding) embedding_ = std::make_unique<Embedding>(store_, cfg_);
-  blocks_.reserve(slice.layer_end - slice.layer_begin);
-  for (int i = slice.layer_begin; i < slice.layer_end; ++i) blocks_.emplace_back(store_, cfg_, i);
+  for (int i = slice.layer_begin; i < slice.layer_end; ++i) {
+    if (cfg.llama()) llama_blocks_.emplace_back(store_, cfg_, i);
+    else blocks_.emplace_back(store_, cfg_, i);
+  }
   if (slice.head) head_ = std::make_unique<LmHead>(store_, cfg_);
 }
 
-Tensor GptModel::forward(Pass& pass, const Tensor& input, int64_t batch) const {
+Tensor StageModel::forward(Pass& pass, const Tensor& input, int64_t batch) const {
   NUPIPE_CHECK(!pass.weights_pending && !pass.head_weights.x.defined(),
                "forward on a pass whose weight gradients are pending (backward_weight not run)");
   pass.batch = batch;
@@ -57,36 +68,52 @@ Tensor GptModel::forward(Pass& pass, const Tensor& input, int64_t batch) const {
     pass.tokens = input;
     x = embedding_->forward(input);
   }
-  pass.blocks.resize(blocks_.size());
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    x = blocks_[i].forward(x, batch, pass.blocks[i],
-                           static_cast<int>(i) < recompute_blocks_);
-  }
+  x = cfg_.llama() ? forward_blocks(llama_blocks_, pass.llama_blocks, x, batch)
+                   : forward_blocks(blocks_, pass.blocks, x, batch);
   pass.hidden = x;
   return x;
 }
 
-double GptModel::head_forward_backward(Pass& pass, const Tensor& targets, float dloss,
+template <class B>
+Tensor StageModel::forward_blocks(const std::vector<B>& blocks,
+                                  std::vector<typename B::Saved>& saved, Tensor x,
+                                  int64_t batch) const {
+  saved.resize(blocks.size());
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    x = blocks[i].forward(x, batch, saved[i], static_cast<int>(i) < recompute_blocks_);
+  }
+  return x;
+}
+
+template <class B>
+Tensor StageModel::backward_blocks(const std::vector<B>& blocks,
+                                   std::vector<typename B::Saved>& saved, Tensor d,
+                                   int64_t batch) const {
+  for (size_t i = blocks.size(); i-- > 0;) d = blocks[i].backward(d, batch, saved[i]);
+  saved.clear();
+  return d;
+}
+
+double StageModel::head_forward_backward(Pass& pass, const Tensor& targets, float dloss,
                                        Tensor& dhidden) const {
   NUPIPE_CHECK(head_ != nullptr, "head_forward_backward on a slice without the head");
   return head_->forward_backward(pass.hidden, targets, dloss, &dhidden);
 }
 
-double GptModel::head_forward(const Pass& pass, const Tensor& targets) const {
+double StageModel::head_forward(const Pass& pass, const Tensor& targets) const {
   NUPIPE_CHECK(head_ != nullptr, "head_forward on a slice without the head");
   return head_->forward(pass.hidden, targets);
 }
 
-Tensor GptModel::backward(Pass& pass, const Tensor& dhidden) const {
+Tensor StageModel::backward(Pass& pass, const Tensor& dhidden) const {
   NUPIPE_CHECK(!pass.weights_pending, "backward of a pass whose backward_weight is pending");
   if (pass.head_weights.x.defined()) {
     head_->backward_weight(pass.head_weights);
     pass.head_weights = {};
   }
-  Tensor d = dhidden;
   pass.hidden = {};
-  for (size_t i = blocks_.size(); i-- > 0;) d = blocks_[i].backward(d, pass.batch, pass.blocks[i]);
-  pass.blocks.clear();
+  Tensor d = cfg_.llama() ? backward_blocks(llama_blocks_, pass.llama_blocks, dhidden, pass.batch)
+                          : backward_blocks(blocks_, pass.blocks, dhidden, pass.batch);
   if (embedding_) {
     embedding_->backward(d, pass.tokens);
     pass.tokens = {};
@@ -95,7 +122,7 @@ Tensor GptModel::backward(Pass& pass, const Tensor& dhidden) const {
   return d;
 }
 
-double GptModel::head_forward_input(Pass& pass, const Tensor& targets, float dloss,
+double StageModel::head_forward_input(Pass& pass, const Tensor& targets, float dloss,
                                     Tensor& dhidden) const {
   NUPIPE_CHECK(head_ != nullptr, "head_forward_input on a slice without the head");
   NUPIPE_CHECK(!pass.head_weights.x.defined(), "head_forward_input twice on one pass");
@@ -115,28 +142,24 @@ void keep_for_weights(Tensor& t, bool callers) {
 }
 }  // namespace
 
-Tensor GptModel::backward_input(Pass& pass, const Tensor& dhidden) const {
+Tensor StageModel::backward_input(Pass& pass, const Tensor& dhidden) const {
   NUPIPE_CHECK(!pass.weights_pending, "backward_input twice without backward_weight");
   // The slice's input is the caller's unless the embedding made it.
   const bool input_callers = !embedding_;
   // The head's input: the last block's output, or the slice's input when it has no block.
   if (pass.head_weights.x.defined()) {
-    keep_for_weights(pass.head_weights.x, blocks_.empty() && input_callers);
+    keep_for_weights(pass.head_weights.x, block_count() == 0 && input_callers);
   }
   pass.hidden = {};
-  pass.block_weights.assign(blocks_.size(), {});
-  Tensor d = dhidden;
-  for (size_t i = blocks_.size(); i-- > 0;) {
-    Block::WeightInputs& w = pass.block_weights[i];
-    d = blocks_[i].backward_input(d, pass.batch, pass.blocks[i], w);
-    keep_for_weights(w.mlp.proj.dy, i + 1 == blocks_.size());  // dhidden, or block i + 1's dx
-    keep_for_weights(w.ln1.x, i == 0 && input_callers);  // block i - 1's output, or the input
-  }
-  pass.blocks.clear();
+  Tensor d = cfg_.llama() ? backward_input_blocks(llama_blocks_, pass.llama_blocks,
+                                                  pass.llama_block_weights, dhidden, pass.batch,
+                                                  input_callers)
+                          : backward_input_blocks(blocks_, pass.blocks, pass.block_weights,
+                                                  dhidden, pass.batch, input_callers);
   pass.weights_pending = true;
   if (embedding_) {
     pass.embedding_weights = {d, pass.tokens};
-    keep_for_weights(pass.embedding_weights.dx, blocks_.empty());
+    keep_for_weights(pass.embedding_weights.dx, block_count() == 0);
     keep_for_weights(pass.embedding_weights.tokens, true);
     pass.tokens = {};
     return {};
@@ -144,17 +167,14 @@ Tensor GptModel::backward_input(Pass& pass, const Tensor& dhidden) const {
   return d;
 }
 
-void GptModel::backward_weight(Pass& pass) const {
+void StageModel::backward_weight(Pass& pass) const {
   NUPIPE_CHECK(pass.weights_pending, "backward_weight without backward_input");
   if (pass.head_weights.x.defined()) {
     head_->backward_weight(pass.head_weights);
     pass.head_weights = {};
   }
-  for (size_t i = blocks_.size(); i-- > 0;) {
-    blocks_[i].backward_weight(pass.block_weights[i]);
-    pass.block_weights[i] = {};
-  }
-  pass.block_weights.clear();
+  if (cfg_.llama()) backward_weight_blocks(llama_blocks_, pass.llama_block_weights);
+  else backward_weight_blocks(blocks_, pass.block_weights);
   if (embedding_) {
     embedding_->backward_weight(pass.embedding_weights);
     pass.embedding_weights = {};
@@ -162,7 +182,34 @@ void GptModel::backward_weight(Pass& pass) const {
   pass.weights_pending = false;
 }
 
-double GptModel::forward_backward(const Tensor& tokens, const Tensor& targets, int64_t batch,
+template <class B>
+Tensor StageModel::backward_input_blocks(const std::vector<B>& blocks,
+                                         std::vector<typename B::Saved>& saved,
+                                         std::vector<typename B::WeightInputs>& weights, Tensor d,
+                                         int64_t batch, bool input_callers) const {
+  weights.assign(blocks.size(), {});
+  for (size_t i = blocks.size(); i-- > 0;) {
+    typename B::WeightInputs& w = weights[i];
+    d = blocks[i].backward_input(d, batch, saved[i], w);
+    keep_for_weights(B::kept_dout(w), i + 1 == blocks.size());  // dhidden, or block i + 1's dx
+    // block i - 1's output, or the slice's input
+    keep_for_weights(B::kept_input(w), i == 0 && input_callers);
+  }
+  saved.clear();
+  return d;
+}
+
+template <class B>
+void StageModel::backward_weight_blocks(const std::vector<B>& blocks,
+                                        std::vector<typename B::WeightInputs>& weights) const {
+  for (size_t i = blocks.size(); i-- > 0;) {
+    blocks[i].backward_weight(weights[i]);
+    weights[i] = {};
+  }
+  weights.clear();
+}
+
+double StageModel::forward_backward(const Tensor& tokens, const Tensor& targets, int64_t batch,
                                   float dloss) {
   Pass pass;
   forward(pass, tokens, batch);
@@ -172,13 +219,13 @@ double GptModel::forward_backward(const Tensor& tokens, const Tensor& targets, i
   return loss;
 }
 
-double GptModel::loss_sum(const Tensor& tokens, const Tensor& targets, int64_t batch) {
+double StageModel::loss_sum(const Tensor& tokens, const Tensor& targets, int64_t batch) {
   Pass pass;
   forward(pass, tokens, batch);
   return head_forward(pass, targets);
 }
 
-std::vector<float> GptModel::next_token_logits(const Tensor& tokens, int64_t n) const {
+std::vector<float> StageModel::next_token_logits(const Tensor& tokens, int64_t n) const {
   NUPIPE_CHECK(embedding_ != nullptr && head_ != nullptr,
                "next_token_logits needs the whole model in one slice");
   NUPIPE_CHECK(tokens.numel() == cfg_.seq_len && n >= 1 && n <= cfg_.seq_len,

@@ -1,5 +1,5 @@
-// gpt_model.h: a GPT-2 model, or the slice of one a pipeline stage holds: blocks [lo, hi),
-// plus the embedding if first, plus final LayerNorm, LM head and loss if last.
+// stage_model.h: a model of either family (GPT-2, llama), or the slice of one a pipeline stage
+// holds: blocks [lo, hi), plus the embedding if first, plus final norm, LM head and loss if last.
 #pragma once
 
 #include <memory>
@@ -9,6 +9,7 @@
 
 #include "runtime/layers/block.h"
 #include "runtime/layers/embedding.h"
+#include "runtime/layers/llama_block.h"
 #include "runtime/layers/lm_head.h"
 #include "runtime/param_store.h"
 
@@ -23,20 +24,25 @@ struct StageSlice {
 };
 
 // Parameter specs of a slice, in a fixed order (embedding, blocks, head).
-std::vector<TensorSpec> gpt_specs(const ModelConfig& cfg, const StageSlice& slice);
+std::vector<TensorSpec> stage_specs(const ModelConfig& cfg, const StageSlice& slice);
 // Per-layer cost descriptors of a slice, named "embedding", "blocks.i", "head".
-std::vector<std::pair<std::string, LayerCost>> gpt_costs(const ModelConfig& cfg,
+std::vector<std::pair<std::string, LayerCost>> stage_costs(const ModelConfig& cfg,
                                                          const StageSlice& slice);
+// One block's cost descriptor in the config's family (every block of a model costs the same).
+LayerCost block_cost(const ModelConfig& cfg);
 
-class GptModel {
+// The one model interface the pipeline executor, the cost model and the planner drive: what
+// it computes depends on cfg.family (GPT-2's Block or llama's LlamaBlock), how it is driven
+// does not.
+class StageModel {
  public:
   // pad_to: the flat parameter/gradient buffers are padded to a multiple of it (ZeRO-1 shards).
   // recompute_blocks: the first that many blocks of the slice keep only their input from
   // forward to backward and recompute the rest in backward (activation recompute).
-  GptModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to = 1,
+  StageModel(Backend& backend, const ModelConfig& cfg, StageSlice slice, int64_t pad_to = 1,
            int recompute_blocks = 0);
-  GptModel(const GptModel&) = delete;
-  GptModel& operator=(const GptModel&) = delete;
+  StageModel(const StageModel&) = delete;
+  StageModel& operator=(const StageModel&) = delete;
 
   const ModelConfig& config() const { return cfg_; }
   const StageSlice& slice() const { return slice_; }
@@ -50,10 +56,12 @@ class GptModel {
   struct Pass {
     int64_t batch = 0;
     Tensor tokens;  // when the slice has the embedding
-    std::vector<Block::Saved> blocks;
+    std::vector<Block::Saved> blocks;             // gpt2
+    std::vector<LlamaBlock::Saved> llama_blocks;  // llama
     Tensor hidden;  // output of the slice's last block
     // From backward_input (the head's from head_forward_input) until backward_weight.
     std::vector<Block::WeightInputs> block_weights;
+    std::vector<LlamaBlock::WeightInputs> llama_block_weights;
     Embedding::WeightInputs embedding_weights;
     LmHead::WeightInputs head_weights;  // head_weights.x defined: the head's W is pending
     bool weights_pending = false;       // backward_input ran, backward_weight not yet
@@ -86,7 +94,7 @@ class GptModel {
   // B: d(input of the slice) as backward returns it (undefined with the embedding), the
   // activations released as backward releases them (recomputing blocks rerun their forward
   // first), no parameter gradient. What W reads stays in `pass` under MemTag::weight_inputs,
-  // gpt_costs(...)'s weight_bytes(tokens) summed over the slice to the byte (the head's only
+  // stage_costs(...)'s weight_bytes(tokens) summed over the slice to the byte (the head's only
   // after head_forward_input). Tensors it was handed (dhidden, the slice's input, the tokens,
   // the targets) are copied into that tag, never retagged, so the caller's stay its own.
   Tensor backward_input(Pass& pass, const Tensor& dhidden) const;
@@ -109,8 +117,26 @@ class GptModel {
   StageSlice slice_;
   int recompute_blocks_ = 0;
   ParamStore store_;
+  // The blocks' passes, one template for both families (stage_model.cpp).
+  template <class B>
+  Tensor forward_blocks(const std::vector<B>& blocks, std::vector<typename B::Saved>& saved,
+                        Tensor x, int64_t batch) const;
+  template <class B>
+  Tensor backward_blocks(const std::vector<B>& blocks, std::vector<typename B::Saved>& saved,
+                         Tensor d, int64_t batch) const;
+  template <class B>
+  Tensor backward_input_blocks(const std::vector<B>& blocks,
+                               std::vector<typename B::Saved>& saved,
+                               std::vector<typename B::WeightInputs>& weights, Tensor d,
+                               int64_t batch, bool input_callers) const;
+  template <class B>
+  void backward_weight_blocks(const std::vector<B>& blocks,
+                              std::vector<typename B::WeightInputs>& weights) const;
+  size_t block_count() const { return blocks_.size() + llama_blocks_.size(); }
+
   std::unique_ptr<Embedding> embedding_;
-  std::vector<Block> blocks_;
+  std::vector<Block> blocks_;             // gpt2
+  std::vector<LlamaBlock> llama_blocks_;  // llama
   std::unique_ptr<LmHead> head_;
 };
 
