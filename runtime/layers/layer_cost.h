@@ -16,6 +16,11 @@ struct LayerCost {
   // whatever its tokens (attention's score gradient, one sequence at a time).
   int64_t backward_bytes_per_token = 0;
   int64_t backward_fixed_bytes = 0;
+  // A second phase of backward whose peak is another affine function of the tokens (a llama
+  // block: its wide MLP's buffers per token against attention's per-sequence score gradient):
+  // the backward peak is the larger of the two at the call's tokens. 0: one phase.
+  int64_t backward2_bytes_per_token = 0;
+  int64_t backward2_fixed_bytes = 0;
   // The LM head's chunk buffers (MemTag::loss_workspace): chunk_bytes_per_token for each row of
   // a chunk of at most chunk_tokens tokens (0: every token of the call in one chunk).
   int64_t chunk_tokens = 0;
@@ -29,7 +34,8 @@ struct LayerCost {
   int64_t weight_fixed_bytes = 0;
 
   int64_t backward_bytes(int64_t tokens) const {
-    return backward_bytes_per_token * tokens + backward_fixed_bytes;
+    return std::max(backward_bytes_per_token * tokens + backward_fixed_bytes,
+                    backward2_bytes_per_token * tokens + backward2_fixed_bytes);
   }
   int64_t weight_bytes(int64_t tokens) const {
     return weight_bytes_per_token * tokens + weight_fixed_bytes;
@@ -48,6 +54,8 @@ struct LayerCost {
     // composes its own, whose parts do overlap; see Block::cost).
     backward_bytes_per_token = std::max(backward_bytes_per_token, o.backward_bytes_per_token);
     backward_fixed_bytes = std::max(backward_fixed_bytes, o.backward_fixed_bytes);
+    backward2_bytes_per_token = std::max(backward2_bytes_per_token, o.backward2_bytes_per_token);
+    backward2_fixed_bytes = std::max(backward2_fixed_bytes, o.backward2_fixed_bytes);
     chunk_tokens = std::max(chunk_tokens, o.chunk_tokens);
     chunk_bytes_per_token = std::max(chunk_bytes_per_token, o.chunk_bytes_per_token);
     flops_per_token += o.flops_per_token;

@@ -32,9 +32,13 @@ LayerCost LlamaBlock::cost(const ModelConfig& cfg) {
   c.recompute_bytes_per_token = es * C;          // only the input is kept under recompute
   // Backward in order (as Block's): the mlp's buffers; norm2's dx (dx2) while the mlp's dx is
   // held; attention's buffers while dx2 is held; norm1's dx while dx2 and attention's dx are.
-  c.backward_bytes_per_token = std::max({mlp.backward_bytes_per_token, es * C + es * C,
-                                         es * C + attn.backward_bytes_per_token, 3 * es * C});
+  // Attention's phase has a per-sequence part (unfused: one sequence's score gradient) that
+  // the others lack, and the wide MLP's may be larger per token: two phases, the larger wins.
+  c.backward_bytes_per_token = es * C + attn.backward_bytes_per_token;
   c.backward_fixed_bytes = attn.backward_fixed_bytes;
+  c.backward2_bytes_per_token = std::max({mlp.backward_bytes_per_token, es * C + es * C,
+                                          3 * es * C});
+  c.backward2_fixed_bytes = 0;
   return c;  // W: the sublayers' sum, as `+=` adds them (no tensor is in two of them)
 }
 

@@ -42,6 +42,18 @@ run pp2_3-1_dp2_zbh1  4 2 2 '[3,1]'     zb-h1
 run pp4_zbh2          4 4 1 '[1,1,1,1]' zb-h2
 run pp2_1-3_rc        2 2 1 '[1,3]'     1f1b  $rc
 run pp2_1-3_rc_zbh1   2 2 1 '[1,3]'     zb-h1 $rc
+# The llama family (configs/llama-tiny.toml beside CONFIG: RMSNorm, rotary, SwiGLU, 2 query
+# heads per key/value head, untied): uneven pipeline x data, and zero-bubble with ZeRO-1 and a
+# chunked loss, against its own single rank.
+llama="$(dirname "$config")/llama-tiny.toml"
+runl() {  # as run, on the llama config
+  saved=$config config=$llama
+  run "$@"
+  config=$saved
+}
+runl llama_single        1 1 1 '"uniform"' 1f1b
+runl llama_pp2_1-3_dp2   4 2 2 '[1,3]'     1f1b
+runl llama_pp2_3-1_dp2_z 4 2 2 '[3,1]'     zb-h1 --set parallel.zero=1 --set train.loss_chunk=96
 status=0
 /usr/bin/python3 "$here/compare_runs.py" --loss-rtol 0 --weight-rtol 0 --key-bias-atol 0 \
   "$work/pp2_3-1_dp2" "$work/pp2_3-1_dp2_zbh1" || status=1
@@ -53,4 +65,7 @@ status=0
 /usr/bin/python3 "$here/compare_runs.py" ${COMPARE_FLAGS:-} "$work/single" "$work/pp2_1-3" \
   "$work/pp2_3-1_dp2" "$work/pp4" "$work/dp4" "$work/pp2_1-3_gpipe" "$work/pp4_gpipe" \
   "$work/pp2_3-1_dp2_zbh1" "$work/pp4_zbh2" "$work/pp2_1-3_rc_zbh1" || status=1
+# shellcheck disable=SC2086
+/usr/bin/python3 "$here/compare_runs.py" ${COMPARE_FLAGS:-} "$work/llama_single" \
+  "$work/llama_pp2_1-3_dp2" "$work/llama_pp2_3-1_dp2_z" || status=1
 exit $status

@@ -3,7 +3,9 @@ from run.dir/memory.json, on layouts that cover uneven splits, data 1 and 2, ZeR
 recompute off, full and per stage, chunked and unchunked loss, 1F1B, GPipe, ZB-H1 and ZB-H2,
 fp32 and bf16 (runtime.precision), fused and unfused attention (runtime.attention). Every
 allocator tag's measured peak (params, grads, optimizer, activations, workspace, loss_workspace,
-comm, weight_inputs) must equal the cost model's prediction to the byte on every rank.
+comm, weight_inputs) must equal the cost model's prediction to the byte on every rank. The
+layouts marked "llama" train configs/llama-tiny.toml (beside CONFIG) instead: RMSNorm, rotary,
+SwiGLU, grouped-query attention, an untied head.
 
 usage: memory_model.py NUPIPE CONFIG WORKDIR MPIRUN [MPIRUN_FLAGS...]
 """
@@ -18,7 +20,8 @@ FLAGS = sys.argv[5:]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 EXACT = ("params", "grads", "optimizer", "activations", "workspace", "loss_workspace", "comm",
          "weight_inputs")
-LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedule[, precision[, attention]]
+LLAMA = os.path.join(os.path.dirname(CONFIG), "llama-tiny.toml")
+LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedule[, precision[, attention[, family]]]
     (2, 2, "[1,3]", 0, 0, "none", "1f1b"),
     (2, 2, "[1,3]", 1, 48, "full", "gpipe"),
     (2, 1, "[1,3]", 0, 0, "full", "1f1b"),
@@ -46,6 +49,11 @@ LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedu
     (1, 2, "uniform", 0, 0, "[2]", "zb-h1"),
     (4, 1, "[1,1,1,1]", 0, 0, "[1,0,1,0]", "zb-h2", "bf16"),
     (2, 2, "[1,3]", 1, 48, "[1,2]", "zb-h1", "fp32", "unfused"),
+    # the llama family
+    (2, 2, "[1,3]", 1, 48, "full", "1f1b", "fp32", "fused", "llama"),
+    (4, 1, "[0,1,1,2]", 0, 32, "none", "zb-h1", "fp32", "fused", "llama"),
+    (2, 2, "[3,1]", 0, 0, "[2,0]", "gpipe", "bf16", "unfused", "llama"),
+    (2, 1, "[1,3]", 0, 0, "none", "zb-h2", "bf16", "fused", "llama"),
 ]
 
 failures = 0
@@ -55,6 +63,7 @@ for layout in LAYOUTS:
     pp, dp, split, zero, chunk, rc, sched = layout[:7]
     precision = layout[7] if len(layout) > 7 else "fp32"
     attention = layout[8] if len(layout) > 8 else "fused"
+    family = layout[9] if len(layout) > 9 else "gpt2"
     run_dir = os.path.join(WORK, "run")
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = ["train.steps=2", "run.dir=" + run_dir, "checkpoint.every=0", "runtime.threads=1",
@@ -62,12 +71,13 @@ for layout in LAYOUTS:
             "parallel.zero=%d" % zero, "train.loss_chunk=%d" % chunk, "train.recompute=" + rc,
             "parallel.schedule=" + sched, "runtime.precision=" + precision,
             "runtime.attention=" + attention]
-    cmd = [MPIRUN] + FLAGS + ["-np", str(pp * dp), NUPIPE, "train", CONFIG]
+    cmd = [MPIRUN] + FLAGS + ["-np", str(pp * dp), NUPIPE, "train",
+                              LLAMA if family == "llama" else CONFIG]
     for s in sets:
         cmd += ["--set", s]
     p = subprocess.run(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    name = "%d %d %s %d %d %s %s %s %s" % (pp, dp, split, zero, chunk, rc, sched, precision,
-                                           attention)
+    name = "%d %d %s %d %d %s %s %s %s%s" % (pp, dp, split, zero, chunk, rc, sched, precision,
+                                             attention, " llama" if family == "llama" else "")
     if p.returncode != 0:
         print("FAIL %s: exit %d\n%s" % (name, p.returncode, p.stdout[-2000:]))
         failures += 1

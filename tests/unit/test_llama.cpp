@@ -265,58 +265,66 @@ TEST(LlamaLayers, GroupedQueryAttentionEqualsRepeatedHeads) {
 
 // What the forward keeps, each block's backward workspace peak, and the parameters: the cost
 // descriptors to the byte, fused and unfused, GQA, one and several sequences, recompute.
+// The second config's wide MLP peaks above attention per token, while unfused attention holds
+// one sequence's score gradient besides: the block's peak is the larger phase, not their sum.
 TEST(LlamaCost, DescriptorsMatchTheAllocator) {
+  ModelConfig wide = llama_config();
+  wide.ffn_hidden = 96;
+  wide.seq_len = 16;
   for (bool fused : {false, true}) {
     for (DType dt : {DType::f32, DType::bf16}) {
-      SCOPED_TRACE(std::string(fused ? "fused" : "unfused") + " " + dtype_name(dt));
-      ModelConfig cfg = llama_config();
-      cfg.fused_attention = fused;
-      cfg.dtype = dt;
-      for (bool tied : {true, false}) {
-        cfg.tie_embeddings = tied;
-        CpuBackend be;
-        StageModel model(be, cfg, StageSlice::whole(cfg));
-        int64_t params = 0;
-        for (const auto& [name, c] : stage_costs(cfg, model.slice())) params += c.params;
-        EXPECT_EQ(params, model.params().numel());
-      }
-      for (int64_t B : {1, 3}) {
-        CpuBackend be;
-        StageModel model(be, cfg, StageSlice{0, 2, true, false});
-        model.params().initialize(1);
-        const int64_t N = B * cfg.seq_len, C = cfg.d_model;
-        const int64_t before = be.memory().current(MemTag::activations);
-        StageModel::Pass pass;
-        model.forward(pass, tokens_of(be, std::vector<int32_t>(N, 1)), B);
-        LayerCost total;
-        for (const auto& [name, c] : stage_costs(cfg, model.slice())) total += c;
-        EXPECT_EQ(be.memory().current(MemTag::activations) - before,
-                  total.activation_bytes_per_token * N);
-        pass = {};
-        std::vector<TensorSpec> specs;
-        LlamaBlock::add_specs(specs, cfg, 0);
-        ParamStore store(be, specs, 1, dt);
-        store.initialize(1);
-        LlamaBlock block(store, cfg, 0);
-        Tensor x = Tensor::empty(be, {N, C}, dt, MemTag::activations);
-        from_host(x, random_values(N * C, 12));
-        for (bool recompute : {false, true}) {
-          LlamaBlock::Saved s;
-          const int64_t a0 = be.memory().current(MemTag::activations);
-          Tensor out = block.forward(x, B, s, recompute);
-          // The block's output is the next block's input: what recompute keeps of this one.
-          EXPECT_EQ(be.memory().current(MemTag::activations) - a0,
-                    (recompute ? LlamaBlock::cost(cfg).recompute_bytes_per_token
-                               : LlamaBlock::cost(cfg).activation_bytes_per_token) * N)
-              << "kept by the block (its output included), recompute " << recompute;
-          Tensor dy = Tensor::empty(be, {N, C}, dt, MemTag::workspace);
-          from_host(dy, random_values(N * C, 13));
-          const int64_t base = be.memory().current(MemTag::workspace);
-          be.memory().reset_peaks();
-          Tensor dx = block.backward(dy, B, s);
-          EXPECT_EQ(be.memory().peak(MemTag::workspace) - base,
-                    LlamaBlock::cost(cfg).backward_bytes(N))
-              << "B " << B << ", recompute " << recompute;
+      for (const ModelConfig& base : {llama_config(), wide}) {
+        SCOPED_TRACE(std::string(fused ? "fused" : "unfused") + " " + dtype_name(dt) + " ffn " +
+                     std::to_string(base.ffn_hidden));
+        ModelConfig cfg = base;
+        cfg.fused_attention = fused;
+        cfg.dtype = dt;
+        for (bool tied : {true, false}) {
+          cfg.tie_embeddings = tied;
+          CpuBackend be;
+          StageModel model(be, cfg, StageSlice::whole(cfg));
+          int64_t params = 0;
+          for (const auto& [name, c] : stage_costs(cfg, model.slice())) params += c.params;
+          EXPECT_EQ(params, model.params().numel());
+        }
+        for (int64_t B : {1, 3}) {
+          CpuBackend be;
+          StageModel model(be, cfg, StageSlice{0, 2, true, false});
+          model.params().initialize(1);
+          const int64_t N = B * cfg.seq_len, C = cfg.d_model;
+          const int64_t before = be.memory().current(MemTag::activations);
+          StageModel::Pass pass;
+          model.forward(pass, tokens_of(be, std::vector<int32_t>(N, 1)), B);
+          LayerCost total;
+          for (const auto& [name, c] : stage_costs(cfg, model.slice())) total += c;
+          EXPECT_EQ(be.memory().current(MemTag::activations) - before,
+                    total.activation_bytes_per_token * N);
+          pass = {};
+          std::vector<TensorSpec> specs;
+          LlamaBlock::add_specs(specs, cfg, 0);
+          ParamStore store(be, specs, 1, dt);
+          store.initialize(1);
+          LlamaBlock block(store, cfg, 0);
+          Tensor x = Tensor::empty(be, {N, C}, dt, MemTag::activations);
+          from_host(x, random_values(N * C, 12));
+          for (bool recompute : {false, true}) {
+            LlamaBlock::Saved s;
+            const int64_t a0 = be.memory().current(MemTag::activations);
+            Tensor out = block.forward(x, B, s, recompute);
+            // The block's output is the next block's input: what recompute keeps of this one.
+            EXPECT_EQ(be.memory().current(MemTag::activations) - a0,
+                      (recompute ? LlamaBlock::cost(cfg).recompute_bytes_per_token
+                                 : LlamaBlock::cost(cfg).activation_bytes_per_token) * N)
+                << "kept by the block (its output included), recompute " << recompute;
+            Tensor dy = Tensor::empty(be, {N, C}, dt, MemTag::workspace);
+            from_host(dy, random_values(N * C, 13));
+            const int64_t ws0 = be.memory().current(MemTag::workspace);
+            be.memory().reset_peaks();
+            Tensor dx = block.backward(dy, B, s);
+            EXPECT_EQ(be.memory().peak(MemTag::workspace) - ws0,
+                      LlamaBlock::cost(cfg).backward_bytes(N))
+                << "B " << B << ", recompute " << recompute;
+          }
         }
       }
     }
