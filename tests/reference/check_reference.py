@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """check_reference.py: checks a file written by `dump_reference` against PyTorch. It rebuilds the
-model from the file's attributes and parameters (torch_gpt.py, float64), runs forward and
-backward on the file's batch, and compares nupipe's loss and every parameter's gradient.
+model from the file's attributes and parameters (torch_gpt.py, or torch_llama.py when the file's
+family is "llama"; float64), runs forward and backward on the file's batch, and compares
+nupipe's loss and every parameter's gradient.
 
     /usr/bin/python3 tests/reference/check_reference.py FILE.h5 [--loss-tol 1e-5] [--grad-tol 1e-4]
 
@@ -21,7 +22,9 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from torch_gpt import MalformedFile, param_shapes, reference_loss_and_grads  # noqa: E402
+import torch_gpt  # noqa: E402
+import torch_llama  # noqa: E402
+from torch_gpt import MalformedFile  # noqa: E402
 
 
 def rel_err(mine: np.ndarray, ref: np.ndarray) -> float:
@@ -42,10 +45,13 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(True)
     try:
         with h5py.File(args.file, "r") as f:
-            cfg, loss_ref, grads_ref = reference_loss_and_grads(f, torch.float64)
+            family = f.attrs.get("family", "gpt2")
+            family = family.decode() if isinstance(family, bytes) else str(family)
+            ref = torch_llama if family == "llama" else torch_gpt
+            cfg, loss_ref, grads_ref = ref.reference_loss_and_grads(f, torch.float64)
             _require_attr(f, "loss")
             loss_mine = float(f.attrs["loss"])
-            expected = param_shapes(cfg)
+            expected = ref.param_shapes(cfg)
             stored = set(f["grad"].keys()) if isinstance(f.get("grad"), h5py.Group) else set()
             grads_mine = {n: f[f"grad/{n}"][()] for n in expected if f"grad/{n}" in f}
             extra = sorted(stored - set(expected))
@@ -57,9 +63,9 @@ def main(argv=None) -> int:
         return 2
 
     failures = []
-    print(f"reference check of {args.file}: n_layer={cfg.n_layer} d_model={cfg.d_model} "
-          f"n_head={cfg.n_head} vocab_size={cfg.vocab_size} seq_len={cfg.seq_len} "
-          f"tie_embeddings={int(cfg.tie_embeddings)} ln_eps={cfg.ln_eps:g}")
+    print(f"reference check of {args.file} ({family}): " +
+          " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={int(v)}"
+                   for k, v in vars(cfg).items()))
     loss_err = abs(loss_mine - loss_ref) / abs(loss_ref) if loss_ref != 0 else abs(loss_mine)
     loss_ok = math.isfinite(loss_mine) and loss_err < args.loss_tol
     print(f"loss: nupipe {loss_mine:.10g}  torch(float64) {loss_ref:.10g}  rel err {loss_err:.3e}"

@@ -52,6 +52,13 @@ int main(int argc, char** argv) {
     w.attr("seq_len", mc.seq_len);
     w.attr("tie_embeddings", mc.tie_embeddings ? 1 : 0);
     w.attr("ln_eps", static_cast<double>(mc.ln_eps));
+    w.attr("family", mc.family);
+    if (mc.llama()) {  // torch_llama.py's attributes
+      w.attr("n_kv_head", mc.kv_heads());
+      w.attr("ffn_hidden", mc.ffn_width());
+      w.attr("rope_theta", static_cast<double>(mc.rope_theta));
+      w.attr("norm_eps", static_cast<double>(mc.norm_eps));
+    }
     w.attr("loss", loss);
     w.write("batch/tokens", tokens.data(), {B, mc.seq_len});
     w.write("batch/targets", targets.data(), {B, mc.seq_len});
