@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """export_hf.py: converts a nupipe checkpoint's model weights into a Hugging Face GPT-2
-state_dict (GPT2LMHeadModel key names and layouts) plus a GPT2Config-style JSON sidecar.
+state_dict (GPT2LMHeadModel key names and layouts) plus a GPT2Config-style JSON sidecar, or,
+for a model.family = "llama" checkpoint, a LlamaForCausalLM state_dict and a LlamaConfig-style
+sidecar (the mapping: scripts/export_hf_llama.py).
 
     /usr/bin/python3 scripts/export_hf.py RUN_DIR/checkpoints/step_00000400 model.pt
     /usr/bin/python3 scripts/export_hf.py CKPT_DIR OUT.pt [--nupipe PATH] [--no-verify]
@@ -70,6 +72,9 @@ import tomllib
 from collections import OrderedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import export_hf_llama  # noqa: E402
+
 REPO_ROOT = os.path.dirname(HERE)
 MANIFEST = "manifest.json"
 STATE = "state.h5"
@@ -228,7 +233,17 @@ def _hyper_params(attrs):
         raise bad_checkpoint(f"{STATE} has format_version {attrs['format_version']}, this script "
                              f"reads {FORMAT_VERSION}")
     hp = {}
-    for key in ("n_layer", "d_model", "n_head", "vocab_size", "seq_len", "tie_embeddings"):
+    family = attrs.get("model.family", "gpt2")  # absent: written before llama existed
+    family = family.decode("utf-8") if isinstance(family, bytes) else str(family)
+    if family not in ("gpt2", "llama"):
+        raise bad_checkpoint(f"{STATE}: model.family = {family!r} is neither gpt2 nor llama")
+    ints = ["n_layer", "d_model", "n_head", "vocab_size", "seq_len", "tie_embeddings"]
+    if family == "llama":
+        ints += ["n_kv_head", "ffn_hidden"]
+        if any("model." + k not in attrs for k in ("n_kv_head", "ffn_hidden")):
+            raise bad_checkpoint(f"{STATE}: a llama checkpoint without model.n_kv_head and "
+                                 "model.ffn_hidden")
+    for key in ints:
         v = attrs["model." + key]
         try:
             hp[key] = int(v)
@@ -245,23 +260,37 @@ def _hyper_params(attrs):
         raise bad_checkpoint(f"{STATE}: impossible model shape {hp}")
     text = attrs["config"]
     text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    eps_key = "norm_eps" if family == "llama" else "ln_eps"
     try:
         model = tomllib.loads(text)["model"]
-        eps = float(model["ln_eps"])
+        eps = float(model[eps_key])
+        theta = float(model["rope_theta"]) if family == "llama" else None
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
-        raise bad_checkpoint(f"{STATE}: the stored config has no readable [model] ln_eps ({e})")
-    if not (eps > 0 and math.isfinite(eps)):
-        raise bad_checkpoint(f"{STATE}: the stored config's ln_eps = {eps} is not positive")
+        raise bad_checkpoint(f"{STATE}: the stored config has no readable [model] {eps_key} "
+                             f"({e})")
+    if not (eps > 0 and math.isfinite(eps)) or (theta is not None and not theta > 0):
+        raise bad_checkpoint(f"{STATE}: the stored config's {eps_key} = {eps} (or rope_theta) is "
+                             "not positive")
+    if family == "llama" and (hp["n_head"] % hp["n_kv_head"] or hp["ffn_hidden"] <= 0):
+        raise bad_checkpoint(f"{STATE}: impossible llama shape {hp}")
     for key, v in hp.items():
+        # n_kv_head, ffn_hidden = 0 in the config stand for what the attributes record
+        if key in ("n_kv_head", "ffn_hidden") and model.get(key) == 0:
+            continue
         if key in model and model[key] != v:
             raise bad_checkpoint(f"{STATE}: the stored config says model.{key} = {model[key]!r} "
                                  f"but the attribute says {v!r}")
-    hp["ln_eps"] = eps
+    hp["family"] = family
+    hp[eps_key] = eps
+    if theta is not None:
+        hp["rope_theta"] = theta
     return hp
 
 
 def nupipe_shapes(hp):
     """nupipe's parameter names and shapes (tests/reference/torch_gpt.py, param_shapes)."""
+    if hp["family"] == "llama":
+        return export_hf_llama.nupipe_shapes(hp)
     C, V, T = hp["d_model"], hp["vocab_size"], hp["seq_len"]
     s = OrderedDict([("embed.wte.weight", (V, C)), ("embed.wpe.weight", (T, C))])
     for i in range(hp["n_layer"]):
@@ -297,6 +326,8 @@ def to_hf(hp, tensors):
     """OrderedDict of HF GPT2LMHeadModel keys -> contiguous float32 torch tensors."""
     import torch
 
+    if hp["family"] == "llama":
+        return export_hf_llama.to_hf(hp, tensors)
     def t(name, transpose=False):
         x = torch.from_numpy(tensors[name])
         return x.t().contiguous() if transpose else x
@@ -316,6 +347,10 @@ def to_hf(hp, tensors):
 
 def hf_config(hp, step, ckpt):
     """GPT2Config fields (what config.json holds) plus a `nupipe` record of the source."""
+    if hp["family"] == "llama":
+        cfg = export_hf_llama.hf_config(hp)
+        cfg["nupipe"] = OrderedDict([("step", step), ("checkpoint", os.path.abspath(ckpt))])
+        return cfg
     return OrderedDict([
         ("model_type", "gpt2"),
         ("architectures", ["GPT2LMHeadModel"]),
