@@ -4,8 +4,10 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "runtime/cuda/caching_allocator.h"
 #include "runtime/cuda/cuda_check.h"
@@ -183,7 +185,8 @@ bool CudaBackend::all_finite(const float* x, int64_t n) {
 void CudaBackend::embedding_forward(DevPtr o, const int32_t* tokens, ConstDevPtr wte,
                                     ConstDevPtr wpe, int64_t N, int64_t T, int64_t C) {
   cuda::embedding_forward(stream_, out(o, "embedding_forward"), tokens,
-                          in(wte, "embedding_forward"), in(wpe, "embedding_forward"), N, T, C);
+                          in(wte, "embedding_forward"),
+                          wpe.ptr ? in(wpe, "embedding_forward") : cuda::In{}, N, T, C);
 }
 
 void CudaBackend::embedding_backward(float* dwte, float* dwpe, ConstDevPtr dout,
@@ -227,6 +230,54 @@ void CudaBackend::layernorm_backward_weight(float* dw, float* db, ConstDevPtr do
   cuda::layernorm_backward_weight(stream_, dw, db, in(dout, "layernorm_backward_weight"),
                                   in(x, "layernorm_backward_weight"), mean, rstd, N, C,
                                   scratch.get());
+}
+
+void CudaBackend::rmsnorm_forward(DevPtr o, float* rstd, ConstDevPtr x, ConstDevPtr w, int64_t N,
+                                  int64_t C, float eps) {
+  const char* what = "rmsnorm_forward";
+  cuda::rmsnorm_forward(stream_, out(o, what), rstd, in(x, what), in(w, what), N, C, eps);
+}
+
+void CudaBackend::rmsnorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, ConstDevPtr w,
+                                         const float* rstd, int64_t N, int64_t C) {
+  const char* what = "rmsnorm_backward_input";
+  cuda::rmsnorm_backward_input(stream_, out(dx, what), in(dout, what), in(x, what), in(w, what),
+                               rstd, N, C);
+}
+
+void CudaBackend::rmsnorm_backward_weight(float* dw, ConstDevPtr dout, ConstDevPtr x,
+                                          const float* rstd, int64_t N, int64_t C) {
+  const char* what = "rmsnorm_backward_weight";
+  cuda::rmsnorm_backward_weight(stream_, dw, in(dout, what), in(x, what), rstd, N, C);
+}
+
+void CudaBackend::rope(DevPtr x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D,
+                       float theta, bool inverse) {
+  const int64_t half = D / 2, positions = std::min(N, T);
+  if (positions <= 0 || half <= 0) return;
+  std::vector<float> table(static_cast<size_t>(2 * positions * half));  // cos, then sin
+  for (int64_t t = 0; t < positions; ++t) {
+    for (int64_t d = 0; d < half; ++d) {  // as the cpu kernel: the angle in double
+      const double a = static_cast<double>(t) *
+                       std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(d) / D);
+      table[t * half + d] = static_cast<float>(std::cos(a));
+      table[(positions + t) * half + d] = static_cast<float>(std::sin(a));
+    }
+  }
+  cuda::ScratchBlock dev(*alloc_, table.size() * sizeof(float));
+  copy_from_host(dev.get(), table.data(), table.size() * sizeof(float));
+  cuda::rope(stream_, out(x, "rope"), dev.as<float>(), dev.as<float>() + positions * half, N, T,
+             ld, heads, D, inverse);
+}
+
+void CudaBackend::swiglu_forward(DevPtr o, ConstDevPtr x, int64_t N, int64_t F) {
+  cuda::swiglu_forward(stream_, out(o, "swiglu_forward"), in(x, "swiglu_forward"), N, F);
+}
+
+void CudaBackend::swiglu_backward(DevPtr din, ConstDevPtr x, ConstDevPtr dout, int64_t N,
+                                  int64_t F) {
+  const char* what = "swiglu_backward";
+  cuda::swiglu_backward(stream_, out(din, what), in(x, what), in(dout, what), N, F);
 }
 
 void CudaBackend::add_bias(DevPtr o, ConstDevPtr b, int64_t N, int64_t C) {
@@ -276,22 +327,22 @@ void CudaBackend::linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDe
 }
 
 void CudaBackend::attention_forward(DevPtr o, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
-                                    int64_t H, int64_t D, float scale) {
+                                    int64_t H, int64_t Hkv, int64_t D, float scale) {
   if (!cuda::fused_attention_supports(D)) {
     throw usage_error("runtime.attention = \"fused\" on cuda has kernels for head dims 16, 32, "
                       "64 and 128, not " + std::to_string(D),
                       "set runtime.attention = \"unfused\", or a d_model / n_head among them");
   }
   cuda::attention_forward(stream_, out(o, "attention_forward"), lse, in(qkv, "attention_forward"),
-                          B, T, H, D, scale);
+                          B, T, H, Hkv, D, scale);
 }
 
 void CudaBackend::attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
                                      ConstDevPtr o, const float* lse, int64_t B, int64_t T,
-                                     int64_t H, int64_t D, float scale) {
+                                     int64_t H, int64_t Hkv, int64_t D, float scale) {
   const char* what = "attention_backward";
   cuda::attention_backward(stream_, out(dqkv, what), delta, in(dout, what), in(qkv, what),
-                           in(o, what), lse, B, T, H, D, scale);
+                           in(o, what), lse, B, T, H, Hkv, D, scale);
 }
 
 // The per-row losses and their sum stay on the device; one 8-byte copy brings the sum back.

@@ -66,6 +66,19 @@ class CudaBackend final : public Backend {
   void layernorm_backward_weight(float* dw, float* db, ConstDevPtr dout, ConstDevPtr x,
                                  const float* mean, const float* rstd, int64_t N,
                                  int64_t C) override;
+  void rmsnorm_forward(DevPtr out, float* rstd, ConstDevPtr x, ConstDevPtr w, int64_t N,
+                       int64_t C, float eps) override;
+  void rmsnorm_backward_input(DevPtr dx, ConstDevPtr dout, ConstDevPtr x, ConstDevPtr w,
+                              const float* rstd, int64_t N, int64_t C) override;
+  void rmsnorm_backward_weight(float* dw, ConstDevPtr dout, ConstDevPtr x, const float* rstd,
+                               int64_t N, int64_t C) override;
+  // The cos/sin tables are computed on the host in double (as the cpu kernel's) and uploaded
+  // per call (one synchronising copy).
+  void rope(DevPtr x, int64_t N, int64_t T, int64_t ld, int64_t heads, int64_t D, float theta,
+            bool inverse) override;
+  void swiglu_forward(DevPtr out, ConstDevPtr in, int64_t N, int64_t F) override;
+  void swiglu_backward(DevPtr din, ConstDevPtr in, ConstDevPtr dout, int64_t N,
+                       int64_t F) override;
   void add_bias(DevPtr out, ConstDevPtr b, int64_t N, int64_t C) override;
   void bias_backward(float* db, ConstDevPtr dout, int64_t N, int64_t C) override;
   void gelu_forward(DevPtr out, ConstDevPtr x, int64_t n) override;
@@ -80,10 +93,10 @@ class CudaBackend final : public Backend {
   void linear_forward(DevPtr y, ConstDevPtr x, ConstDevPtr w, ConstDevPtr b, int64_t N,
                       int64_t n_in, int64_t n_out, float beta, DevPtr gelu_out) override;
   void attention_forward(DevPtr out, float* lse, ConstDevPtr qkv, int64_t B, int64_t T,
-                         int64_t H, int64_t D, float scale) override;
+                         int64_t H, int64_t Hkv, int64_t D, float scale) override;
   void attention_backward(DevPtr dqkv, float* delta, ConstDevPtr dout, ConstDevPtr qkv,
                           ConstDevPtr out, const float* lse, int64_t B, int64_t T, int64_t H,
-                          int64_t D, float scale) override;
+                          int64_t Hkv, int64_t D, float scale) override;
   // Both synchronise: the loss sum is reduced on the device and copied to the host once per
   // call (architecture notes: a device-side running sum, read once per step, comes later).
   double cross_entropy_forward_backward(float* dlogits, const float* logits,

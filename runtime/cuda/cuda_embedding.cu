@@ -17,7 +17,8 @@ __global__ void embedding_forward_kernel(Out out, const int32_t* tokens, In wte,
        k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = k / C, c = k % C;
     const int64_t tok = tokens[i];
-    store(out, k, load(wte, tok * C + c) + load(wpe, (i % T) * C + c));
+    if (wpe.p) store(out, k, load(wte, tok * C + c) + load(wpe, (i % T) * C + c));
+    else store(out, k, load(wte, tok * C + c));  // no position table (llama)
   }
 }
 
@@ -115,6 +116,7 @@ void embedding_backward(cudaStream_t s, float* dwte, float* dwpe, In dout,
   NUPIPE_CHECK(grid.y <= 65535, "embedding_backward: C too large");
   embedding_dwte_kernel<<<grid, threads, 0, s>>>(dwte, dout, keys, pos_out, N, C);
   NUPIPE_CUDA_LAUNCH_CHECK(embedding_dwte_kernel);
+  if (!dwpe) return;  // no position table (llama)
   embedding_dwpe_kernel<<<grid_for(T * C), kThreads, 0, s>>>(dwpe, dout, N, T, C);
   NUPIPE_CUDA_LAUNCH_CHECK(embedding_dwpe_kernel);
 }

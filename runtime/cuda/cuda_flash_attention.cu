@@ -8,6 +8,8 @@
 //             sum over the other index in ascending order, with P recomputed from lse. Two
 //             kernels instead of atomics: every gradient is summed in one fixed order, so the
 //             result is deterministic (FlashAttention-2's atomics on dq are not).
+// Grouped-query attention: query head h reads key/value head h / (H / Hkv) in place; the dk, dv
+// kernel runs one thread per key row of a key/value head and sums its query heads in order.
 // Head dims 16, 32, 64 and 128 are instantiated; others are refused by the launchers.
 #include <climits>
 #include <string>
@@ -28,14 +30,16 @@ constexpr int kTile = 4096 / D;
 __host__ __device__ __forceinline__ int64_t lmin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 struct Dims {
-  int64_t T, H, C;  // sequence length, heads, H * D
+  int64_t T, H, C;  // sequence length, query heads, H * D
   float scale;
+  int64_t Hkv, W;   // key/value heads; the qkv row width (H + 2 Hkv) D
 };
 
-// Row r (of sequence b) of operand `part` (0 q, 1 k, 2 v) of head h: its first element.
+// Row r (of sequence b) of operand `part` (0 q, 1 k, 2 v) of head h (a query head for q, a
+// key/value head for k and v): its first element.
 __device__ __forceinline__ int64_t qkv_at(const Dims& d, int64_t b, int64_t r, int part,
                                           int64_t h, int D) {
-  return (b * d.T + r) * 3 * d.C + part * d.C + h * D;
+  return (b * d.T + r) * d.W + (part == 0 ? 0 : d.C + (part - 1) * d.Hkv * D) + h * D;
 }
 __device__ __forceinline__ int64_t row_at(const Dims& d, int64_t b, int64_t r, int64_t h, int D) {
   return (b * d.T + r) * d.C + h * D;
@@ -55,7 +59,7 @@ template <int D>
 __global__ void attention_forward_kernel(Out out, float* lse, In qkv, Dims d) {
   constexpr int TK = kTile<D>;
   __shared__ float ks[TK][D], vs[TK][D];
-  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = h / (d.H / d.Hkv);
   const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kRows, i = i0 + threadIdx.x;
   const bool active = i < d.T;
   float q[D], acc[D];
@@ -68,8 +72,8 @@ __global__ void attention_forward_kernel(Out out, float* lse, In qkv, Dims d) {
   for (int64_t j0 = 0; j0 <= last; j0 += TK) {
     const int n = static_cast<int>(lmin(TK, last + 1 - j0));
     __syncthreads();  // the previous tile's readers are done
-    load_tile<D>(ks, qkv, qkv_at(d, b, j0, 1, h, D), 3 * d.C, n);
-    load_tile<D>(vs, qkv, qkv_at(d, b, j0, 2, h, D), 3 * d.C, n);
+    load_tile<D>(ks, qkv, qkv_at(d, b, j0, 1, kvh, D), d.W, n);
+    load_tile<D>(vs, qkv, qkv_at(d, b, j0, 2, kvh, D), d.W, n);
     __syncthreads();
     if (!active) continue;
     for (int jj = 0; jj < n && j0 + jj <= i; ++jj) {
@@ -113,7 +117,7 @@ __global__ void attention_dq_kernel(Out dqkv, In dout, In qkv, const float* lse,
                                     const float* delta, Dims d) {
   constexpr int TK = kTile<D>;
   __shared__ float ks[TK][D], vs[TK][D];
-  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H, kvh = h / (d.H / d.Hkv);
   const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kRows, i = i0 + threadIdx.x;
   const bool active = i < d.T;
   float q[D], g[D], dq[D];
@@ -131,8 +135,8 @@ __global__ void attention_dq_kernel(Out dqkv, In dout, In qkv, const float* lse,
   for (int64_t j0 = 0; j0 <= last; j0 += TK) {
     const int n = static_cast<int>(lmin(TK, last + 1 - j0));
     __syncthreads();
-    load_tile<D>(ks, qkv, qkv_at(d, b, j0, 1, h, D), 3 * d.C, n);
-    load_tile<D>(vs, qkv, qkv_at(d, b, j0, 2, h, D), 3 * d.C, n);
+    load_tile<D>(ks, qkv, qkv_at(d, b, j0, 1, kvh, D), d.W, n);
+    load_tile<D>(vs, qkv, qkv_at(d, b, j0, 2, kvh, D), d.W, n);
     __syncthreads();
     if (!active) continue;
     for (int jj = 0; jj < n && j0 + jj <= i; ++jj) {
@@ -150,55 +154,59 @@ __global__ void attention_dq_kernel(Out dqkv, In dout, In qkv, const float* lse,
   for (int c = 0; c < D; ++c) store(dqkv, qkv_at(d, b, i, 0, h, D) + c, dq[c]);
 }
 
-// dk[j] = scale * sum_{i >= j} dS_ij q_i and dv[j] = sum_{i >= j} P_ij dO_i, one thread per
-// key row; query rows, their dO, lse and delta stream through shared memory.
+// dk[j] = scale * sum_h sum_{i >= j} dS_ij q_i and dv[j] = sum_h sum_{i >= j} P_ij dO_i over
+// the query heads h of the key/value head, one thread per key row; query rows, their dO, lse
+// and delta stream through shared memory.
 template <int D>
 __global__ void attention_dkdv_kernel(Out dqkv, In dout, In qkv, const float* lse,
                                       const float* delta, Dims d) {
   constexpr int TQ = kTile<D>;
   __shared__ float qs[TQ][D], gs[TQ][D], ms[TQ], ds_[TQ];
-  const int64_t bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+  const int64_t bk = blockIdx.x, b = bk / d.Hkv, kvh = bk % d.Hkv, group = d.H / d.Hkv;
   const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kRows, j = j0 + threadIdx.x;
   const bool active = j < d.T;
   float k[D], v[D], dk[D], dv[D];
   if (active) {
     for (int c = 0; c < D; ++c) {
-      k[c] = load(qkv, qkv_at(d, b, j, 1, h, D) + c);
-      v[c] = load(qkv, qkv_at(d, b, j, 2, h, D) + c);
+      k[c] = load(qkv, qkv_at(d, b, j, 1, kvh, D) + c);
+      v[c] = load(qkv, qkv_at(d, b, j, 2, kvh, D) + c);
     }
   }
   for (int c = 0; c < D; ++c) dk[c] = dv[c] = 0.0f;
-  // Queries j0.. see this block's keys; the tiles start at the block's first key.
-  for (int64_t t0 = j0; t0 < d.T; t0 += TQ) {
-    const int n = static_cast<int>(lmin(TQ, d.T - t0));
-    __syncthreads();
-    load_tile<D>(qs, qkv, qkv_at(d, b, t0, 0, h, D), 3 * d.C, n);
-    load_tile<D>(gs, dout, row_at(d, b, t0, h, D), d.C, n);
-    for (int e = threadIdx.x; e < n; e += blockDim.x) {
-      ms[e] = lse[bh * d.T + t0 + e];
-      ds_[e] = delta[bh * d.T + t0 + e];
-    }
-    __syncthreads();
-    if (!active) continue;
-    for (int ii = 0; ii < n; ++ii) {
-      if (t0 + ii < j) continue;  // query t0 + ii does not see key j
-      float s = 0.0f, dp = 0.0f;
-      for (int c = 0; c < D; ++c) {
-        s += qs[ii][c] * k[c];
-        dp += gs[ii][c] * v[c];
+  for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+    const int64_t bh = b * d.H + h;
+    // Queries j0.. see this block's keys; the tiles start at the block's first key.
+    for (int64_t t0 = j0; t0 < d.T; t0 += TQ) {
+      const int n = static_cast<int>(lmin(TQ, d.T - t0));
+      __syncthreads();
+      load_tile<D>(qs, qkv, qkv_at(d, b, t0, 0, h, D), d.W, n);
+      load_tile<D>(gs, dout, row_at(d, b, t0, h, D), d.C, n);
+      for (int e = threadIdx.x; e < n; e += blockDim.x) {
+        ms[e] = lse[bh * d.T + t0 + e];
+        ds_[e] = delta[bh * d.T + t0 + e];
       }
-      const float p = expf(__fmul_rn(d.scale, s) - ms[ii]);
-      const float dsc = d.scale * p * (dp - ds_[ii]);
-      for (int c = 0; c < D; ++c) {
-        dv[c] += p * gs[ii][c];
-        dk[c] += dsc * qs[ii][c];
+      __syncthreads();
+      if (!active) continue;
+      for (int ii = 0; ii < n; ++ii) {
+        if (t0 + ii < j) continue;  // query t0 + ii does not see key j
+        float s = 0.0f, dp = 0.0f;
+        for (int c = 0; c < D; ++c) {
+          s += qs[ii][c] * k[c];
+          dp += gs[ii][c] * v[c];
+        }
+        const float p = expf(__fmul_rn(d.scale, s) - ms[ii]);
+        const float dsc = d.scale * p * (dp - ds_[ii]);
+        for (int c = 0; c < D; ++c) {
+          dv[c] += p * gs[ii][c];
+          dk[c] += dsc * qs[ii][c];
+        }
       }
     }
-  }
+  }  // the group's query heads
   if (!active) return;
   for (int c = 0; c < D; ++c) {
-    store(dqkv, qkv_at(d, b, j, 1, h, D) + c, dk[c]);
-    store(dqkv, qkv_at(d, b, j, 2, h, D) + c, dv[c]);
+    store(dqkv, qkv_at(d, b, j, 1, kvh, D) + c, dk[c]);
+    store(dqkv, qkv_at(d, b, j, 2, kvh, D) + c, dv[c]);
   }
 }
 
@@ -207,8 +215,9 @@ dim3 row_grid(int64_t B, int64_t T, int64_t H) {
   return dim3(static_cast<unsigned>(B * H), static_cast<unsigned>((T + kRows - 1) / kRows));
 }
 
-void check_sizes(int64_t B, int64_t T, int64_t H, int64_t D, const char* what) {
-  NUPIPE_CHECK(B >= 0 && T > 0 && H > 0, std::string(what) + ": bad sizes");
+void check_sizes(int64_t B, int64_t T, int64_t H, int64_t Hkv, int64_t D, const char* what) {
+  NUPIPE_CHECK(B >= 0 && T > 0 && H > 0 && Hkv > 0 && H % Hkv == 0,
+               std::string(what) + ": bad sizes");
   NUPIPE_CHECK(B * H <= INT32_MAX && (T + kRows - 1) / kRows <= 65535,
                std::string(what) + ": more (sequence, head) pairs or rows than one launch takes");
 }
@@ -228,7 +237,7 @@ void backward_as(cudaStream_t s, Out dqkv, float* delta, In dout, In qkv, In out
   attention_dq_kernel<D><<<row_grid(B, d.T, d.H), kRows, 0, s>>>(dqkv, dout, qkv, lse, delta, d);
   NUPIPE_CUDA_LAUNCH_CHECK(attention_dq_kernel);
   attention_dkdv_kernel<D>
-      <<<row_grid(B, d.T, d.H), kRows, 0, s>>>(dqkv, dout, qkv, lse, delta, d);
+      <<<row_grid(B, d.T, d.Hkv), kRows, 0, s>>>(dqkv, dout, qkv, lse, delta, d);
   NUPIPE_CUDA_LAUNCH_CHECK(attention_dkdv_kernel);
 }
 
@@ -239,10 +248,10 @@ void backward_as(cudaStream_t s, Out dqkv, float* delta, In dout, In qkv, In out
 bool fused_attention_supports(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 128; }
 
 void attention_forward(cudaStream_t s, Out out, float* lse, In qkv, int64_t B, int64_t T,
-                       int64_t H, int64_t D, float scale) {
-  check_sizes(B, T, H, D, "attention_forward");
+                       int64_t H, int64_t Hkv, int64_t D, float scale) {
+  check_sizes(B, T, H, Hkv, D, "attention_forward");
   if (B == 0) return;
-  const Dims d{T, H, H * D, scale};
+  const Dims d{T, H, H * D, scale, Hkv, (H + 2 * Hkv) * D};
   switch (D) {
     case 16: return forward_as<16>(s, out, lse, qkv, B, d);
     case 32: return forward_as<32>(s, out, lse, qkv, B, d);
@@ -254,11 +263,11 @@ void attention_forward(cudaStream_t s, Out out, float* lse, In qkv, int64_t B, i
 }
 
 void attention_backward(cudaStream_t s, Out dqkv, float* delta, In dout, In qkv, In out,
-                        const float* lse, int64_t B, int64_t T, int64_t H, int64_t D,
-                        float scale) {
-  check_sizes(B, T, H, D, "attention_backward");
+                        const float* lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                        int64_t D, float scale) {
+  check_sizes(B, T, H, Hkv, D, "attention_backward");
   if (B == 0) return;
-  const Dims d{T, H, H * D, scale};
+  const Dims d{T, H, H * D, scale, Hkv, (H + 2 * Hkv) * D};
   switch (D) {
     case 16: return backward_as<16>(s, dqkv, delta, dout, qkv, out, lse, B, d);
     case 32: return backward_as<32>(s, dqkv, delta, dout, qkv, out, lse, B, d);

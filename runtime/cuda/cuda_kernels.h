@@ -69,6 +69,19 @@ void layernorm_backward_weight(cudaStream_t s, float* dw, float* db, In dout, In
                                void* scratch);
 void bias_backward(cudaStream_t s, float* db, In dout, int64_t N, int64_t C, void* scratch);
 
+// --- the llama family's kernels (cuda_llama_kernels.cu); semantics as Backend's ---
+void rmsnorm_forward(cudaStream_t s, Out out, float* rstd, In x, In w, int64_t N, int64_t C,
+                     float eps);
+void rmsnorm_backward_input(cudaStream_t s, Out dx, In dout, In x, In w, const float* rstd,
+                            int64_t N, int64_t C);
+void rmsnorm_backward_weight(cudaStream_t s, float* dw, In dout, In x, const float* rstd,
+                             int64_t N, int64_t C);
+// cos/sin: [positions, D/2] fp32 tables on the device (the backend computes them in double).
+void rope(cudaStream_t s, Out x, const float* cos, const float* sin, int64_t N, int64_t T,
+          int64_t ld, int64_t heads, int64_t D, bool inverse);
+void swiglu_forward(cudaStream_t s, Out out, In in, int64_t N, int64_t F);
+void swiglu_backward(cudaStream_t s, Out din, In in, In dout, int64_t N, int64_t F);
+
 // --- attention (cuda_attention_kernels.cu) ---
 void causal_softmax_forward(cudaStream_t s, Out p, In sc, int64_t rows, int64_t T, float scale);
 void causal_softmax_backward(cudaStream_t s, Out ds, In p, In dp, int64_t rows, int64_t T,
@@ -77,10 +90,10 @@ void causal_softmax_backward(cudaStream_t s, Out ds, In p, In dp, int64_t rows, 
 // --- fused attention (cuda_flash_attention.cu); layouts as Backend::attention_* ---
 bool fused_attention_supports(int64_t head_dim);
 void attention_forward(cudaStream_t s, Out out, float* lse, In qkv, int64_t B, int64_t T,
-                       int64_t H, int64_t D, float scale);
+                       int64_t H, int64_t Hkv, int64_t D, float scale);
 void attention_backward(cudaStream_t s, Out dqkv, float* delta, In dout, In qkv, In out,
-                        const float* lse, int64_t B, int64_t T, int64_t H, int64_t D,
-                        float scale);
+                        const float* lse, int64_t B, int64_t T, int64_t H, int64_t Hkv,
+                        int64_t D, float scale);
 
 // --- loss (cuda_loss_kernels.cu) ---
 // row_loss[i] = logsumexp(logits[i]) - logits[i, targets[i]] (double); with dlogits, also
