@@ -82,8 +82,12 @@ int ckpt_inspect(const std::string& dir, bool json) {
               static_cast<long long>(s.optimizer_steps));
   std::printf("  written by       %s, nupipe %s\n", info.layout.describe().c_str(),
               info.nupipe_version.c_str());
-  std::printf("  model            %d layers, d_model %d, %d heads, vocab %d, seq_len %d, %s\n",
-              m.n_layer, m.d_model, m.n_head, m.vocab_size, m.seq_len,
+  const std::string family =
+      m.llama() ? "llama (" + std::to_string(m.kv_heads()) + " key/value heads, SwiGLU width " +
+                      std::to_string(m.ffn_width()) + "), "
+                : std::string();
+  std::printf("  model            %s%d layers, d_model %d, %d heads, vocab %d, seq_len %d, %s\n",
+              family.c_str(), m.n_layer, m.d_model, m.n_head, m.vocab_size, m.seq_len,
               m.tie_embeddings ? "tied embeddings" : "untied embeddings");
   std::printf("  data position    step %lld of seed %llu over %s (%lld tokens)\n",
               static_cast<long long>(s.step), static_cast<unsigned long long>(s.seed),
