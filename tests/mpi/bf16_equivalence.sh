@@ -9,6 +9,7 @@
 #    bf16 step (2^-7 relative, the norm-relative error compare_runs.py reports is below it),
 #    losses within 1e-4 relative (measured: 3.3e-6), the key bias (a zero-gradient direction,
 #    see compare_runs.py) within 2e-3 absolute (measured: 1.0e-3).
+# 3. The llama family, untied, pipeline 2 [3, 1] under ZB-H1: bitwise, as 1.
 #   bf16_equivalence.sh TRAIN_AND_DUMP CONFIG WORK_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
 bin=$1 config=$2 work=$3
@@ -40,7 +41,23 @@ run tied_pp2_dp2   4 2 2 '[1,3]'     1f1b  1 true
 run tied_dp4       4 1 4 '"uniform"' 1f1b  1 true
 run tied_pp4_gpipe 4 4 1 '[1,1,1,1]' gpipe 0 true
 run tied_pp2_dp2_zb 4 2 2 '[1,3]'    zb-h2 1 true
+# 3. The llama family (configs/llama-tiny.toml beside CONFIG, untied), pipeline only: bitwise.
+llama="$(dirname "$config")/llama-tiny.toml"
+for l in "llama_single 1 1 [uniform]" "llama_pp2_3-1_zb 2 2 [3,1]"; do
+  set -- $l
+  echo "== $1: $2 rank(s), pipeline $3, llama, bf16"
+  layers=$4
+  [ "$layers" = "[uniform]" ] && layers='"uniform"'
+  sched=1f1b
+  [ "$3" = 2 ] && sched=zb-h1
+  # shellcheck disable=SC2086
+  "$MPI" $MPIFLAGS -np "$2" "$bin" --config "$llama" --out "$work/$1" $common \
+    --set parallel.pipeline="$3" --set parallel.data=1 --set parallel.stage_layers="$layers" \
+    --set parallel.schedule="$sched"
+done
 status=0
+/usr/bin/python3 "$here/compare_runs.py" --loss-rtol 0 --weight-rtol 0 --key-bias-atol 0 \
+  "$work/llama_single" "$work/llama_pp2_3-1_zb" || status=1
 /usr/bin/python3 "$here/compare_runs.py" --loss-rtol 0 --weight-rtol 0 --key-bias-atol 0 \
   "$work/untied_single" "$work/untied_pp2_1-3" "$work/untied_pp2_3-1" "$work/untied_pp4" \
   "$work/untied_pp2_zb" ||
