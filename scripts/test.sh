@@ -2,7 +2,9 @@
 # test.sh: installs what is missing, builds, and runs the whole suite: unit tests (gradient
 # checks, data, config, optimizer, HDF5), end-to-end CLI tests and the PyTorch reference tests
 # on a Release build (with the CUDA backend compiled and linked when nvcc is found: its tests
-# report skipped without a GPU), then the unit tests again under AddressSanitizer + UBSan.
+# report skipped without a GPU), then the unit tests and the nupipe executable itself (a 4-rank
+# save / kill / resume / reshard cycle and a fixed-seed fuzz subset: tests/sanitize/) under
+# AddressSanitizer + UBSan + LeakSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -23,7 +25,7 @@ echo "== tests (Release)"
 (cd build && ctest --output-on-failure --timeout 600 -j 2)
 
 echo "== Sanitize build (ASan + UBSan; host code: the CUDA kernels are compute-sanitizer's, on a GPU)"
-NUPIPE_CMAKE_ARGS="$unity -DNUPIPE_CUDA=OFF" bash scripts/build.sh build-asan Sanitize unit_tests
+NUPIPE_CMAKE_ARGS="$unity -DNUPIPE_CUDA=OFF" bash scripts/build.sh build-asan Sanitize unit_tests nupipe
 echo "== unit tests (Sanitize), in two shards side by side (one core each)"
 pids=()
 for shard in 0 1; do
@@ -41,5 +43,7 @@ if [ "$asan_failed" != 0 ]; then
   echo "== unit tests (Sanitize) FAILED (the shards' output above)"
   exit 1
 fi
+echo "== nupipe under the sanitizers: 4-rank cycle and fuzz subset (Sanitize)"
+(cd build-asan && ctest -L sanitize --output-on-failure --timeout 600)
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"
