@@ -7,7 +7,7 @@
 #   scripts/bench/fuzz.sh [CASES] [SEED] [BUILD_DIR]     (default 3000 cases, seed 1, build/)
 # A Sanitize build (scripts/test.sh's build-asan/) is run with the sanitizers' options:
 #   scripts/bench/fuzz.sh 600 7 build-asan
-# The suite runs a fixed-seed subset of 30 cases under the sanitizers (ctest sanitize_fuzz).
+# The suite runs a fixed-seed subset of 16 cases under the sanitizers (ctest sanitize_fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cases=${1:-3000}
