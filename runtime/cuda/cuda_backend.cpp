@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -108,6 +109,16 @@ void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
   NUPIPE_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   synchronize();
+}
+
+void* CudaBackend::allocate_host_staging(size_t bytes) {
+  void* p = nullptr;
+  NUPIPE_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(bytes, 1)));
+  return p;
+}
+
+void CudaBackend::release_host_staging(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);  // in a destructor: an error here has nowhere to go
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
