@@ -22,7 +22,7 @@ struct H5TensorReader::Typed {
   hid_t mem_type;
 };
 
-H5TensorReader::H5TensorReader(const std::string& path) : path_(path) {
+H5TensorReader::H5TensorReader(const std::string& path) : guard_(path), path_(path) {
   h5_silence_errors();
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {

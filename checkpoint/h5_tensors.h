@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "checkpoint/parse_guard.h"
+
 namespace nupipe::checkpoint {
 
 // One HDF5 identifier and the function that closes it (H5Fclose, H5Dclose, ...). Move-only.
@@ -141,6 +143,7 @@ class H5TensorReader {
                    const std::vector<int64_t>& expect) const;
   H5Handle open_attr(const std::string& key) const;
 
+  ParseGuard guard_;  // first made, last gone: the whole life of the open file
   std::string path_;
   H5Handle file_;
   H5Handle root_;

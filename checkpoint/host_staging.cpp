@@ -11,11 +11,23 @@ namespace nupipe::checkpoint {
 
 HostStaging::HostStaging(runtime::Backend& backend, size_t chunk_bytes)
     : backend_(backend),
-      chunk_(std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / sizeof(float)))) {}
+      chunk_(std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / sizeof(float)))),
+      f32_(backend),
+      bf16_(backend) {}
+
+void* HostStaging::Buffer::at_least(size_t bytes) {
+  if (bytes > bytes_) {
+    backend_.release_host_staging(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+    data_ = backend_.allocate_host_staging(bytes);
+    bytes_ = bytes;
+  }
+  return data_;
+}
 
 float* HostStaging::f32_buffer(int64_t n) {
-  if (static_cast<int64_t>(f32_.size()) < n) f32_.resize(static_cast<size_t>(n));
-  return f32_.data();
+  return static_cast<float*>(f32_.at_least(static_cast<size_t>(n) * sizeof(float)));
 }
 
 void HostStaging::to_host(const float* src, int64_t n, const Sink& sink) {
@@ -42,9 +54,10 @@ void HostStaging::from_host(runtime::DevPtr dst, int64_t n, const Source& source
       backend_.copy_from_host(at.ptr, host, static_cast<size_t>(count) * sizeof(float));
       continue;
     }
-    if (static_cast<int64_t>(bf16_.size()) < count) bf16_.resize(static_cast<size_t>(count));
-    for (int64_t i = 0; i < count; ++i) bf16_[static_cast<size_t>(i)] = runtime::bf16_from_f32(host[i]);
-    backend_.copy_from_host(at.ptr, bf16_.data(), static_cast<size_t>(count) * sizeof(uint16_t));
+    auto* rounded =
+        static_cast<uint16_t*>(bf16_.at_least(static_cast<size_t>(count) * sizeof(uint16_t)));
+    for (int64_t i = 0; i < count; ++i) rounded[i] = runtime::bf16_from_f32(host[i]);
+    backend_.copy_from_host(at.ptr, rounded, static_cast<size_t>(count) * sizeof(uint16_t));
   }
 }
 

@@ -15,8 +15,8 @@ namespace nupipe::checkpoint {
 // tensors (plus half of it again to round bf16), whatever the size of the state.
 inline constexpr size_t kStagingBytes = size_t{4} << 20;
 
-// The buffer is plain (pageable) host memory, outside the allocator's tags: the Backend
-// interface has no pinned allocation, so a cuda copy from it is staged by the driver.
+// The buffers are the backend's host staging memory (page-locked on cuda, so its copies go
+// straight to and from them), outside the allocator's tags.
 class HostStaging {
  public:
   // chunk_bytes: the most bytes of fp32 values one chunk holds (at least one element).
@@ -41,9 +41,24 @@ class HostStaging {
   float* f32_buffer(int64_t n);
 
   runtime::Backend& backend_;
+  // One staging buffer, grown to the largest chunk used (at most chunk_ elements).
+  class Buffer {
+   public:
+    explicit Buffer(runtime::Backend& backend) : backend_(backend) {}
+    ~Buffer() { backend_.release_host_staging(data_); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    void* at_least(size_t bytes);
+
+   private:
+    runtime::Backend& backend_;
+    void* data_ = nullptr;
+    size_t bytes_ = 0;
+  };
+
   int64_t chunk_;
-  std::vector<float> f32_;      // grown to the largest chunk used, at most chunk_ elements
-  std::vector<uint16_t> bf16_;  // the same, for bf16 destinations
+  Buffer f32_;   // fp32 values
+  Buffer bf16_;  // the same rounded, for bf16 destinations
 };
 
 }  // namespace nupipe::checkpoint

@@ -30,14 +30,33 @@ AsyncSave::~AsyncSave() {
   if (thread_.joinable()) thread_.join();
 }
 
-void AsyncSave::start(int64_t step, Job job) {
+void AsyncSave::start(int64_t step, std::function<void()> snapshot, Job job) {
   if (thread_.joinable()) throw Error(ExitCode::internal, "AsyncSave::start: a save is in flight");
   step_ = step;
   error_.reset();
   done_.store(false, std::memory_order_release);
-  thread_ = std::thread([this, job = std::move(job)] {
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu_);
+    snapshot_taking_ = true;
+  }
+  thread_ = std::thread([this, snapshot = std::move(snapshot), job = std::move(job)] {
     const auto t0 = std::chrono::steady_clock::now();
+    auto snapshot_taken = [&] {
+      {
+        std::lock_guard<std::mutex> lock(snapshot_mu_);
+        snapshot_s_ = seconds_since(t0);
+        snapshot_taking_ = false;
+      }
+      snapshot_cv_.notify_all();
+    };
     try {
+      try {
+        snapshot();
+      } catch (...) {
+        snapshot_taken();
+        throw;
+      }
+      snapshot_taken();
       job(*comm_);
     } catch (const Error& e) {
       error_ = e;
@@ -49,6 +68,14 @@ void AsyncSave::start(int64_t step, Job job) {
     done_.store(true, std::memory_order_release);
   });
   pthread_setname_np(thread_.native_handle(), kThreadName);
+}
+
+double AsyncSave::wait_snapshot() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(snapshot_mu_);
+  if (!snapshot_taking_) return 0.0;
+  snapshot_cv_.wait(lock, [&] { return !snapshot_taking_; });
+  return seconds_since(t0);
 }
 
 bool AsyncSave::all_done(parallel::Communicator& world) {

@@ -3,9 +3,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -36,9 +38,16 @@ class AsyncSave {
   bool pending() const { return thread_.joinable(); }
   int64_t step() const { return step_; }  // the step of the save in flight (or the last)
 
-  // Runs job(comm) on the background thread; no save may be in flight. A nupipe::Error it
-  // throws is kept for join() (the job agrees on it with the other ranks over comm).
-  void start(int64_t step, Job job);
+  // Runs snapshot(), then job(comm), on the background thread; no save may be in flight. A
+  // nupipe::Error either throws is kept for join() (the job agrees on it with the other ranks
+  // over comm); a snapshot that throws ends the save there. The training thread goes on while
+  // the snapshot is taken, and calls wait_snapshot() before it next changes what the snapshot
+  // copies (the optimizer's update).
+  void start(int64_t step, std::function<void()> snapshot, Job job);
+  // Returns once the snapshot of the save in flight has been taken (or failed): the seconds
+  // the caller waited for it, 0 when none is being taken.
+  double wait_snapshot();
+  double snapshot_seconds() const { return snapshot_s_; }  // the last one's time on its thread
   // Collective over `world` (the training's communicator): whether the save in flight has
   // ended on every rank.
   bool all_done(parallel::Communicator& world);
@@ -52,6 +61,10 @@ class AsyncSave {
   std::unique_ptr<parallel::MpiCommunicator> comm_;
   std::thread thread_;
   std::atomic<bool> done_{false};
+  std::mutex snapshot_mu_;
+  std::condition_variable snapshot_cv_;
+  bool snapshot_taking_ = false;  // under snapshot_mu_
+  double snapshot_s_ = 0.0;       // written under snapshot_mu_ before snapshot_taking_ clears
   std::optional<Error> error_;
   int64_t step_ = -1;
   double job_s_ = 0.0;

@@ -400,28 +400,40 @@ bool Checkpointer::save_async(const checkpoint::TrainingState& state, const char
               previous, state.step, waited);
     previous_ok = collect();
   }
-  const auto t_snap = Clock::now();
-  checkpoint::RankPart part{&stage_.model->params(), &stage_.optimizer->adamw(),
-                            groups_.topology().replica(), cfg_.parallel.data};
-  snapshot_.take(part);
-  const double snap_s = seconds_since(t_snap);
-  snapshot_s_ += snap_s;
-  part.store = nullptr;  // the writer reads the snapshot only: training goes on meanwhile
+  const auto t_start = Clock::now();
+  // The thread copies the live weights and moments into the snapshot while the next step's
+  // forward and backward only read them; before_update() holds that step's optimizer update
+  // until the copy is done. The writer then reads the snapshot only.
+  const checkpoint::RankPart live{&stage_.model->params(), &stage_.optimizer->adamw(),
+                                  groups_.topology().replica(), cfg_.parallel.data};
+  checkpoint::RankPart part = live;
+  part.store = nullptr;
   part.adamw = nullptr;
   part.snapshot = &snapshot_;
   pending_why_ = why;
-  async_->start(state.step, [this, info = info_of(state), part](parallel::MpiCommunicator& c) {
-    pending_ = commit(info, part, c);
-  });
-  const double stall = seconds_since(t_snap);  // the snapshot and the thread's start
+  async_->start(
+      state.step, [this, live] { snapshot_.take(live); },
+      [this, info = info_of(state), part](parallel::MpiCommunicator& c) {
+        pending_ = commit(info, part, c);
+      });
+  const double stall = seconds_since(t_start);  // the thread's start
   pending_stall_s_ = stall;
   seconds_ += stall;
   const bool interval = std::strcmp(why, "interval") == 0;  // else the run's last save
-  log_.info("checkpoint ({}): step {}: {:.1f} MB snapshot to host memory in {:.3f} s; written, "
-            "checksummed and committed by thread {}{}",
-            why, state.step, snapshot_.bytes() / 1e6, snap_s, AsyncSave::kThreadName,
+  log_.info("checkpoint ({}): step {}: a {:.1f} MB snapshot to host memory, then written, "
+            "checksummed and committed, by thread {}{}",
+            why, state.step, static_cast<double>(snapshot_.bytes()) / 1e6,
+            AsyncSave::kThreadName,
             interval ? " while training goes on" : ", waited for before the run ends");
   return previous_ok;
+}
+
+void Checkpointer::before_update() {
+  if (!async_) return;
+  const double waited = async_->wait_snapshot();
+  snapshot_s_ += waited;
+  pending_stall_s_ += waited;
+  seconds_ += waited;
 }
 
 bool Checkpointer::collect() {
@@ -441,9 +453,10 @@ bool Checkpointer::collect() {
   const double stall = pending_stall_s_ + seconds_since(t0);
   seconds_ += seconds_since(t0);
   log_committed(pending_why_, step, pending_,
-                fmt::format(" | in the background ({:.2f} s on thread {}); training stalled "
-                            "{:.3f} s for this save",
-                            async_->job_seconds(), AsyncSave::kThreadName, stall));
+                fmt::format(" | in the background ({:.2f} s on thread {}, of which the "
+                            "snapshot {:.3f} s); training stalled {:.3f} s for this save",
+                            async_->job_seconds(), AsyncSave::kThreadName,
+                            async_->snapshot_seconds(), stall));
   return true;
 }
 

@@ -93,10 +93,13 @@ class Checkpointer {
   bool poll();
   // Collective: waits for the save in flight and collects it (the run's end, a stop).
   bool finish();
+  // Before the optimizer changes the weights and moments: waits until the snapshot of a
+  // background save in flight has copied them (no-op when synchronous or already copied).
+  void before_update();
 
   bool async() const { return async_ != nullptr; }
-  // Seconds the training thread spent on saves: the whole save when synchronous; snapshots,
-  // waits and agreements when asynchronous.
+  // Seconds the training thread spent on saves: the whole save when synchronous; waits for
+  // snapshots and for a save in flight, and agreements, when asynchronous.
   double seconds_spent() const { return seconds_; }
   double snapshot_seconds() const { return snapshot_s_; }
   double waited_seconds() const { return waited_s_; }

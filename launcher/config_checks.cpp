@@ -202,7 +202,11 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
   ck.at_least("run.log_every", c.run.log_every, 1);
   ck.one_of("runtime.device", c.runtime.device, {"cpu", "cuda"},
             "set runtime.device = \"cpu\" (or \"cuda\" on a GPU build)");
-  ck.at_least("runtime.threads", c.runtime.threads, 0);
+  // More threads than any host has cores is a typo (OpenMP would try to reserve a stack for
+  // each, and abort); fewer than the cores, or somewhat more, is the user's choice.
+  ck.within("runtime.threads", c.runtime.threads, 0, 4096, true,
+            "set runtime.threads = 0 (the host's cores divided by the ranks on it) or a count of "
+            "at most 4096");
   ck.one_of("runtime.comm", c.runtime.comm, {"auto", "nccl", "mpi"},
             "\"auto\": NCCL when every rank has its own GPU, MPI otherwise; \"nccl\" or "
             "\"mpi\" to choose");

@@ -60,7 +60,7 @@ class OutcomeRecorder {
   const parallel::World& world_;
   const int64_t steps_;
   const std::string checkpoint_dir_;
-  std::timed_mutex mu_;  // timed: the watchdog's thread must not wait on a stuck writer
+  std::mutex mu_;  // the watchdog's thread waits on it 1 s at most (peer_failure)
   std::unique_ptr<RunLock> lock_;
   int64_t step_ = 0;
   bool written_ = false;

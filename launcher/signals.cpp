@@ -1,21 +1,27 @@
 // signals.cpp: async-signal-safe handlers that only record the signal.
 #include "launcher/signals.h"
 
+#include <atomic>
 #include <csignal>
 #include <initializer_list>
 
 namespace nupipe::launcher {
 
 namespace {
-volatile std::sig_atomic_t g_signal = 0;  // the one process-wide flag a signal handler needs
+// The one process-wide flag a signal handler needs. Atomic, not volatile sig_atomic_t: the
+// handler runs on whichever thread the kernel picks (Open MPI's progress thread, the watchdog),
+// and only an atomic orders its write with the training thread's read. Lock-free, so safe in a
+// handler.
+std::atomic<int> g_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_signal == sig) {  // the second time: the default action (terminate)
+  if (g_signal.load() == sig) {  // the second time: the default action (terminate)
     std::signal(sig, SIG_DFL);
     std::raise(sig);
     return;
   }
-  g_signal = sig;
+  g_signal.store(sig);
 }
 }  // namespace
 
@@ -27,7 +33,7 @@ void install_stop_handlers() {
   for (int sig : {SIGTERM, SIGINT, SIGUSR1}) sigaction(sig, &sa, nullptr);
 }
 
-int stop_signal() { return g_signal; }
+int stop_signal() { return g_signal.load(); }
 
 const char* signal_name(int sig) {
   switch (sig) {

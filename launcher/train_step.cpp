@@ -12,7 +12,8 @@ namespace nupipe::launcher {
 
 using Clock = std::chrono::steady_clock;
 
-StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups, int step) {
+StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups, int step,
+                   const std::function<void()>& before_update) {
   parallel::Communicator& world = groups.world();
   parallel::Trace& trace = *s.trace;
   optim::ZeroOptimizer& optimizer = *s.optimizer;
@@ -56,6 +57,7 @@ StepStats run_step(Stage& s, const Config& cfg, parallel::ProcessGroups& groups,
   optim::LrScheduleOptions lr_opt = cfg.lr;
   lr_opt.total_steps = cfg.train.steps;
   st.lr = optim::learning_rate(lr_opt, cfg.adamw.lr, step);
+  if (before_update) before_update();
   {
     parallel::Trace::Scope span(trace, "optimizer", "compute");
     optimizer.update(st.lr, st.grad_norm, cfg.clip);

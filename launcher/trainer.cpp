@@ -203,7 +203,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
   const auto t_start = Clock::now();
   while (state.step < steps) {
     const int step = static_cast<int>(state.step);
-    StepStats st = run_step(s, cfg, groups, step);
+    StepStats st = run_step(s, cfg, groups, step, [&] { checkpointer.before_update(); });
     state.step = step + 1;
     state.optimizer_steps = s.optimizer->adamw().steps_taken();
     state.tokens_seen += s.tokens_per_step;
@@ -256,7 +256,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     const double train_s = std::chrono::duration<double>(Clock::now() - t_start).count();
     if (checkpointer.async()) {
       log->info("checkpoints: {} saved in the background; training stalled {:.2f} s for them "
-                "in all = {:.2f}% of the run's {:.1f} s (snapshots {:.2f} s, waits for a save "
+                "in all = {:.2f}% of the run's {:.1f} s (waits for snapshots {:.2f} s, for a save "
                 "in flight {:.2f} s)",
                 checkpointer.saves(), checkpointer.seconds_spent(),
                 100.0 * checkpointer.seconds_spent() / std::max(train_s, 1e-9), train_s,

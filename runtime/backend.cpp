@@ -1,5 +1,9 @@
-// backend.cpp: accounted allocation shared by all backends, backend selection, host copies.
+// backend.cpp: accounted allocation shared by all backends, backend selection, host copies and
+// the default (plain) host staging memory.
 #include "runtime/backend.h"
+
+#include <algorithm>
+#include <cstdlib>
 
 #include "runtime/check.h"
 #include "runtime/cpu/cpu_backend.h"
@@ -35,6 +39,19 @@ void* Backend::allocate(size_t bytes, MemTag tag) {
   memory_.on_alloc(tag, bytes);
   return p;
 }
+
+void* Backend::allocate_host_staging(size_t bytes) {
+  constexpr size_t kAlign = 64;
+  void* p = std::aligned_alloc(kAlign, (std::max<size_t>(bytes, 1) + kAlign - 1) / kAlign * kAlign);
+  if (!p) {
+    throw Error(ExitCode::internal, "out of host memory allocating a " +
+                                        format_bytes(static_cast<double>(bytes)) +
+                                        " staging buffer");
+  }
+  return p;
+}
+
+void Backend::release_host_staging(void* ptr) { std::free(ptr); }
 
 void Backend::release(void* ptr, size_t bytes, MemTag tag) {
   if (ptr) raw_release(ptr);

@@ -43,6 +43,12 @@ class Backend {
   virtual void fill_zero(void* dst, size_t bytes) = 0;
   virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  // Host memory for staging copies (checkpoint I/O): page-locked where the device copies from
+  // it directly (cuda: cudaMallocHost; a pageable buffer would be staged again by the driver),
+  // plain aligned memory on the cpu. Not under the allocator's tags (the host's, not the
+  // device's); the caller bounds it. release_host_staging(nullptr) does nothing.
+  virtual void* allocate_host_staging(size_t bytes);
+  virtual void release_host_staging(void* ptr);
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   // dst = src elementwise across dtypes (f32 -> bf16 rounds to nearest even; bf16 -> f32 exact).
   virtual void convert(DevPtr dst, ConstDevPtr src, int64_t n) = 0;

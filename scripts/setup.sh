@@ -10,7 +10,7 @@ PACKAGES=(
   libhdf5-openmpi-dev hdf5-tools
   libspdlog-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libxxhash-dev
   libopenblas-openmp-dev libdnnl-dev libgtest-dev libgmock-dev
-  python3-torch python3-h5py python3-numpy python3-matplotlib
+  python3-torch python3-h5py python3-numpy python3-matplotlib python3-xxhash
 )
 
 missing=()

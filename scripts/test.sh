@@ -2,7 +2,9 @@
 # test.sh: installs what is missing, builds, and runs the whole suite: unit tests (gradient
 # checks, data, config, optimizer, HDF5), end-to-end CLI tests and the PyTorch reference tests
 # on a Release build (with the CUDA backend compiled and linked when nvcc is found: its tests
-# report skipped without a GPU), then the unit tests again under AddressSanitizer + UBSan.
+# report skipped without a GPU), then the unit tests and the nupipe executable itself (a 4-rank
+# save / kill / resume / reshard cycle and a fixed-seed fuzz subset: tests/sanitize/) under
+# AddressSanitizer + UBSan + LeakSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -19,11 +21,26 @@ echo "== Release build"
 unity=-DCMAKE_UNITY_BUILD=ON
 NUPIPE_CMAKE_ARGS="$unity -DCMAKE_CUDA_ARCHITECTURES=90 ${NUPIPE_CMAKE_ARGS:-}" \
   bash scripts/build.sh build Release
-echo "== tests (Release)"
-(cd build && ctest --output-on-failure --timeout 600 -j 2)
-
-echo "== Sanitize build (ASan + UBSan; host code: the CUDA kernels are compute-sanitizer's, on a GPU)"
-NUPIPE_CMAKE_ARGS="$unity -DNUPIPE_CUDA=OFF" bash scripts/build.sh build-asan Sanitize unit_tests
+# The Sanitize build (ASan + UBSan; host code: the CUDA kernels are compute-sanitizer's, on a
+# GPU) runs at the lowest priority while the Release tests run: many of those wait on timeouts,
+# peers and signals, and the build takes the cores they leave idle, not the ones they use.
+echo "== Sanitize build (in the background, nice 19) and tests (Release)"
+mkdir -p build-asan
+NUPIPE_CMAKE_ARGS="$unity -DNUPIPE_CUDA=OFF" nice -n 19 \
+  bash scripts/build.sh build-asan Sanitize unit_tests nupipe >build-asan/build.log 2>&1 &
+asan_build=$!
+release_failed=0
+(cd build && ctest --output-on-failure --timeout 600 -j 2) || release_failed=1
+echo "== Sanitize build: $( (kill -0 $asan_build 2>/dev/null && echo "finishing") || echo "done")"
+if ! wait $asan_build; then
+  tail -50 build-asan/build.log
+  echo "== Sanitize build FAILED (its log: build-asan/build.log)"
+  exit 1
+fi
+if [ "$release_failed" != 0 ]; then
+  echo "== tests (Release) FAILED (the output above)"
+  exit 1
+fi
 echo "== unit tests (Sanitize), in two shards side by side (one core each)"
 pids=()
 for shard in 0 1; do
@@ -41,5 +58,7 @@ if [ "$asan_failed" != 0 ]; then
   echo "== unit tests (Sanitize) FAILED (the shards' output above)"
   exit 1
 fi
+echo "== nupipe under the sanitizers: 4-rank cycle and fuzz subset (Sanitize)"
+(cd build-asan && ctest -L sanitize --output-on-failure --timeout 600 -j 2)
 
 echo "== all tests passed in $(( $(date +%s) - start )) s"

@@ -112,6 +112,16 @@ void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   synchronize();
 }
 
+void* CudaBackend::allocate_host_staging(size_t bytes) {
+  void* p = nullptr;
+  NUPIPE_CUDA_CHECK(cudaMallocHost(&p, std::max<size_t>(bytes, 1)));
+  return p;
+}
+
+void CudaBackend::release_host_staging(void* ptr) {
+  if (ptr) cudaFreeHost(ptr);  // in a destructor: an error here has nowhere to go
+}
+
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
   if (!bytes || dst == src) return;
   const char* d = static_cast<const char*>(dst);

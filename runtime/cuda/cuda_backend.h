@@ -34,6 +34,8 @@ class CudaBackend final : public Backend {
   void fill_zero(void* dst, size_t bytes) override;
   void copy_from_host(void* dst, const void* src, size_t bytes) override;  // returns when done
   void copy_to_host(void* dst, const void* src, size_t bytes) override;    // returns when done
+  void* allocate_host_staging(size_t bytes) override;  // page-locked (cudaMallocHost)
+  void release_host_staging(void* ptr) override;
   void copy(void* dst, const void* src, size_t bytes) override;  // overlap allowed (memmove)
   void convert(DevPtr dst, ConstDevPtr src, int64_t n) override;
 

@@ -81,6 +81,44 @@ def case_corrupt_flipped():
     print("PASS: flipped byte named by dataset; fallback and strict")
 
 
+def case_corrupt_resealed():
+    """The global heap (where HDF5 keeps the string attributes) of the newest checkpoint given
+    an object size far past its end, and the manifest's checksum rewritten to match: the bytes
+    verify, and the HDF5 library would copy past its buffer. ckpt verify and the run end with
+    exit 4 naming the file; nothing is changed (the parse cannot be resumed, so no fallback)."""
+    import xxhash  # python3-xxhash (scripts/setup.sh)
+    d = corrupt_copy("resealed")
+    bad = ckpt(d + "/checkpoints", 24)
+    with open(os.path.join(bad, "manifest.json")) as f:
+        m = json.load(f)
+    with open(bad + "/state.h5", "rb") as f:
+        state = bytearray(f.read())
+    heap = [r for r in m["files"][0]["regions"] if r["what"] == "hdf5 metadata" and
+            state[r["offset"]:r["offset"] + 4] == b"GCOL"]
+    check(heap, "no global heap collection among the metadata regions")
+    o = heap[0]["offset"]
+    state[o + 24:o + 32] = (1 << 40).to_bytes(8, "little")  # the first object's size
+    heap[0]["xxh3"] = "%016x" % xxhash.xxh3_64_intdigest(bytes(state[o:o + heap[0]["bytes"]]))
+    with open(bad + "/state.h5", "wb") as f:
+        f.write(state)
+    with open(os.path.join(bad, "manifest.json"), "w") as f:
+        json.dump(m, f, indent=1)
+    needle = "the HDF5 library crashed reading " + bad + "/state.h5"
+    v = verify(bad)
+    check(v.returncode == 4 and needle in v.stdout and "HINT:" in v.stdout,
+          "ckpt verify: exit %d, want 4 naming the file:\n%s" % (v.returncode, v.stdout))
+    before = open(d + "/metrics.jsonl").read()
+    digest = sorted((p, os.path.getsize(os.path.join(r, p))) for r, _, fs in os.walk(d)
+                    for p in fs if "checkpoints" in r)
+    t = run(train_cmd(d), expect=4)
+    check(needle in t.stdout, "the run does not name the file:\n" + t.stdout[-3000:])
+    check(open(d + "/metrics.jsonl").read() == before, "metrics.jsonl changed")
+    check(digest == sorted((p, os.path.getsize(os.path.join(r, p))) for r, _, fs in os.walk(d)
+                           for p in fs if "checkpoints" in r), "the checkpoints changed")
+    print("PASS: a resealed global heap that crashes HDF5's parser: exit 4 naming the file, "
+          "from ckpt verify and from the 4-rank run; nothing changed")
+
+
 def case_corrupt_no_manifest():
     d = corrupt_copy("no_manifest")
     bad = ckpt(d + "/checkpoints", 24)

@@ -414,6 +414,7 @@ TEST(Config, EveryRangeCheckNamesItsKey) {
       {"[runtime]\ncomm = \"nccl\"", "runtime.comm = \"nccl\" needs runtime.device = \"cuda\""},
       {"[runtime]\ndevice = \"gpu\"", "runtime.device"},
       {"[runtime]\nthreads = -1", "runtime.threads"},
+      {"[runtime]\nthreads = 2147483647", "runtime.threads must be in [0, 4096]"},
   };
   for (const auto& [text, key] : cases) {
     SCOPED_TRACE(text);
