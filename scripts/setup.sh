@@ -2,6 +2,8 @@
 # setup.sh: installs, idempotently, the Debian packages nupipe builds and tests with, and the
 # GPT-2 tokenizer's npm package (js-tiktoken, pinned by scripts/tokenizer/package-lock.json).
 # Run as root (or with sudo available). Safe to run again: what is installed is skipped.
+# ocl-icd-opencl-dev is listed because oneDNN's CMake config looks OpenCL up: libdnnl-dev only
+# recommends it, and recommends are not installed here.
 set -euo pipefail
 
 PACKAGES=(
@@ -9,7 +11,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev hdf5-tools
   libspdlog-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libxxhash-dev
-  libopenblas-openmp-dev libdnnl-dev libgtest-dev libgmock-dev
+  libopenblas-openmp-dev libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev
   python3-torch python3-h5py python3-numpy python3-matplotlib python3-xxhash
 )
 
