@@ -71,6 +71,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("model.ffn_hidden", model.ffn_hidden),
       NUPIPE_KEY("model.rope_theta", model.rope_theta),
       NUPIPE_KEY("model.norm_eps", model.norm_eps),
+      NUPIPE_KEY("model.lfa", model.lfa),
       NUPIPE_KEY("parallel.pipeline", parallel.pipeline),
       NUPIPE_KEY("parallel.data", parallel.data),
       NUPIPE_KEY("parallel.stage_layers", parallel.stage_layers),

@@ -28,6 +28,8 @@ const char* family_refuses(std::string_view key, std::string_view family) {
                                     "position embeddings"},
       {"model.norm_eps", "llama", "RMSNorm's epsilon is a llama key; gpt2's LayerNorm takes "
                                   "model.ln_eps"},
+      {"model.lfa", "llama", "Yuan 2.0's localized filtering is built on the llama block; "
+                             "gpt2's attention has none"},
   };
   for (const Only& o : kOnly)
     if (o.key == key && o.family != family) return o.why;
@@ -67,6 +69,14 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
     ck.at_least("model.ffn_hidden", m.ffn_hidden, 0);
     ck.positive("model.rope_theta", m.rope_theta);
     ck.positive("model.norm_eps", m.norm_eps);
+    if (m.lfa && m.kv_heads() != m.n_head)
+      ck.fail("model.lfa", "model.lfa = true with model.n_kv_head = " + ck.str(m.n_kv_head) +
+                               " < model.n_head = " + ck.str(m.n_head) +
+                               ": Yuan 2.0's localized filtering attention is multi-head",
+              "set model.n_kv_head = model.n_head (or 0), or model.lfa = false");
+    if (m.lfa && m.d_model % 2 != 0)
+      ck.fail("model.lfa", "model.lfa = true with an odd model.d_model = " + ck.str(m.d_model),
+              "the filter's first convolution halves the width: choose an even model.d_model");
   }
   ck.within("model.vocab_size", m.vocab_size, 2, 65536, true,
             "tokens are stored as uint16: model.vocab_size can be at most 65536");

@@ -27,6 +27,9 @@ struct ModelConfig {
   int ffn_hidden = 0;         // SwiGLU width; 0: 8 * d_model / 3 rounded up to a multiple of 256
   float rope_theta = 10000.0f;  // rotary embedding base
   float norm_eps = 1e-5f;       // RMSNorm's epsilon
+  // Yuan 2.0's localized filtering (runtime/layers/localized_filter.h): q and k are projected
+  // from RMSNorm(conv2(conv1(h)) + h), v from h, h the block's normalised input. Multi-head.
+  bool lfa = false;
   // Tokens per LM-head/cross-entropy chunk (train.loss_chunk): the [tokens x vocab] logits
   // exist only loss_chunk rows at a time. 0: all tokens in one piece.
   int loss_chunk = 0;

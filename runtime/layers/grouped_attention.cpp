@@ -13,6 +13,7 @@ void GroupedQueryAttention::add_specs(std::vector<TensorSpec>& specs, const std:
   const float resid_std = cfg.init_std / std::sqrt(2.0f * cfg.n_layer);
   Linear::add_specs(specs, prefix + ".qkv", cfg.d_model, cfg.qkv_width(), cfg.init_std, false);
   Linear::add_specs(specs, prefix + ".proj", cfg.d_model, cfg.d_model, resid_std, false);
+  if (cfg.lfa) LocalizedFilter::add_specs(specs, prefix + ".lfa", cfg);
 }
 
 LayerCost GroupedQueryAttention::cost(const ModelConfig& cfg) {
@@ -35,6 +36,19 @@ LayerCost GroupedQueryAttention::cost(const ModelConfig& cfg) {
   const double rotated = static_cast<double>(H + cfg.kv_heads()) * cfg.head_dim();
   c.flops_per_token = 3.0 * (2.0 * (Q + C) * C + 4.0 * T * C + 6.0 * rotated);
   c.weight_bytes_per_token = es * ((C + Q) + (C + C));  // qkv's x, dqkv; proj's att, dout
+  if (cfg.lfa) {
+    const LayerCost f = LocalizedFilter::cost(cfg);
+    c.params += f.params;
+    c.flops_per_token += f.flops_per_token;
+    c.activation_bytes_per_token += LocalizedFilter::activation_bytes_per_token(cfg);
+    // backward: d_att [C] and dqkv [Q] are held while dx [C], df [C] and, in the filter, dz [C]
+    // and do1 [C/2] are made (the fused kernel's delta is released before)
+    const int64_t filter = es * (C + Q + C + C + C + C / 2);
+    c.backward_bytes_per_token = std::max(c.backward_bytes_per_token, filter);
+    // W also reads the filter's o1, z, f, rstd (kept from forward) and dz, do1, df (from B)
+    c.weight_bytes_per_token += LocalizedFilter::activation_bytes_per_token(cfg) +
+                                LocalizedFilter::weight_extra_bytes_per_token(cfg);
+  }
   return c;
 }
 
@@ -48,7 +62,9 @@ GroupedQueryAttention::GroupedQueryAttention(const ParamStore& store, const std:
       D_(cfg.head_dim()),
       C_(cfg.d_model),
       theta_(cfg.rope_theta),
-      fused_(cfg.fused_attention) {}
+      fused_(cfg.fused_attention) {
+  if (cfg.lfa) lfa_.emplace(store, prefix + ".lfa", cfg);
+}
 
 void GroupedQueryAttention::forward(const Tensor& x, int64_t B, Tensor& out, Saved& s) const {
   Backend& be = x.backend();
@@ -56,7 +72,13 @@ void GroupedQueryAttention::forward(const Tensor& x, int64_t B, Tensor& out, Sav
   const float scale = 1.0f / std::sqrt(static_cast<float>(D_));
   s.qkv = Tensor::empty(be, {N, Q}, x.dtype(), MemTag::activations);
   s.att = Tensor::empty(be, {N, C_}, x.dtype(), MemTag::activations);
-  qkv_.forward(x, s.qkv);
+  if (lfa_) {  // q, k from the filtered input, v from x
+    lfa_->forward(x, s.lfa);
+    qkv_.forward_rows(s.lfa.norm.out, 0, 2 * KV, s.qkv.data(), Q);
+    qkv_.forward_rows(x, 2 * KV, KV, s.qkv.data() + 2 * KV, Q);
+  } else {
+    qkv_.forward(x, s.qkv);
+  }
   be.rope(s.qkv.data(), N, T_, Q, H_ + Hkv_, D_, theta_, false);  // q and k heads
   if (fused_) {
     s.lse = Tensor::empty(be, {B, H_, T_}, DType::f32, MemTag::activations);
@@ -95,7 +117,37 @@ Tensor GroupedQueryAttention::backward_input(const Tensor& dout, const Tensor& x
 
 void GroupedQueryAttention::backward_weight(const WeightInputs& w) const {
   proj_.backward_weight(w.proj);
-  qkv_.backward_weight(w.qkv);
+  if (!lfa_) {
+    qkv_.backward_weight(w.qkv);
+    return;
+  }
+  const int64_t KV = H_ * D_, Q = 3 * KV;
+  qkv_.backward_weight_rows(w.qkv.dy.data() + 2 * KV, Q, 2 * KV, KV, w.v_x);
+  qkv_.backward_weight_rows(w.qkv.dy.data(), Q, 0, 2 * KV, w.qkv.x);
+  lfa_->backward_weight(w.lfa);
+}
+
+Tensor GroupedQueryAttention::filtered_input_gradient(const Tensor& x, const Tensor& dqkv,
+                                                      const Saved& s, WeightInputs* w) const {
+  Backend& be = x.backend();
+  const int64_t KV = H_ * D_, Q = 3 * KV;
+  const Tensor& f = s.lfa.norm.out;
+  Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
+  if (!w) qkv_.backward_weight_rows(dqkv.data() + 2 * KV, Q, 2 * KV, KV, x);
+  qkv_.backward_input_rows(dqkv.data() + 2 * KV, Q, 2 * KV, KV, dx, false);
+  Tensor df = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
+  if (!w) qkv_.backward_weight_rows(dqkv.data(), Q, 0, 2 * KV, f);
+  qkv_.backward_input_rows(dqkv.data(), Q, 0, 2 * KV, df, false);
+  if (!w) {
+    lfa_->backward(df, x, s.lfa, dx);
+    return dx;
+  }
+  lfa_->backward_input(df, x, s.lfa, dx, w->lfa);
+  w->qkv = {f, dqkv};
+  w->v_x = x;
+  f.retag(MemTag::weight_inputs);
+  df.retag(MemTag::weight_inputs);
+  return dx;
 }
 
 Tensor GroupedQueryAttention::backward_impl(const Tensor& dout, const Tensor& x, int64_t B,
@@ -139,6 +191,15 @@ Tensor GroupedQueryAttention::backward_impl(const Tensor& dout, const Tensor& x,
     }
   }
   be.rope(dqkv.data(), N, T_, Q, H_ + Hkv_, D_, theta_, true);  // d(q, k) before the rotation
+  if (lfa_) {
+    Tensor dx = filtered_input_gradient(x, dqkv, s, w);
+    if (w) {
+      w->proj = {s.att, dout};
+      s.att.retag(MemTag::weight_inputs);
+      dqkv.retag(MemTag::weight_inputs);
+    }
+    return dx;
+  }
   Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
   if (!w) qkv_.backward_weight(dqkv, x);
   qkv_.backward_input(dqkv, dx);

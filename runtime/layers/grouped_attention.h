@@ -1,13 +1,17 @@
 // grouped_attention.h: llama's causal self-attention: one bias-free q, k, v projection, rotary
 // embeddings on q and k, grouped-query attention (n_kv_head key/value heads, each read in
 // place by n_head / n_kv_head query heads), a bias-free output projection; hand-written backward.
+// With model.lfa (Yuan 2.0), q and k are projected from the localized filter's output and v from
+// the input itself.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "runtime/layers/layer_cost.h"
 #include "runtime/layers/linear.h"
+#include "runtime/layers/localized_filter.h"
 #include "runtime/model_config.h"
 
 namespace nupipe::runtime {
@@ -22,7 +26,10 @@ class GroupedQueryAttention {
   GroupedQueryAttention(const ParamStore& store, const std::string& prefix,
                         const ModelConfig& cfg);
 
-  struct Saved { Tensor qkv, probs, att, lse; };
+  struct Saved {
+    Tensor qkv, probs, att, lse;
+    LocalizedFilter::Saved lfa;  // model.lfa only
+  };
   // out += proj(attention(rope(qkv(x)))); x is [B*T, C]. Keeps the rotated qkv, att and,
   // unfused, probs [B,H,T,T] or, fused, lse [B,H,T] (fp32).
   void forward(const Tensor& x, int64_t B, Tensor& out, Saved& saved) const;
@@ -31,8 +38,11 @@ class GroupedQueryAttention {
   // The backward in two passes, as CausalSelfAttention's: B keeps the projections' inputs and
   // output gradients (x and dout the caller's; att and d(qkv) before the rotation retagged
   // MemTag::weight_inputs); W accumulates the weight gradients, bitwise those of backward.
+  // With model.lfa, qkv.x is the filter's output f (q and k's input) and v_x the input (v's).
   struct WeightInputs {
     Linear::WeightInputs qkv, proj;
+    Tensor v_x;
+    LocalizedFilter::WeightInputs lfa;
   };
   Tensor backward_input(const Tensor& dout, const Tensor& x, int64_t B, const Saved& saved,
                         WeightInputs& w) const;
@@ -41,7 +51,11 @@ class GroupedQueryAttention {
  private:
   Tensor backward_impl(const Tensor& dout, const Tensor& x, int64_t B, const Saved& s,
                        WeightInputs* w) const;
+  // d(x) from dqkv with model.lfa: v's part, then q and k's through the filter.
+  Tensor filtered_input_gradient(const Tensor& x, const Tensor& dqkv, const Saved& s,
+                                 WeightInputs* w) const;
   Linear qkv_, proj_;
+  std::optional<LocalizedFilter> lfa_;
   int64_t T_, H_, Hkv_, D_, C_;
   float theta_;
   bool fused_;

@@ -58,6 +58,30 @@ void Linear::backward_weight(const Tensor& dy, const Tensor& x) const {
   if (b_.defined()) be.bias_backward(db_.f32(), dy.data(), N, out_);
 }
 
+void Linear::forward_rows(const Tensor& x, int64_t row0, int64_t rows, DevPtr y,
+                          int64_t ldy) const {
+  NUPIPE_CHECK(!b_.defined() && row0 >= 0 && row0 + rows <= out_, "Linear rows out of range");
+  const int64_t N = x.numel() / in_;
+  w_.backend().gemm(false, true, N, rows, in_, 1.0f, x.data(), in_, w_.data() + row0 * in_, in_,
+                    0.0f, y, ldy);
+}
+
+void Linear::backward_input_rows(ConstDevPtr dy, int64_t ldy, int64_t row0, int64_t rows,
+                                 Tensor& dx, bool accumulate) const {
+  NUPIPE_CHECK(!b_.defined() && row0 >= 0 && row0 + rows <= out_, "Linear rows out of range");
+  const int64_t N = dx.numel() / in_;
+  w_.backend().gemm(false, false, N, in_, rows, 1.0f, dy, ldy, w_.data() + row0 * in_, in_,
+                    accumulate ? 1.0f : 0.0f, dx.data(), in_);
+}
+
+void Linear::backward_weight_rows(ConstDevPtr dy, int64_t ldy, int64_t row0, int64_t rows,
+                                  const Tensor& x) const {
+  NUPIPE_CHECK(!b_.defined() && row0 >= 0 && row0 + rows <= out_, "Linear rows out of range");
+  const int64_t N = x.numel() / in_;
+  w_.backend().gemm(true, false, rows, in_, N, 1.0f, dy, ldy, x.data(), in_, 1.0f,
+                    dw_.data() + row0 * in_, in_);
+}
+
 void LayerNorm::add_specs(std::vector<TensorSpec>& specs, const std::string& prefix, int64_t C) {
   specs.push_back({prefix + ".weight", {C}, Init::ones, 0.0f, false});
   specs.push_back({prefix + ".bias", {C}, Init::zeros, 0.0f, false});

@@ -29,6 +29,16 @@ class Linear {
   void backward_input(const Tensor& dy, Tensor& dx, bool accumulate = false) const;
   void backward_weight(const Tensor& dy, const Tensor& x) const;
 
+  // The same for the output rows [row0, row0 + rows) of a layer without bias, on a y (dy) of
+  // row stride ldy, y and dy pointing at those rows' first column: y = x W[rows]^T;
+  // dx (+)= dy W[rows]; dW[rows] += dy^T x. (Yuan's attention
+  // projects q and k from the filtered input and v from the unfiltered one.)
+  void forward_rows(const Tensor& x, int64_t row0, int64_t rows, DevPtr y, int64_t ldy) const;
+  void backward_input_rows(ConstDevPtr dy, int64_t ldy, int64_t row0, int64_t rows, Tensor& dx,
+                           bool accumulate) const;
+  void backward_weight_rows(ConstDevPtr dy, int64_t ldy, int64_t row0, int64_t rows,
+                            const Tensor& x) const;
+
   // What backward_weight reads, kept from B until W (MemTag::weight_inputs).
   struct WeightInputs {
     Tensor x, dy;

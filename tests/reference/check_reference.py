@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """check_reference.py: checks a file written by `dump_reference` against PyTorch. It rebuilds the
-model from the file's attributes and parameters (torch_gpt.py, or torch_llama.py when the file's
-family is "llama"; float64), runs forward and backward on the file's batch, and compares
-nupipe's loss and every parameter's gradient.
+model from the file's attributes and parameters (torch_gpt.py; torch_llama.py when the file's
+family is "llama", torch_yuan.py when it also has lfa = 1; float64), runs forward and backward
+on the file's batch, and compares nupipe's loss and every parameter's gradient.
 
     /usr/bin/python3 tests/reference/check_reference.py FILE.h5 [--loss-tol 1e-5] [--grad-tol 1e-4]
 
@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 import torch_gpt  # noqa: E402
 import torch_llama  # noqa: E402
+import torch_yuan  # noqa: E402
 from torch_gpt import MalformedFile  # noqa: E402
 
 
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
             family = f.attrs.get("family", "gpt2")
             family = family.decode() if isinstance(family, bytes) else str(family)
             ref = torch_llama if family == "llama" else torch_gpt
+            if family == "llama" and int(f.attrs.get("lfa", 0)):
+                ref, family = torch_yuan, "llama with lfa"
             cfg, loss_ref, grads_ref = ref.reference_loss_and_grads(f, torch.float64)
             _require_attr(f, "loss")
             loss_mine = float(f.attrs["loss"])

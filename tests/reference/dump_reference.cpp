@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
       w.attr("ffn_hidden", mc.ffn_width());
       w.attr("rope_theta", static_cast<double>(mc.rope_theta));
       w.attr("norm_eps", static_cast<double>(mc.norm_eps));
+      w.attr("lfa", mc.lfa ? 1 : 0);  // torch_yuan.py's model
     }
     w.attr("loss", loss);
     w.write("batch/tokens", tokens.data(), {B, mc.seq_len});

@@ -216,8 +216,12 @@ def from_reference(model: Llama):
     return OrderedDict((n, t.detach().clone()) for n, t in g.items())
 
 
-def reference_loss_and_grads(h5file, dtype=torch.float64):
-    """The llama counterpart of torch_gpt.reference_loss_and_grads: (cfg, loss, {name: grad})."""
+def reference_loss_and_grads(h5file, dtype=torch.float64, model_class=None, shapes_of=None,
+                             load=None, grads_of=None):
+    """The llama counterpart of torch_gpt.reference_loss_and_grads: (cfg, loss, {name: grad}).
+    torch_yuan.py passes its own model class and name mapping (the file format is the same)."""
+    model_class, shapes_of = model_class or Llama, shapes_of or param_shapes
+    load, grads_of = load or to_reference, grads_of or from_reference
     from torch_gpt import MalformedFile, read_batch  # the file format is shared
 
     a = h5file.attrs
@@ -232,7 +236,7 @@ def reference_loss_and_grads(h5file, dtype=torch.float64):
         cfg.validate()
     except ValueError as e:
         raise MalformedFile(f"bad model attributes: {e}") from None
-    expected = param_shapes(cfg)
+    expected = shapes_of(cfg)
     stored = set(h5file["model"].keys()) if "model" in h5file else set()
     if stored != set(expected):
         raise MalformedFile(f"'model' holds {sorted(stored ^ set(expected))[:5]} unlike a "
@@ -243,10 +247,13 @@ def reference_loss_and_grads(h5file, dtype=torch.float64):
         if tuple(arr.shape) != shape:
             raise MalformedFile(f"model/{name} has shape {arr.shape}, expected {shape}")
         tensors[name] = arr
-    model = Llama(cfg).to(dtype)
-    to_reference(model, tensors)
+    try:
+        model = model_class(cfg).to(dtype)
+    except ValueError as e:
+        raise MalformedFile(f"bad model attributes: {e}") from None
+    load(model, tensors)
     tokens, targets = read_batch(h5file, cfg)
     model.zero_grad(set_to_none=True)
     loss = model(tokens, targets)
     loss.backward()
-    return cfg, loss.item(), from_reference(model)
+    return cfg, loss.item(), grads_of(model)

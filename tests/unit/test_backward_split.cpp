@@ -28,11 +28,12 @@ struct Variant {
   int recompute = 0;  // blocks of the slice that recompute (capped at the slice's blocks)
   int loss_chunk = 0;
   bool llama = false;  // the llama family (grouped-query attention, 2 query heads per kv head)
+  bool lfa = false;    // with Yuan 2.0's localized filtering (multi-head)
 };
 
 std::string describe(const Variant& v, const StageSlice& s) {
   std::ostringstream o;
-  o << (v.llama ? "llama " : "") << dtype_name(v.dtype) << (v.fused_attention ? " fused" : " unfused") << " attention, "
+  o << (v.llama ? "llama " : "") << (v.lfa ? "lfa " : "") << dtype_name(v.dtype) << (v.fused_attention ? " fused" : " unfused") << " attention, "
     << (v.tied ? "tied" : "untied") << ", recompute " << v.recompute << ", loss_chunk "
     << v.loss_chunk << ", slice [" << s.layer_begin << ", " << s.layer_end << ")"
     << (s.embedding ? " +embedding" : "") << (s.head ? " +head" : "");
@@ -53,8 +54,9 @@ ModelConfig config(const Variant& v) {
   c.loss_chunk = v.loss_chunk;
   if (v.llama) {
     c.family = "llama";
-    c.n_kv_head = 2;
+    c.n_kv_head = v.lfa ? 4 : 2;
     c.ffn_hidden = 40;
+    c.lfa = v.lfa;
   }
   return c;
 }
@@ -210,6 +212,18 @@ std::vector<Variant> llama_variants() {
   return out;
 }
 
+// Yuan's localized filtering on the llama block, in the same paths.
+std::vector<Variant> yuan_variants() {
+  std::vector<Variant> out;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (bool fa : {true, false}) {
+      out.push_back({dt, fa, false, 0, 0, true, true});
+      out.push_back({dt, fa, true, 3, 13, true, true});
+    }
+  }
+  return out;
+}
+
 const char* kFused = "F0 X0 F1 X1";
 
 // The layer kernels the split adds are the fused kernel's two halves, bit for bit, on every
@@ -269,6 +283,7 @@ void expect_split_equals_fused(const std::vector<Variant>& vs) {
 
 TEST(BackwardSplit, EqualsFusedBitwise) { expect_split_equals_fused(variants()); }
 TEST(BackwardSplit, LlamaEqualsFusedBitwise) { expect_split_equals_fused(llama_variants()); }
+TEST(BackwardSplit, YuanEqualsFusedBitwise) { expect_split_equals_fused(yuan_variants()); }
 
 // Also with the kernels' threads: the column sums' per-thread partials and the GEMMs split the
 // same way in B, in W and in the fused backward.
@@ -380,6 +395,9 @@ TEST(BackwardSplit, WeightInputsAreWhatTheDescriptorsSay) {
 TEST(BackwardSplit, LlamaWeightInputsAreWhatTheDescriptorsSay) {
   expect_weight_inputs_as_described(llama_variants());
 }
+TEST(BackwardSplit, YuanWeightInputsAreWhatTheDescriptorsSay) {
+  expect_weight_inputs_as_described(yuan_variants());
+}
 
 // B reaches the fused backward's workspace peak exactly (so its descriptor, checked in
 // test_layers.cpp, holds for B too); the head's forward reaches the fused head's workspace and
@@ -439,6 +457,9 @@ void expect_fused_workspace_peaks(const std::vector<Variant>& vs) {
 TEST(BackwardSplit, WorkspacePeaksAreTheFusedOnes) { expect_fused_workspace_peaks(variants()); }
 TEST(BackwardSplit, LlamaWorkspacePeaksAreTheFusedOnes) {
   expect_fused_workspace_peaks(llama_variants());
+}
+TEST(BackwardSplit, YuanWorkspacePeaksAreTheFusedOnes) {
+  expect_fused_workspace_peaks(yuan_variants());
 }
 
 // Misuse is refused with a message, not silently mixed up.
