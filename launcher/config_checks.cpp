@@ -74,9 +74,7 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
                                " < model.n_head = " + ck.str(m.n_head) +
                                ": Yuan 2.0's localized filtering attention is multi-head",
               "set model.n_kv_head = model.n_head (or 0), or model.lfa = false");
-    if (m.lfa && m.d_model % 2 != 0)
-      ck.fail("model.lfa", "model.lfa = true with an odd model.d_model = " + ck.str(m.d_model),
-              "the filter's first convolution halves the width: choose an even model.d_model");
+    // (The filter halves the width: d_model is even already, n_head times an even head size.)
   }
   ck.within("model.vocab_size", m.vocab_size, 2, 65536, true,
             "tokens are stored as uint16: model.vocab_size can be at most 65536");

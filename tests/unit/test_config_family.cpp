@@ -86,6 +86,25 @@ TEST(ConfigFamily, LlamaRangesNamed) {
             std::string::npos);  // head size 3: rotary needs pairs
 }
 
+// Yuan's localized filtering: a llama key, multi-head only; a checkpoint must match it.
+TEST(ConfigFamily, LfaIsAMultiHeadLlamaKey) {
+  const std::string gpt2 = refusal("[model]\nlfa = true\n");
+  EXPECT_NE(gpt2.find("does not apply to model.family = \"gpt2\""), std::string::npos) << gpt2;
+  const std::string base = "[model]\nfamily = \"llama\"\nlfa = true\nd_model = 64\nn_head = 8\n";
+  const Config ok = parse_config(base, "yuan");
+  EXPECT_TRUE(ok.model.lfa);
+  EXPECT_FALSE(parse_config("[model]\nfamily = \"llama\"\n", "t").model.lfa);
+  const std::string gqa = refusal(base + "n_kv_head = 2\n");
+  EXPECT_NE(gqa.find("multi-head"), std::string::npos) << gqa;
+  runtime::ModelConfig plain = parse_config("[model]\nfamily = \"llama\"\n", "t").model;
+  const auto d = checkpoint::model_differences(ok.model, plain);
+  ASSERT_FALSE(d.empty());
+  bool named = false;
+  for (const auto& x : d) named |= x.key == "model.lfa";
+  EXPECT_TRUE(named) << "a checkpoint with the filter does not resume without it";
+  EXPECT_EQ(key_values(parse_config(to_toml(ok), "emitted")), key_values(ok));
+}
+
 TEST(ConfigFamily, LlamaRoundTripsThroughToToml) {
   const Config c = parse_config(kLlama, "llama");
   const std::string emitted = to_toml(c);
