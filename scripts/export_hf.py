@@ -2,7 +2,8 @@
 """export_hf.py: converts a nupipe checkpoint's model weights into a Hugging Face GPT-2
 state_dict (GPT2LMHeadModel key names and layouts) plus a GPT2Config-style JSON sidecar, or,
 for a model.family = "llama" checkpoint, a LlamaForCausalLM state_dict and a LlamaConfig-style
-sidecar (the mapping: scripts/export_hf_llama.py).
+sidecar, and with model.lfa (Yuan 2.0) a YuanForCausalLM state_dict and YuanConfig-style sidecar
+under Yuan's own key names (the mappings: scripts/export_hf_llama.py).
 
     /usr/bin/python3 scripts/export_hf.py RUN_DIR/checkpoints/step_00000400 model.pt
     /usr/bin/python3 scripts/export_hf.py CKPT_DIR OUT.pt [--nupipe PATH] [--no-verify]
@@ -240,6 +241,8 @@ def _hyper_params(attrs):
     ints = ["n_layer", "d_model", "n_head", "vocab_size", "seq_len", "tie_embeddings"]
     if family == "llama":
         ints += ["n_kv_head", "ffn_hidden"]
+        if "model.lfa" in attrs:  # absent: written before model.lfa existed
+            ints.append("lfa")
         if any("model." + k not in attrs for k in ("n_kv_head", "ffn_hidden")):
             raise bad_checkpoint(f"{STATE}: a llama checkpoint without model.n_kv_head and "
                                  "model.ffn_hidden")
@@ -252,9 +255,10 @@ def _hyper_params(attrs):
             ok = False
         if not ok:
             raise bad_checkpoint(f"{STATE}: root attribute model.{key} = {v!r} is not an integer")
-    if hp["tie_embeddings"] not in (0, 1):
-        raise bad_checkpoint(f"{STATE}: model.tie_embeddings = {hp['tie_embeddings']}, not 0 or 1")
-    hp["tie_embeddings"] = bool(hp["tie_embeddings"])
+    for key in ("tie_embeddings", "lfa"):
+        if hp.get(key, 0) not in (0, 1):
+            raise bad_checkpoint(f"{STATE}: model.{key} = {hp[key]}, not 0 or 1")
+        hp[key] = bool(hp.get(key, 0))
     if min(hp[k] for k in ("n_layer", "d_model", "n_head", "vocab_size", "seq_len")) <= 0 \
             or hp["d_model"] % hp["n_head"] != 0:
         raise bad_checkpoint(f"{STATE}: impossible model shape {hp}")
@@ -271,8 +275,14 @@ def _hyper_params(attrs):
     if not (eps > 0 and math.isfinite(eps)) or (theta is not None and not theta > 0):
         raise bad_checkpoint(f"{STATE}: the stored config's {eps_key} = {eps} (or rope_theta) is "
                              "not positive")
-    if family == "llama" and (hp["n_head"] % hp["n_kv_head"] or hp["ffn_hidden"] <= 0):
+    if family == "llama" and (hp["n_head"] % hp["n_kv_head"] or hp["ffn_hidden"] <= 0
+                              or (hp["lfa"] and hp["n_kv_head"] != hp["n_head"])):
         raise bad_checkpoint(f"{STATE}: impossible llama shape {hp}")
+    if hp["lfa"] and theta != export_hf_llama.YUAN_ROPE_THETA:
+        raise Refused(2, f"{STATE}: rope_theta = {theta:g}, but YuanForCausalLM's code builds its "
+                      f"rotary embedding with base {export_hf_llama.YUAN_ROPE_THETA:g} whatever "
+                      "config.json says, so the export would not be the same model",
+                      "train Yuan models with model.rope_theta = 10000.0")
     for key, v in hp.items():
         # n_kv_head, ffn_hidden = 0 in the config stand for what the attributes record
         if key in ("n_kv_head", "ffn_hidden") and model.get(key) == 0:

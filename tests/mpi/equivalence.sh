@@ -54,6 +54,12 @@ runl() {  # as run, on the llama config
 runl llama_single        1 1 1 '"uniform"' 1f1b
 runl llama_pp2_1-3_dp2   4 2 2 '[1,3]'     1f1b
 runl llama_pp2_3-1_dp2_z 4 2 2 '[3,1]'     zb-h1 --set parallel.zero=1 --set train.loss_chunk=96
+# Yuan 2.0's localized filtering (model.lfa, multi-head) on the same config.
+yuan="--set model.lfa=true --set model.n_kv_head=0"
+# shellcheck disable=SC2086
+runl yuan_single         1 1 1 '"uniform"' 1f1b  $yuan
+# shellcheck disable=SC2086
+runl yuan_pp2_1-3_dp2_z  4 2 2 '[1,3]'     zb-h2 $yuan --set parallel.zero=1 --set train.recompute=[1,0]
 status=0
 /usr/bin/python3 "$here/compare_runs.py" --loss-rtol 0 --weight-rtol 0 --key-bias-atol 0 \
   "$work/pp2_3-1_dp2" "$work/pp2_3-1_dp2_zbh1" || status=1
@@ -68,4 +74,7 @@ status=0
 # shellcheck disable=SC2086
 /usr/bin/python3 "$here/compare_runs.py" ${COMPARE_FLAGS:-} "$work/llama_single" \
   "$work/llama_pp2_1-3_dp2" "$work/llama_pp2_3-1_dp2_z" || status=1
+# shellcheck disable=SC2086
+/usr/bin/python3 "$here/compare_runs.py" ${COMPARE_FLAGS:-} "$work/yuan_single" \
+  "$work/yuan_pp2_1-3_dp2_z" || status=1
 exit $status

@@ -5,7 +5,8 @@ fp32 and bf16 (runtime.precision), fused and unfused attention (runtime.attentio
 allocator tag's measured peak (params, grads, optimizer, activations, workspace, loss_workspace,
 comm, weight_inputs) must equal the cost model's prediction to the byte on every rank. The
 layouts marked "llama" train configs/llama-tiny.toml (beside CONFIG) instead: RMSNorm, rotary,
-SwiGLU, grouped-query attention, an untied head.
+SwiGLU, grouped-query attention, an untied head; those marked "yuan" the same config with
+Yuan 2.0's localized filtering (model.lfa = true, multi-head).
 
 usage: memory_model.py NUPIPE CONFIG WORKDIR MPIRUN [MPIRUN_FLAGS...]
 """
@@ -54,6 +55,9 @@ LAYOUTS = [  # pipeline, data, stage_layers, zero, loss_chunk, recompute, schedu
     (4, 1, "[0,1,1,2]", 0, 32, "none", "zb-h1", "fp32", "fused", "llama"),
     (2, 2, "[3,1]", 0, 0, "[2,0]", "gpipe", "bf16", "unfused", "llama"),
     (2, 1, "[1,3]", 0, 0, "none", "zb-h2", "bf16", "fused", "llama"),
+    # Yuan 2.0's localized filtering on the llama block
+    (2, 2, "[1,3]", 1, 48, "full", "zb-h1", "fp32", "fused", "yuan"),
+    (2, 1, "[3,1]", 0, 0, "[2,0]", "1f1b", "bf16", "unfused", "yuan"),
 ]
 
 failures = 0
@@ -71,13 +75,15 @@ for layout in LAYOUTS:
             "parallel.zero=%d" % zero, "train.loss_chunk=%d" % chunk, "train.recompute=" + rc,
             "parallel.schedule=" + sched, "runtime.precision=" + precision,
             "runtime.attention=" + attention]
+    if family == "yuan":
+        sets += ["model.lfa=true", "model.n_kv_head=0"]
     cmd = [MPIRUN] + FLAGS + ["-np", str(pp * dp), NUPIPE, "train",
-                              LLAMA if family == "llama" else CONFIG]
+                              CONFIG if family == "gpt2" else LLAMA]
     for s in sets:
         cmd += ["--set", s]
     p = subprocess.run(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     name = "%d %d %s %d %d %s %s %s %s%s" % (pp, dp, split, zero, chunk, rc, sched, precision,
-                                             attention, " llama" if family == "llama" else "")
+                                             attention, "" if family == "gpt2" else " " + family)
     if p.returncode != 0:
         print("FAIL %s: exit %d\n%s" % (name, p.returncode, p.stdout[-2000:]))
         failures += 1

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """check_export_llama.py: end-to-end test of scripts/export_hf.py on a model.family = "llama"
 checkpoint, without `transformers`: trains a tiny llama a few steps with nupipe, exports its
-checkpoint and checks the LlamaForCausalLM state_dict.
+checkpoint and checks the LlamaForCausalLM state_dict (with model.lfa, Yuan 2.0's
+YuanForCausalLM one under Yuan's names, against torch_yuan.py).
 
     /usr/bin/python3 tests/reference/check_export_llama.py --nupipe build/bin/nupipe \
         --config configs/llama-tiny.toml --workdir /tmp/export_llama [--set KEY=VALUE ...]
@@ -35,19 +36,64 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import torch_llama  # noqa: E402
+import torch_yuan  # noqa: E402
 from check_export import (Checks, SetupError, export, rel, run, val_batch,  # noqa: E402
                           vocab_size, write_token_file)
 
 
-def hf_keys(n_layer):
-    """LlamaForCausalLM's parameter keys, in its state_dict() order."""
+LLAMA_BLOCK = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+               "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+               "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight")
+# YuanForCausalLM's block as its modeling file registers it: v_proj, o_proj, the filter, q_proj,
+# k_proj in the attention; up, gate, down in the MLP.
+YUAN_BLOCK = ("self_attn.v_proj.weight", "self_attn.o_proj.weight",
+              "self_attn.lf_gate.conv1.weight", "self_attn.lf_gate.conv1.bias",
+              "self_attn.lf_gate.conv2.weight", "self_attn.lf_gate.conv2.bias",
+              "self_attn.lf_gate.output_layernorm.weight", "self_attn.q_proj.weight",
+              "self_attn.k_proj.weight", "mlp.up_proj.weight", "mlp.gate_proj.weight",
+              "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight")
+
+
+def hf_keys(n_layer, lfa=False):
+    """LlamaForCausalLM's (YuanForCausalLM's) parameter keys, in its state_dict() order."""
     keys = ["model.embed_tokens.weight"]
     for i in range(n_layer):
-        keys += [f"model.layers.{i}.{k}" for k in (
-            "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-            "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight")]
+        keys += [f"model.layers.{i}.{k}" for k in (YUAN_BLOCK if lfa else LLAMA_BLOCK)]
     return keys + ["model.norm.weight", "lm_head.weight"]
+
+
+def yuan_expected(key, h5, c):
+    """What Yuan's tensor `key` must hold, built from state.h5 head by head (numpy)."""
+    C, H = c.d_model, c.n_head
+    D = C // H
+    _, _, i, rest = key.split(".", 3)
+    p = f"model/blocks.{i}."
+    qkv = h5[p + "attn.qkv.weight"][()]
+    if rest in ("self_attn.q_proj.weight", "self_attn.k_proj.weight"):
+        rows = []
+        for h in range(H):  # slice h of the 2C outputs: query head h, then key head h
+            rows.append(qkv[h * D:(h + 1) * D])
+            rows.append(qkv[C + h * D:C + (h + 1) * D])
+        stacked = np.concatenate(rows)
+        return stacked[:C] if rest.startswith("self_attn.q_proj") else stacked[C:]
+    if rest == "self_attn.v_proj.weight":
+        return qkv[2 * C:]
+    if rest.startswith("self_attn.lf_gate.conv") and rest.endswith(".weight"):
+        w = h5[p + f"attn.lfa.conv{rest[len('self_attn.lf_gate.conv')]}.weight"][()]
+        out = np.empty((w.shape[1], w.shape[2], 2, 1), dtype=w.dtype)
+        for tap in range(2):  # Conv2d's kernel row 0 meets position t - 1 (padding (1, 0))
+            out[:, :, tap, 0] = w[tap]
+        return out
+    if rest.startswith("self_attn.lf_gate.conv"):
+        return h5[p + f"attn.lfa.conv{rest[len('self_attn.lf_gate.conv')]}.bias"][()]
+    if rest == "self_attn.lf_gate.output_layernorm.weight":
+        return h5[p + "attn.lfa.norm.weight"][()]
+    gate_up, F = h5[p + "mlp.gate_up.weight"][()], c.ffn_hidden
+    if rest == "mlp.up_proj.weight":  # silu's input: nupipe's first half
+        return gate_up[:F]
+    if rest == "mlp.gate_proj.weight":
+        return gate_up[F:]
+    return None
 
 
 def nupipe_rows(key, c):
@@ -74,6 +120,10 @@ def nupipe_rows(key, c):
             "post_attention_layernorm.weight": (p + "norm2.weight", None)}[rest]
 
 
+def is_yuan(h5):
+    return bool(int(h5.attrs.get("model.lfa", 0)))
+
+
 def config_from_h5(h5):
     a = h5.attrs
     m = tomllib.loads(str(a["config"]))["model"]
@@ -85,15 +135,19 @@ def config_from_h5(h5):
 
 
 def config_from_hf(j):
+    yuan = j.get("model_type") == "yuan"  # multi-head, rotary base 10000 in its code
     return torch_llama.LlamaConfig(
         j["num_hidden_layers"], j["hidden_size"], j["num_attention_heads"],
-        j["num_key_value_heads"], j["intermediate_size"], j["vocab_size"],
-        j["max_position_embeddings"], j["tie_word_embeddings"], j["rope_theta"], j["rms_norm_eps"])
+        j["num_attention_heads"] if yuan else j["num_key_value_heads"], j["intermediate_size"],
+        j["vocab_size"], j["max_position_embeddings"], j["tie_word_embeddings"],
+        torch_yuan.YUAN_ROPE_THETA if yuan else j["rope_theta"], j["rms_norm_eps"])
 
 
 def check_state_dict(check, sd, h5, c):
-    keys = hf_keys(c.n_layer)
-    check(list(sd.keys()) == keys, f"OUT.pt holds exactly the {len(keys)} LlamaForCausalLM keys, "
+    yuan = is_yuan(h5)
+    keys = hf_keys(c.n_layer, yuan)
+    check(list(sd.keys()) == keys, f"OUT.pt holds exactly the {len(keys)} "
+          f"{'Yuan' if yuan else 'Llama'}ForCausalLM keys, "
           f"in state_dict() order (missing {sorted(set(keys) - set(sd))[:3]}, extra "
           f"{sorted(set(sd) - set(keys))[:3]})")
     D = c.d_model // c.n_head
@@ -107,9 +161,11 @@ def check_state_dict(check, sd, h5, c):
             continue
         t = sd[key]
         want = next((s for k, s in shapes.items() if f".{k}." in key), None)
-        name, rows = nupipe_rows(key, c)
-        ref = h5["model/" + name][()]
-        ref = ref[rows[0]:rows[1]] if rows else ref
+        ref = yuan_expected(key, h5, c) if yuan and key.startswith("model.layers.") else None
+        if ref is None:
+            name, rows = nupipe_rows(key, c)
+            ref = h5["model/" + name][()]
+            ref = ref[rows[0]:rows[1]] if rows else ref
         if (want is not None and tuple(t.shape) != want) or t.dtype != torch.float32 \
                 or not t.is_contiguous() or t.numpy().shape != ref.shape \
                 or not np.array_equal(t.numpy().view(np.uint32), ref.view(np.uint32)):
@@ -122,8 +178,9 @@ def check_state_dict(check, sd, h5, c):
 
 
 def hf_model(sd, j):
-    """torch_llama's model (HF's module names) from OUT.pt's keys, float64."""
-    model = torch_llama.Llama(config_from_hf(j)).to(torch.float64)
+    """torch_llama's (torch_yuan's) model, HF's module names, from OUT.pt's keys, float64."""
+    cls = torch_yuan.Yuan if j.get("model_type") == "yuan" else torch_llama.Llama
+    model = cls(config_from_hf(j)).to(torch.float64)
     own = {k.removeprefix("model."): v.to(torch.float64) for k, v in sd.items()}
     if j["tie_word_embeddings"]:
         own.pop("lm_head.weight")
@@ -173,13 +230,15 @@ def main(argv=None) -> int:
             c = config_from_h5(h5)
             step = int(h5.attrs["step"])
             check_state_dict(check, sd, h5, c)
-            check(config_from_hf(j) == c and j.get("model_type") == "llama"
-                  and j.get("architectures") == ["LlamaForCausalLM"]
+            ref = torch_yuan if is_yuan(h5) else torch_llama
+            kind = "yuan" if is_yuan(h5) else "llama"
+            arch = "YuanForCausalLM" if is_yuan(h5) else "LlamaForCausalLM"
+            check(config_from_hf(j) == c and j.get("model_type") == kind
+                  and j.get("architectures") == [arch]
                   and j.get("hidden_act") == "silu" and j.get("nupipe", {}).get("step") == step,
-                  f"OUT.config.json's LlamaConfig fields match the checkpoint ({c})")
-            native = torch_llama.Llama(c).to(torch.float64)
-            torch_llama.to_reference(native, {n: h5["model/" + n][()]
-                                              for n in torch_llama.param_shapes(c)})
+                  f"OUT.config.json's {arch} config fields match the checkpoint ({c})")
+            native = (torch_yuan.Yuan if is_yuan(h5) else torch_llama.Llama)(c).to(torch.float64)
+            ref.to_reference(native, {n: h5["model/" + n][()] for n in ref.param_shapes(c)})
         tok, tgt = val_batch(stream, effective)
         with torch.no_grad():
             l_hf, l_np = hf_model(sd, j)(tok, tgt).item(), native(tok, tgt).item()
@@ -196,7 +255,8 @@ def main(argv=None) -> int:
     if check.failures:
         print(f"FAIL: {len(check.failures)} check(s) failed")
         return 1
-    print("PASS: the llama export round-trips the weights and gives nupipe's validation loss")
+    print(f"PASS: the {j.get('model_type')} export round-trips the weights and gives nupipe's "
+          "validation loss")
     return 0
 
 

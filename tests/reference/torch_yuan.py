@@ -29,6 +29,7 @@ import torch_llama
 from torch_llama import LlamaConfig, RMSNorm, rotary, rotate_half
 
 LFA_EPS = 1e-6  # YuanRMSNorm's default, which LocalizedFiltering's output_layernorm keeps
+YUAN_ROPE_THETA = 10000.0  # YuanRotaryEmbedding's base in its code (config.json has no key for it)
 
 
 def param_shapes(cfg: LlamaConfig) -> "OrderedDict[str, tuple]":
