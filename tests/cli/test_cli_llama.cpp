@@ -1,7 +1,8 @@
 // test_cli_llama.cpp: the llama family end to end under mpirun: a pipeline 2 [1, 3] x data 2
 // run's checkpoint holds llama tensors under global names and the family among its keys;
 // resumed on the same layout it continues bitwise, resharded onto one rank within fp32
-// summation order; and a checkpoint of the other family is refused naming model.family.
+// summation order; and a checkpoint of the other family is refused naming model.family. The
+// same with Yuan 2.0's localized filtering, whose checkpoint the plain llama blocks refuse.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -45,13 +46,18 @@ std::map<int, double> losses(const std::string& run_dir) {
   return out;
 }
 
-TEST(CliLlama, CheckpointResumesBitwiseAndReshards) {
+// `model` adds keys to every run (Yuan's filter); `yuan` checks its tensors and key.
+void resumes_bitwise_and_reshards(const std::vector<std::string>& model, bool yuan) {
   TempDir tmp;
-  const std::vector<std::string> pp2dp2{"parallel.pipeline=2", "parallel.data=2",
-                                        "parallel.stage_layers=[1,3]"};
-  const std::vector<std::string> one{"parallel.pipeline=1", "parallel.data=1",
-                                     "parallel.stage_layers=uniform"};
   auto with = [](std::vector<std::string> v, const std::string& s) { v.push_back(s); return v; };
+  std::vector<std::string> pp2dp2{"parallel.pipeline=2", "parallel.data=2",
+                                  "parallel.stage_layers=[1,3]"};
+  std::vector<std::string> one{"parallel.pipeline=1", "parallel.data=1",
+                               "parallel.stage_layers=uniform"};
+  for (const std::string& m : model) {
+    pp2dp2 = with(pp2dp2, m);
+    one = with(one, m);
+  }
   const std::string full = tmp.file("full");
   const ProcessResult a = train(4, llama_config(), with(pp2dp2, "run.dir=" + full), tmp.path());
   ASSERT_EQ(a.exit_code, 0) << a;
@@ -63,9 +69,14 @@ TEST(CliLlama, CheckpointResumesBitwiseAndReshards) {
   ASSERT_EQ(inspect.exit_code, 0) << inspect;
   const auto j = nlohmann::json::parse(inspect.output.substr(inspect.output.find('{')));
   EXPECT_EQ(j["model"]["family"], "llama");
-  EXPECT_EQ(j["model"]["n_kv_head"], 2);
+  EXPECT_EQ(j["model"]["n_kv_head"], yuan ? 4 : 2);
   EXPECT_EQ(j["model"]["ffn_hidden"], 176);
-  EXPECT_EQ(j["tensors"]["model/blocks.3.attn.qkv.weight"], (std::vector<int>{128, 64}));
+  EXPECT_EQ(j["tensors"]["model/blocks.3.attn.qkv.weight"],
+            (std::vector<int>{yuan ? 192 : 128, 64}));
+  EXPECT_EQ(j["model"]["lfa"], yuan);
+  EXPECT_EQ(j["tensors"].contains("model/blocks.3.attn.lfa.conv1.weight"), yuan);
+  if (yuan)
+    EXPECT_EQ(j["tensors"]["model/blocks.0.attn.lfa.conv2.weight"], (std::vector<int>{2, 64, 32}));
   EXPECT_EQ(j["tensors"]["model/blocks.0.mlp.gate_up.weight"], (std::vector<int>{352, 64}));
   EXPECT_TRUE(j["tensors"].contains("model/head.norm.weight"));
   EXPECT_FALSE(j["tensors"].contains("model/embed.wpe.weight"));
@@ -99,6 +110,22 @@ TEST(CliLlama, CheckpointResumesBitwiseAndReshards) {
       tmp.path());
   EXPECT_EQ(g.exit_code, 4) << g;
   EXPECT_NE(g.output.find("model.family: checkpoint llama, config gpt2"), std::string::npos) << g;
+  if (!yuan) return;
+  // The same llama blocks without the filter: refused, model.lfa named.
+  const ProcessResult l = train(1, llama_config(),
+                                {"parallel.pipeline=1", "parallel.data=1",
+                                 "parallel.stage_layers=uniform", "model.n_kv_head=4",
+                                 "run.dir=" + tmp.file("plain"), "checkpoint.resume=" + ckpt},
+                                tmp.path());
+  EXPECT_EQ(l.exit_code, 4) << l;
+  EXPECT_NE(l.output.find("model.lfa"), std::string::npos) << l;
+}
+
+TEST(CliLlama, CheckpointResumesBitwiseAndReshards) { resumes_bitwise_and_reshards({}, false); }
+
+// Yuan 2.0's localized filtering (model.lfa, multi-head): the same cycle.
+TEST(CliLlama, YuanCheckpointResumesBitwiseAndReshards) {
+  resumes_bitwise_and_reshards({"model.lfa=true", "model.n_kv_head=0"}, true);
 }
 
 }  // namespace
