@@ -7,21 +7,24 @@
 #   scripts/bench/cpu_step.sh                          # the shapes and threads below, 2 rounds
 #   SHAPES="small:2:256:4" THREADS_LIST=2 ROUNDS=3 scripts/bench/cpu_step.sh
 #
-# SHAPES: name:n_layer:seq:batch entries (default: "small:2:256:4" GPT-2 width with 2 layers,
-# 4 x 256 tokens; "124m-256:12:256:1" and "124m-1024:12:1024:1", GPT-2 124M at seq 256 and
-# 1024, one sequence per step). THREADS_LIST ("1 2"). ROUNDS (2): each round runs the four
+# SHAPES: name:n_layer:seq:batch[:config] entries (default: "small:2:256:4" GPT-2 width with 2
+# layers, 4 x 256 tokens; "124m-256:12:256:1" and "124m-1024:12:1024:1", GPT-2 124M at seq 256
+# and 1024, one sequence per step; "llama-small:2:256:4:configs/llama-124m.toml", a Llama-shaped
+# row: width 768, 12 query heads on 4 key/value heads, SwiGLU 2048, 32000-token untied head).
+# An entry's config (default CONFIG) gives the model's family and widths to both sides. THREADS_LIST ("1 2"). ROUNDS (2): each round runs the four
 # (nupipe bf16, nupipe fp32, PyTorch bf16, PyTorch fp32) in an order rotated per round, so slow
 # phases of a shared machine fall on all of them; each cell is the median over the rounds of a
 # run's median step (steps after the first), with the spread (min-max over rounds) beside it.
-# STEPS (3; the first is warm-up). CONFIG (configs/gpt2-124m.toml: d_model, n_head, vocab,
-# tie_embeddings and the synthetic alphabet PyTorch draws its tokens from). BUILD_DIR (build),
+# STEPS (3; the first is warm-up). CONFIG (configs/gpt2-124m.toml: family, d_model, n_head,
+# vocab, tie_embeddings, the llama keys and the synthetic alphabet PyTorch draws its tokens from). BUILD_DIR (build),
 # SKIP_BUILD=1, KEEP_TMP=1, PYTHON, FLUSH_DENORMALS (nupipe's runtime.flush_denormals, false),
 # TORCH_ADAMW (auto: torch_step.py times each AdamW of this torch first and keeps the fastest;
 # naming one, e.g. for-loop, skips that timing).
 #
-# The PyTorch peer (torch_step.py) is nanoGPT-style GPT-2 at its fastest here: bf16 autocast
-# (fp32 master weights) or fp32, denormals flushed, SDPA attention, the fastest AdamW of this
-# torch. GFLOP/s are the model's FLOPs per token (nupipe's cost descriptors, the same for both)
+# The PyTorch peer (torch_step.py) is nanoGPT-style GPT-2 (or, for a llama config, a Llama with
+# fused q/k/v and gate/up projections, torch_step_llama.py) at its fastest here: bf16 autocast
+# (fp32 master weights) or fp32, denormals flushed, SDPA attention where this torch has it, the
+# fastest AdamW of this torch. GFLOP/s are the model's FLOPs per token (nupipe's cost descriptors, the same for both)
 # times tokens/s. Absolute numbers on shared machines are noise; the ratios are the result.
 # Exit: 0 all measured; 1 some part could not be measured (it reads n/a).
 set -uo pipefail
@@ -30,7 +33,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 1
 PYTHON=${PYTHON:-/usr/bin/python3}
 CONFIG=${CONFIG:-configs/gpt2-124m.toml}
-SHAPES=${SHAPES:-small:2:256:4 124m-256:12:256:1 124m-1024:12:1024:1}
+SHAPES=${SHAPES:-small:2:256:4 124m-256:12:256:1 124m-1024:12:1024:1 llama-small:2:256:4:configs/llama-124m.toml}
 THREADS_LIST=${THREADS_LIST:-1 2}
 ROUNDS=${ROUNDS:-2}
 STEPS=${STEPS:-3}
@@ -52,10 +55,13 @@ if [ "$STEPS" -lt 2 ]; then
   note "STEPS=$STEPS: need at least 2 (the first step is warm-up and not counted)"
   exit 2
 fi
-if [ ! -f "$CONFIG" ]; then
-  note "config $CONFIG not found"
-  exit 2
-fi
+for spec in $SHAPES; do
+  IFS=: read -r _ _ _ _ cfg <<<"$spec"
+  if [ ! -f "${cfg:-$CONFIG}" ]; then
+    note "config ${cfg:-$CONFIG} (of SHAPES entry $spec) not found"
+    exit 2
+  fi
+done
 
 # ---- build --------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -80,19 +86,28 @@ for exe in "$NUPIPE" "$PEAK"; do
   [ -x "$exe" ] || { note "ERROR: $exe not found (build it: cmake --build $BUILD_DIR --target $(basename "$exe"))"; exit 1; }
 done
 
-# [model] of a TOML file, and the synthetic data's alphabet (0: not synthetic).
-read -r _ D_MODEL N_HEAD VOCAB _ TIED ALPHABET < <("$PYTHON" - "$CONFIG" <<'EOF'
+# The width and torch_step.py's model arguments, from [model] of a TOML file and its synthetic
+# data's alphabet (0: not synthetic), on one line.
+torch_model_args() {
+  "$PYTHON" - "$1" <<'EOF'
 import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     cfg = tomllib.load(f)
 m, d = cfg["model"], cfg.get("data", {})
 alphabet = d.get("synthetic", {}).get("alphabet", 0) if d.get("train") == "synthetic" else 0
-print(m["n_layer"], m["d_model"], m["n_head"], m["vocab_size"], m["seq_len"],
-      int(m["tie_embeddings"]), alphabet)
+a = [f"--d-model {m['d_model']}", f"--n-head {m['n_head']}", f"--vocab {m['vocab_size']}",
+     f"--alphabet {alphabet}"]
+if not m.get("tie_embeddings", True):
+    a.append("--untied")
+if m.get("family", "gpt2") == "llama":
+    if m.get("lfa", False):
+        sys.exit("cpu_step: model.lfa has no PyTorch peer here")
+    ffn = m.get("ffn_hidden", 0) or (8 * m["d_model"] // 3 + 255) // 256 * 256
+    a += ["--family llama", f"--n-kv-head {m.get('n_kv_head', 0)}", f"--ffn-hidden {ffn}",
+          f"--rope-theta {m.get('rope_theta', 10000.0)}", f"--norm-eps {m.get('norm_eps', 1e-5)}"]
+print(m["d_model"], " ".join(a))
 EOF
-) || { note "cannot read [model] of $CONFIG"; exit 2; }
-untied_flag=""
-[ "$TIED" = 0 ] && untied_flag=--untied
+}
 
 # Median tokens/s and GFLOP/s over a run's steps after the first.
 nupipe_metrics() {
@@ -113,20 +128,22 @@ run() {
   local kind=$1 p=$2 log="$TMP/$shape-$threads-$1-$2-r$round.log" tps="" fpt=""
   if [ "$kind" = nupipe ]; then
     local dir="$TMP/run-$shape-$threads-$p-r$round"
-    "$NUPIPE" train "$CONFIG" --set model.n_layer="$layers" --set model.seq_len="$seq" \
+    "$NUPIPE" train "$cfg" --set model.n_layer="$layers" --set model.seq_len="$seq" \
       --set train.micro_batch="$batch" --set train.global_batch="$batch" \
+      --set parallel.pipeline=1 --set parallel.data=1 --set parallel.stage_layers=uniform \
       --set train.steps="$STEPS" --set run.log_every=1 --set run.dir="$dir" \
       --set runtime.threads="$threads" --set runtime.precision="$p" --set checkpoint.every=0 \
       --set runtime.flush_denormals="$FLUSH_DENORMALS" >"$log" 2>&1 &&
       read -r tps fpt < <(nupipe_metrics "$dir/metrics.jsonl")
     rm -rf "$dir"
   else
-    "$PYTHON" scripts/bench/torch_step.py --n-layer "$layers" --d-model "$D_MODEL" \
-      --n-head "$N_HEAD" --vocab "$VOCAB" --seq "$seq" --batch "$batch" --threads "$threads" \
-      --steps $((STEPS - 1)) --warmup 1 --precision "$p" --flush-denormal 1 \
-      --alphabet "$ALPHABET" --adamw "$TORCH_ADAMW" $untied_flag >"$log" 2>&1 &&
+    # shellcheck disable=SC2086
+    "$PYTHON" scripts/bench/torch_step.py --n-layer "$layers" $model_args --seq "$seq" \
+      --batch "$batch" --threads "$threads" --steps $((STEPS - 1)) --warmup 1 --precision "$p" \
+      --flush-denormal 1 --adamw "$TORCH_ADAMW" >"$log" 2>&1 &&
       tps=$(sed -n 's/^torch_tokens_per_s //p' "$log")
-    [ "$round" = 1 ] && sed -n "s/^torch_step: /  PyTorch $p: /p" "$log" | head -2 >>"$TMP/setup"
+    [ "$round" = 1 ] && [ "$threads" = "${THREADS_LIST%% *}" ] &&
+      sed -n "s/^torch_step: /  PyTorch $p ($shape): /p" "$log" | head -2 >>"$TMP/setup"
   fi
   if [ -z "$tps" ]; then
     note "ERROR: $kind $p ($shape, $threads threads) failed; the end of its log:"
@@ -139,7 +156,10 @@ run() {
 
 : >"$TMP/setup"
 for spec in $SHAPES; do
-  IFS=: read -r shape layers seq batch <<<"$spec"
+  IFS=: read -r shape layers seq batch cfg <<<"$spec"
+  cfg=${cfg:-$CONFIG}
+  read -r D_MODEL model_args < <(torch_model_args "$cfg") ||
+    { note "cannot read [model] of $cfg"; exit 2; }
   for threads in $THREADS_LIST; do
     : >"$TMP/rows-$shape-$threads"
     "$PEAK" --threads "$threads" --tokens $((seq * batch)) --d-model "$D_MODEL" --seconds 0.2 \
@@ -168,8 +188,8 @@ for line in open(os.path.join(tmp, "setup")):
 cols = ("shape", "thr", "nupipe bf16", "nupipe fp32", "torch bf16", "torch fp32", "bf16/fp32",
         "bf16/torch", "fp32/torch", "bf16 GF/s", "bf16 peak", "of peak", "fp32 GF/s",
         "fp32 peak", "of peak")
-widths = (10, 4, 22, 22, 22, 22, 10, 11, 11, 10, 10, 8, 10, 10, 8)
-print("".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
+widths = (11, 3, 23, 23, 23, 23, 9, 10, 10, 9, 9, 7, 9, 9, 7)
+print(" ".join(f"{c:>{w}}" for c, w in zip(cols, widths)))
 for spec in shapes.split():
     shape = spec.split(":")[0]
     for thr in threads_list.split():
@@ -202,7 +222,7 @@ for spec in shapes.split():
                  cell(("torch", "bf16")), cell(("torch", "fp32")), r(nb, nf), r(nb, tb),
                  r(nf, tf), f1(gb), f1(peak.get("bf16")), r(gb, peak.get("bf16")), f1(gf),
                  f1(peak.get("fp32")), r(gf, peak.get("fp32")))
-        print("".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+        print(" ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
 print("cpu_step: tokens/s; bf16/fp32 = nupipe bf16 over nupipe fp32, x/torch = nupipe over "
       "PyTorch at the same precision; peak = gemm_peak's best product at the run's tokens")
 EOF

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """torch_step.py: PyTorch training-step throughput for a nanoGPT-style GPT-2 (the model nupipe
-trains), on the CPU (scripts/bench/cpu_step.sh) or a GPU (scripts/gpu/bench.sh, --device cuda
+trains) or, with --family llama, a Llama-style decoder (torch_step_llama.py), on the CPU (scripts/bench/cpu_step.sh) or a GPU (scripts/gpu/bench.sh, --device cuda
 --compile 1): forward, backward, global gradient-norm clipping and an AdamW step per iteration,
 timed after a warm-up, in fp32 or in bf16 autocast with fp32 master weights.
 
@@ -30,6 +30,9 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_step_llama  # noqa: E402
 
 HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
 
@@ -156,6 +159,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4, help="sequences per step")
     ap.add_argument("--untied", action="store_true", help="separate LM head (default: tied to wte)")
+    ap.add_argument("--family", choices=("gpt2", "llama"), default="gpt2")
+    ap.add_argument("--n-kv-head", type=int, default=0, help="llama: key/value heads (0: n-head)")
+    ap.add_argument("--ffn-hidden", type=int, default=0, help="llama: SwiGLU width (required)")
+    ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--norm-eps", type=float, default=1e-5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--steps", type=int, default=5, help="timed steps")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
@@ -176,6 +184,11 @@ def main(argv=None) -> int:
         ap.error("--steps, --threads and --batch must be positive")
     if args.d_model % args.n_head:
         ap.error("--d-model must be a multiple of --n-head")
+    kv = args.n_kv_head or args.n_head
+    if args.family == "llama" and (args.ffn_hidden <= 0 or args.n_head % kv
+                                   or (args.d_model // args.n_head) % 2):
+        ap.error("--family llama needs --ffn-hidden > 0, --n-kv-head dividing --n-head and an "
+                 "even head size")
     alphabet = args.alphabet or args.vocab
     if not 0 < alphabet <= args.vocab:
         ap.error("--alphabet must be in [1, --vocab]")
@@ -184,8 +197,15 @@ def main(argv=None) -> int:
     flushed = torch.set_flush_denormal(bool(args.flush_denormal))
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    model = GPT(args.n_layer, args.d_model, args.n_head, args.vocab, args.seq,
-                not args.untied).to(device)
+    if args.family == "llama":
+        model = torch_step_llama.Llama(args.n_layer, args.d_model, args.n_head, kv,
+                                       args.ffn_hidden, args.vocab, args.seq, not args.untied,
+                                       args.rope_theta, args.norm_eps).to(device)
+        attention = torch_step_llama.attention_kind()
+    else:
+        model = GPT(args.n_layer, args.d_model, args.n_head, args.vocab, args.seq,
+                    not args.untied).to(device)
+        attention = "sdpa" if HAS_SDPA else "masked-softmax"
     params = list(model.parameters())
     step_model = torch.compile(model) if args.compile else model
     adamw, timings = args.adamw, {}
@@ -203,14 +223,15 @@ def main(argv=None) -> int:
 
     tokens_per_step = args.batch * args.seq
     print(f"torch_step: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{sum(p.numel() for p in params) / 1e6:.2f}M params, n_layer={args.n_layer} "
+          f"{sum(p.numel() for p in params) / 1e6:.2f}M params, {args.family} n_layer={args.n_layer} "
           f"d_model={args.d_model} n_head={args.n_head} vocab={args.vocab} seq={args.seq} "
-          f"batch={args.batch} tied={int(not args.untied)} alphabet={alphabet}")
+          f"batch={args.batch} tied={int(not args.untied)} alphabet={alphabet}"
+          + (f" n_kv_head={kv} ffn_hidden={args.ffn_hidden}" if args.family == "llama" else ""))
     flush = "on" if flushed else "off (not supported here)"
     timed_adamw = ", ".join(f"{k} {v:.1f} ms" for k, v in timings.items())
     print(f"torch_step: precision={args.precision} "
           f"flush_denormal={flush if args.flush_denormal else 'off'} "
-          f"attention={'sdpa' if HAS_SDPA else 'masked-softmax'} adamw={adamw} "
+          f"attention={attention} adamw={adamw} "
           f"device={device} compile={args.compile}"
           + (f" (step: {timed_adamw})" if timings else ""), flush=True)
 
