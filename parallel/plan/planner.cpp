@@ -143,16 +143,89 @@ bool dominates(const Entry& a, const Entry& b) {
   return a.time <= b.time && a.sum <= b.sum && a.peak <= b.peak;
 }
 
-// Keeps entries no other entry beats in all of time, sum and peak.
-void insert(std::vector<Entry>& front, const Entry& e) {
-  for (const Entry& f : front) {
-    if (dominates(f, e)) return;
+// A Pareto front: the entries no other beats in all of time, sum and peak, in the order they
+// were inserted (of equal ones the first). The three keys are also kept apart, in arrays the
+// checks run through in blocks without a branch (vectorised: without a memory budget a front
+// holds ~1,000 entries and a search makes millions of insertions). `hint`: the entry that last
+// rejected one; the next candidate, made from a neighbour of the last, is most often beaten by
+// it too, so it is tried first (the order of the checks changes nothing but their number).
+class Front {
+ public:
+  const std::vector<Entry>& entries() const { return entries_; }
+
+  void seed(const Entry& e) { append(e); }
+
+  void insert(const Entry& e) {
+    const size_t n = entries_.size();
+    const double peak = static_cast<double>(e.peak);
+    auto beats = [&](size_t i) {
+      return (time_[i] <= e.time) & (sum_[i] <= e.sum) & (peak_[i] <= peak);
+    };
+    if ((hint_ < n && beats(hint_)) || any_of_block(n, beats)) return;
+    auto beaten = [&](size_t i) {
+      return (e.time <= time_[i]) & (e.sum <= sum_[i]) & (peak <= peak_[i]);
+    };
+    if (any_of_block(n, beaten, false)) {
+      size_t kept = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (beaten(i)) continue;
+        entries_[kept] = entries_[i];
+        time_[kept] = time_[i];
+        sum_[kept] = sum_[i];
+        peak_[kept] = peak_[i];
+        ++kept;
+      }
+      entries_.resize(kept);
+      time_.resize(kept);
+      sum_.resize(kept);
+      peak_.resize(kept);
+    }
+    append(e);
   }
-  front.erase(std::remove_if(front.begin(), front.end(),
-                             [&](const Entry& f) { return dominates(e, f); }),
-              front.end());
-  front.push_back(e);
-}
+
+ private:
+  // Whether pred(i) holds for some i < n, in blocks of 16 without a branch inside a block;
+  // with `remember`, the first such i becomes the hint.
+  template <class Pred>
+  bool any_of_block(size_t n, Pred pred, bool remember = true) {
+    constexpr size_t kBlock = 16;
+    size_t i = 0;
+    for (; i + kBlock <= n; i += kBlock) {
+      int any = 0;
+      for (size_t j = i; j < i + kBlock; ++j) any |= static_cast<int>(pred(j));
+      if (any) {
+        if (remember) {
+          for (size_t j = i;; ++j) {
+            if (pred(j)) {
+              hint_ = j;
+              break;
+            }
+          }
+        }
+        return true;
+      }
+    }
+    for (; i < n; ++i) {
+      if (pred(i)) {
+        if (remember) hint_ = i;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void append(const Entry& e) {
+    entries_.push_back(e);
+    time_.push_back(e.time);
+    sum_.push_back(e.sum);
+    peak_.push_back(static_cast<double>(e.peak));
+  }
+
+  std::vector<Entry> entries_;
+  // peak_: bytes as doubles (exact below 2^53 bytes), so that all three compare in one go.
+  std::vector<double> time_, sum_, peak_;
+  size_t hint_ = 0;
+};
 
 // Splits a search may consider: the first prefix.size() stages hold exactly those blocks and
 // the next one any count but `avoid` (none of it: every split).
@@ -233,36 +306,49 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget,
   const int p = in.pipeline, L = in.model.n_layer;
   NUPIPE_CHECK(static_cast<int>(in.devices.size()) == p, "planner: one device per stage");
   // front[s][u]: prefixes of s stages holding u blocks.
-  std::vector<std::vector<std::vector<Entry>>> front(
-      p + 1, std::vector<std::vector<Entry>>(L + 1));
-  front[0][0].push_back({0.0, 0.0, 0, 0, 0, -1});
+  std::vector<std::vector<Front>> front(p + 1, std::vector<Front>(L + 1));
+  front[0][0].seed({0.0, 0.0, 0, 0, 0, -1});
   StageCosts costs(in);
   for (int s = 0; s < p; ++s) {
     const bool last = s == p - 1, may_be_empty = p > 1 && (s == 0 || last);
     for (int u = 0; u <= L; ++u) {
-      if (front[s][u].empty()) continue;
+      const std::vector<Entry>& from = front[s][u].entries();
+      if (from.empty()) continue;
       for (int c = may_be_empty ? 0 : 1; u + c <= L; ++c) {
         if ((last && u + c != L) || !filter.allows(s, c)) continue;
         for (int r : recompute_options(in.recompute, c)) {
           const StageCost& sc = costs.get(s, c, r);
           if (respect_budget && !sc.plan.fits) continue;
-          for (size_t i = 0; i < front[s][u].size(); ++i) {
-            const Entry& e = front[s][u][i];
-            insert(front[s + 1][u + c],
-                   {std::max(e.time, sc.plan.time_s), e.sum + sc.plan.time_s,
-                    std::max(e.peak, sc.total), c, r, static_cast<int>(i)});
+          // The prefixes no slower and no fuller than this stage all become (its time, their
+          // sum + its time, its peak): only the one of the least sum (the first of equal ones)
+          // can stay on the front, the others are beaten by it or equal to it and later, so
+          // they are not tried (the front comes out the same).
+          const double t = sc.plan.time_s;
+          size_t least = from.size();
+          for (size_t i = 0; i < from.size(); ++i) {
+            if (from[i].time <= t && from[i].peak <= sc.total &&
+                (least == from.size() || from[i].sum < from[least].sum)) {
+              least = i;
+            }
+          }
+          Front& to = front[s + 1][u + c];
+          for (size_t i = 0; i < from.size(); ++i) {
+            const Entry& e = from[i];
+            if (i != least && e.time <= t && e.peak <= sc.total) continue;
+            to.insert({std::max(e.time, t), e.sum + t, std::max(e.peak, sc.total), c, r,
+                       static_cast<int>(i)});
           }
         }
       }
     }
   }
-  const std::vector<Entry>& done = front[p][L];
+  const std::vector<Entry>& done = front[p][L].entries();
   std::vector<Plan> candidates;
   for (int i = 0; i < static_cast<int>(done.size()); ++i) {
     std::vector<int> layers(p), recompute(p);
     int u = L, idx = i;
     for (int s = p; s > 0; --s) {
-      const Entry& e = front[s][u][idx];
+      const Entry& e = front[s][u].entries()[idx];
       layers[s - 1] = e.layers;
       recompute[s - 1] = e.recompute;
       u -= e.layers;

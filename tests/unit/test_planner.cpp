@@ -134,6 +134,35 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
   EXPECT_GT(infeasible, 3);
 }
 
+// Without a memory budget every recompute count fits, the fronts grow widest (the peak only
+// breaks ties) and the DP's shortcuts matter most: still the exhaustive answer.
+TEST(Planner, EqualsExhaustiveSearchWithoutABudget) {
+  std::mt19937 rng(175);
+  for (int trial = 0; trial < 40; ++trial) {
+    PlanInputs in;
+    in.recompute = trial % 2 == 0 ? RecomputeChoice::automatic : RecomputeChoice::none;
+    in.model.n_layer = std::uniform_int_distribution<int>(1, in.recompute == RecomputeChoice::none ? 12 : 7)(rng);
+    in.model.d_model = 32 * std::uniform_int_distribution<int>(1, 3)(rng);
+    in.model.n_head = 4;
+    in.model.vocab_size = std::uniform_int_distribution<int>(64, 2000)(rng);
+    in.model.seq_len = 16 * std::uniform_int_distribution<int>(1, 4)(rng);
+    in.pipeline = std::uniform_int_distribution<int>(1, std::min(5, in.model.n_layer + 1))(rng);
+    in.cost.schedule = trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b;
+    in.cost.microbatches = std::uniform_int_distribution<int>(1, 8)(rng);
+    in.devices.assign(in.pipeline, {});
+    for (Device& d : in.devices) {
+      d.memory_bytes = std::numeric_limits<int64_t>::max();
+      d.flops_per_s = 1e9 * std::uniform_int_distribution<int>(1, 4)(rng);
+    }
+    const std::optional<Plan> want = exhaustive(in);
+    const std::optional<Plan> got = plan_best(in);
+    ASSERT_TRUE(want.has_value() && got.has_value()) << "trial " << trial;
+    EXPECT_FALSE(beats(*want, *got)) << "trial " << trial << ": " << format_list(got->layers)
+                                     << " vs exhaustive " << format_list(want->layers);
+    EXPECT_FALSE(beats(*got, *want)) << "trial " << trial;
+  }
+}
+
 TEST(Planner, LowestPeakIsNoHigherThanAnySplit) {
   PlanInputs in;
   in.model.n_layer = 8;
