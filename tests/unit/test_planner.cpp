@@ -141,7 +141,8 @@ TEST(Planner, EqualsExhaustiveSearchWithoutABudget) {
   for (int trial = 0; trial < 40; ++trial) {
     PlanInputs in;
     in.recompute = trial % 2 == 0 ? RecomputeChoice::automatic : RecomputeChoice::none;
-    in.model.n_layer = std::uniform_int_distribution<int>(1, in.recompute == RecomputeChoice::none ? 12 : 7)(rng);
+    const int most = in.recompute == RecomputeChoice::none ? 12 : 7;
+    in.model.n_layer = std::uniform_int_distribution<int>(1, most)(rng);
     in.model.d_model = 32 * std::uniform_int_distribution<int>(1, 3)(rng);
     in.model.n_head = 4;
     in.model.vocab_size = std::uniform_int_distribution<int>(64, 2000)(rng);
