@@ -139,10 +139,6 @@ struct Entry {
   int parent;             // index in the previous front
 };
 
-bool dominates(const Entry& a, const Entry& b) {
-  return a.time <= b.time && a.sum <= b.sum && a.peak <= b.peak;
-}
-
 // A Pareto front: the entries no other beats in all of time, sum and peak, in the order they
 // were inserted (of equal ones the first). The three keys are also kept apart, in arrays the
 // checks run through in blocks without a branch (vectorised: without a memory budget a front
