@@ -8,7 +8,10 @@
 #    rounding (~1e-7) and a bf16 compute weight may round to its neighbour: weights within one
 #    bf16 step (2^-7 relative, the norm-relative error compare_runs.py reports is below it),
 #    losses within 1e-4 relative (measured: 3.3e-6), the key bias (a zero-gradient direction,
-#    see compare_runs.py) within 2e-3 absolute (measured: 1.0e-3).
+#    see compare_runs.py) within 1.9e-2 absolute: AdamW turns its rounding noise into steps of
+#    up to about lr_t of either sign, so two runs can part by 2 sum_t lr_t = 1.9e-2 over these
+#    5 steps (lr 3e-3, warm-up 2, cosine to 3e-4). Measured 1.0e-3 where bf16 products run on
+#    AVX512-BF16 and 2.0e-3 where they are widened to sgemm (an AVX2-only host).
 # 3. The llama family, untied, pipeline 2 [3, 1] under ZB-H1: bitwise, as 1.
 #   bf16_equivalence.sh TRAIN_AND_DUMP CONFIG WORK_DIR MPIEXEC [MPIEXEC_FLAGS...]
 set -eu
@@ -63,6 +66,6 @@ status=0
   "$work/untied_pp2_zb" ||
   status=1
 /usr/bin/python3 "$here/compare_runs.py" --loss-rtol 1e-4 --weight-rtol 7.8e-3 \
-  --key-bias-atol 2e-3 "$work/tied_single" "$work/tied_pp2_dp2" "$work/tied_dp4" \
+  --key-bias-atol 1.9e-2 "$work/tied_single" "$work/tied_pp2_dp2" "$work/tied_dp4" \
   "$work/tied_pp4_gpipe" "$work/tied_pp2_dp2_zb" || status=1
 exit $status

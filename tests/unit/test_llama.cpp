@@ -12,12 +12,11 @@
 #include "runtime/cpu/cpu_backend.h"
 #include "runtime/stage_model.h"
 #include "tests/unit/grad_check.h"
+#include "tests/unit/model_grad_check.h"
 
 namespace nupipe::runtime {
 namespace {
 
-using testing::check_gradients;
-using testing::GradSlot;
 using testing::random_values;
 
 ModelConfig llama_config() {
@@ -89,30 +88,8 @@ TEST(LlamaGrad, WholeModel) {
     StageModel model(be, cfg, StageSlice::whole(cfg));
     model.params().initialize(5);
     perturb_norms(model.params());
-    Tensor tokens = tokens_of(be, kTokens), targets = tokens_of(be, kTargets);
-    const float dloss = 1.0f / 10;
-    auto objective = [&] { return model.loss_sum(tokens, targets, 2) * dloss; };
-    auto analytic = [&] {
-      model.params().zero_grads();
-      model.forward_backward(tokens, targets, 2, dloss);
-      std::vector<std::vector<float>> g;
-      for (const TensorSpec& s : model.params().specs()) {
-        g.push_back(to_host(model.params().grad(s.name)));
-      }
-      return g;
-    };
-    std::vector<GradSlot> slots;
-    for (const TensorSpec& s : model.params().specs()) {
-      slots.push_back({s.name, model.params().param(s.name)});
-    }
     SCOPED_TRACE(std::string(tied ? "tied" : "untied") + (fused ? ", fused" : ", unfused"));
-    const auto results = check_gradients(objective, analytic, slots, 3e-3, 2);
-    ASSERT_EQ(results.size(), 2 * slots.size());
-    for (const auto& r : results) {
-      EXPECT_LE(std::abs(r.analytic - r.numeric),
-                1e-2 * std::max(std::abs(r.analytic), std::abs(r.numeric)) + 3e-5)
-          << r.name << ": analytic " << r.analytic << " numeric " << r.numeric;
-    }
+    testing::expect_parameter_gradients(model, kTokens, kTargets, 2);
   }
 }
 
@@ -124,26 +101,7 @@ TEST(LlamaGrad, BlocksInputGradient) {
   StageModel model(be, cfg, StageSlice{0, 2, false, false});
   model.params().initialize(6);
   perturb_norms(model.params());
-  const int64_t N = 2 * cfg.seq_len, C = cfg.d_model;
-  Tensor x = Tensor::empty(be, {N, C}, DType::f32, MemTag::activations);
-  from_host(x, random_values(N * C, 21));
-  const std::vector<float> probe = random_values(N * C, 22);
-  auto objective = [&] {
-    StageModel::Pass pass;
-    return testing::weighted_sum(model.forward(pass, x, 2), probe);
-  };
-  auto analytic = [&] {
-    StageModel::Pass pass;
-    model.forward(pass, x, 2);
-    Tensor d = Tensor::empty(be, {N, C}, DType::f32, MemTag::workspace);
-    from_host(d, probe);
-    return std::vector<std::vector<float>>{to_host(model.backward(pass, d))};
-  };
-  for (const auto& r : check_gradients(objective, analytic, {{"x", x}}, 1e-2, 3)) {
-    EXPECT_LE(std::abs(r.analytic - r.numeric),
-              5e-3 * std::max(std::abs(r.analytic), std::abs(r.numeric)))
-        << r.name << ": analytic " << r.analytic << " numeric " << r.numeric;
-  }
+  testing::expect_input_gradient(model, 2);
 }
 
 // The rotation is orthogonal (inverse undoes it, norms of rotated pairs kept), position 0 is
