@@ -225,15 +225,22 @@ TEST(LlamaLayers, GroupedQueryAttentionEqualsRepeatedHeads) {
 // descriptors to the byte, fused and unfused, GQA, one and several sequences, recompute.
 // The second config's wide MLP peaks above attention per token, while unfused attention holds
 // one sequence's score gradient besides: the block's peak is the larger phase, not their sum.
+// The third and fourth add Yuan 2.0's localized filter (multi-head), whose backward holds its
+// own buffers beside attention's.
 TEST(LlamaCost, DescriptorsMatchTheAllocator) {
   ModelConfig wide = llama_config();
   wide.ffn_hidden = 96;
   wide.seq_len = 16;
+  ModelConfig yuan = llama_config(), yuan_wide = wide;
+  for (ModelConfig* y : {&yuan, &yuan_wide}) {
+    y->lfa = true;
+    y->n_kv_head = 0;
+  }
   for (bool fused : {false, true}) {
     for (DType dt : {DType::f32, DType::bf16}) {
-      for (const ModelConfig& base : {llama_config(), wide}) {
+      for (const ModelConfig& base : {llama_config(), wide, yuan, yuan_wide}) {
         SCOPED_TRACE(std::string(fused ? "fused" : "unfused") + " " + dtype_name(dt) + " ffn " +
-                     std::to_string(base.ffn_hidden));
+                     std::to_string(base.ffn_hidden) + (base.lfa ? " lfa" : ""));
         ModelConfig cfg = base;
         cfg.fused_attention = fused;
         cfg.dtype = dt;

@@ -1,6 +1,7 @@
 // test_yuan.cpp: Yuan 2.0's localized filtering attention (model.lfa) on the llama block:
-// the causal convolution's reach (t sees t - 1 and t of its own sequence), finite differences
-// through the whole model and a middle slice's input, and the cost descriptors to the byte.
+// the causal convolution's reach (t sees t - 1 and t of its own sequence) and finite
+// differences through the whole model and a middle slice's input. Its cost descriptors are
+// checked with the llama ones (LlamaCost.DescriptorsMatchTheAllocator).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -128,47 +129,6 @@ TEST(YuanGrad, BlocksInputGradient) {
   model.params().initialize(6);
   perturb(model.params());
   testing::expect_input_gradient(model, 2);
-}
-
-// What the block keeps from forward and its backward's workspace peak, to the byte: fused and
-// unfused attention, both precisions, one and three sequences, with and without recompute.
-TEST(YuanCost, DescriptorsMatchTheAllocator) {
-  for (bool fused : {false, true}) {
-    for (DType dt : {DType::f32, DType::bf16}) {
-      SCOPED_TRACE(std::string(fused ? "fused" : "unfused") + " " + dtype_name(dt));
-      ModelConfig cfg = yuan_config();
-      cfg.fused_attention = fused;
-      cfg.dtype = dt;
-      for (int64_t B : {1, 3}) {
-        CpuBackend be;
-        const int64_t N = B * cfg.seq_len, C = cfg.d_model;
-        std::vector<TensorSpec> specs;
-        LlamaBlock::add_specs(specs, cfg, 0);
-        ParamStore store(be, specs, 1, dt);
-        store.initialize(1);
-        LlamaBlock block(store, cfg, 0);
-        Tensor x = Tensor::empty(be, {N, C}, dt, MemTag::activations);
-        from_host(x, random_values(N * C, 12));
-        for (bool recompute : {false, true}) {
-          LlamaBlock::Saved s;
-          const int64_t a0 = be.memory().current(MemTag::activations);
-          Tensor out = block.forward(x, B, s, recompute);
-          EXPECT_EQ(be.memory().current(MemTag::activations) - a0,
-                    (recompute ? LlamaBlock::cost(cfg).recompute_bytes_per_token
-                               : LlamaBlock::cost(cfg).activation_bytes_per_token) * N)
-              << "kept by the block, recompute " << recompute;
-          Tensor dy = Tensor::empty(be, {N, C}, dt, MemTag::workspace);
-          from_host(dy, random_values(N * C, 13));
-          const int64_t ws0 = be.memory().current(MemTag::workspace);
-          be.memory().reset_peaks();
-          Tensor dx = block.backward(dy, B, s);
-          EXPECT_EQ(be.memory().peak(MemTag::workspace) - ws0,
-                    LlamaBlock::cost(cfg).backward_bytes(N))
-              << "B " << B << ", recompute " << recompute;
-        }
-      }
-    }
-  }
 }
 
 }  // namespace
