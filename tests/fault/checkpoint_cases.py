@@ -3,7 +3,8 @@ case a ctest (tests/fault/CMakeLists.txt): bitwise resume after a stop signal an
 (also during a checkpoint write), resharding onto other layouts, corruption, a full disk, a
 model mismatch, h5py against `nupipe ckpt inspect`, peer timeouts and automatic restarts;
 and (checkpoint_bf16_cases.py) under runtime.precision = bf16 bitwise resume, the master
-weights' round trip, and resuming across precisions. What they share is in ckpt_harness.py.
+weights' round trip, and resuming across precisions; and (checkpoint_yuan_cases.py) kill -9
+and resharding under Yuan 2.0's localized filtering. What they share is in ckpt_harness.py.
 
 usage: checkpoint_cases.py CASE WORKDIR NUPIPE TRAIN_AND_DUMP CONFIG MPIRUN [MPIRUN_FLAGS...]
 Exit 0: pass; 1: fail; 77: skipped (what it needs is missing here).
@@ -12,6 +13,7 @@ import contextlib
 
 from ckpt_harness import *  # noqa: F401,F403
 from checkpoint_bf16_cases import *  # noqa: F401,F403
+from checkpoint_yuan_cases import *  # noqa: F401,F403
 
 
 # ---- cases ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """ckpt_harness.py: what the checkpoint fault cases share (checkpoint_cases.py,
-checkpoint_bf16_cases.py): the command line, the base layout and settings, running and
+checkpoint_bf16_cases.py, checkpoint_yuan_cases.py): the command line, the base layout and settings, running and
 signalling training jobs, reading metrics and checkpoints, and bitwise comparisons (what every
 fault script shares is in fault_common.py).
 """
@@ -34,10 +34,19 @@ BASE = ["train.steps=24", "checkpoint.every=8", "checkpoint.keep=10", "runtime.t
         "runtime.peer_timeout_s=20"]
 # The bf16 cases: a bf16 compute copy and activations, fp32 master weights in AdamW.
 BF16 = ["runtime.precision=bf16"]
+# The Yuan cases: the llama family's tiny config (beside CONFIG; the same 4 blocks, so the same
+# layout) with Yuan 2.0's localized filtering attention.
+LLAMA_CONFIG = os.path.join(os.path.dirname(CONFIG), "llama-tiny.toml")
+YUAN = ["model.lfa=true", "model.n_kv_head=0"]
+
+
+def config_of(extra):
+    """The config a run trains: llama-tiny.toml for settings that name model.lfa, else CONFIG."""
+    return LLAMA_CONFIG if any(s.startswith("model.lfa=") for s in extra) else CONFIG
 
 
 def train_cmd(run_dir, extra=(), np_=4, layout=LAYOUT, flags=()):
-    return mpi_cmd(MPIRUN, MPIFLAGS, np_, [NUPIPE, "train", CONFIG] +
+    return mpi_cmd(MPIRUN, MPIFLAGS, np_, [NUPIPE, "train", config_of(extra)] +
                    sets(BASE + list(layout) + ["run.dir=" + run_dir] + list(extra)), flags)
 
 
@@ -201,7 +210,7 @@ def resave(name, src, extra=(), np_=4, layout=LAYOUT):
     `extra`, saves the loaded state at once (before any update) as OUT/ckpt/step_00000008,
     then trains steps 8-15. Returns OUT and the 8 losses (of steps 8-15)."""
     out = fresh(WORK, name)
-    cmd = mpi_cmd(MPIRUN, MPIFLAGS, np_, [DUMP, "--config", CONFIG, "--out", out,
+    cmd = mpi_cmd(MPIRUN, MPIFLAGS, np_, [DUMP, "--config", config_of(extra), "--out", out,
                                           "--resave-at-start"] +
                   sets(BASE + ["train.steps=16", "checkpoint.resume=" + src,
                                "checkpoint.dir=" + out + "/ckpt"] + list(layout) + list(extra)))
