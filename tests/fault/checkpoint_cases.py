@@ -42,22 +42,7 @@ def case_reshard():
     """A checkpoint of (pp 2 [1,3], dp 2, zero 1, 1F1B) loaded under other layouts and
     schedules: saved again at once, every global tensor equals the original bitwise; training
     continues."""
-    ref = reference_run()
-    src = ckpt(ref + "/checkpoints", 8)
-    ref_losses = {r["step"] - 1: r["loss"] for r in records(ref)}  # by step index
-    for name, np_, pp, dp, split, zero, schedule in RESHARD:
-        out, losses = resave("reshard_" + name, src, np_=np_, layout=[
-            "parallel.pipeline=%d" % pp, "parallel.data=%d" % dp,
-            "parallel.stage_layers=" + split, "parallel.zero=%d" % zero,
-            "parallel.schedule=" + schedule])
-        n = same_tensors(src, ckpt(out + "/ckpt", 8))
-        worst = max(abs(l - ref_losses[8 + i]) / ref_losses[8 + i] for i, l in enumerate(losses))
-        bitwise = all(l == ref_losses[8 + i] for i, l in enumerate(losses))
-        print("%-24s %d datasets bitwise equal after resharding; steps 8-15: %s (worst rel %.1e)"
-              % (name, n, "losses bitwise equal" if bitwise else "losses differ", worst))
-        check(worst < 1e-4, "%s: continued losses drift from the uninterrupted run" % name)
-        if dp == 2 and zero == 1:
-            check(bitwise, "%s: same data degree and ZeRO, losses should be bitwise" % name)
+    reshard_trial("reshard_", RESHARD)
     print("PASS: resharding")
 
 

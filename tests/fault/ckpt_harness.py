@@ -221,6 +221,30 @@ def resave(name, src, extra=(), np_=4, layout=LAYOUT):
     return out, losses
 
 
+def reshard_trial(prefix, layouts, extra=()):
+    """The uninterrupted run's (of `extra`) step-8 checkpoint resaved under each of `layouts`
+    (RESHARD's rows): every global tensor bitwise the original, the continued losses within
+    1e-4 of the uninterrupted run's, bitwise where the data degree and ZeRO are kept. Returns
+    the source checkpoint."""
+    ref = reference_run(extra)
+    src = ckpt(ref + "/checkpoints", 8)
+    ref_losses = {r["step"] - 1: r["loss"] for r in records(ref)}  # by step index
+    for name, np_, pp, dp, split, zero, schedule in layouts:
+        out, losses = resave(prefix + name, src, extra, np_=np_, layout=[
+            "parallel.pipeline=%d" % pp, "parallel.data=%d" % dp,
+            "parallel.stage_layers=" + split, "parallel.zero=%d" % zero,
+            "parallel.schedule=" + schedule])
+        n = same_tensors(src, ckpt(out + "/ckpt", 8))
+        worst = max(abs(l - ref_losses[8 + i]) / ref_losses[8 + i] for i, l in enumerate(losses))
+        bitwise = all(l == ref_losses[8 + i] for i, l in enumerate(losses))
+        print("%-24s %d datasets bitwise equal after resharding; steps 8-15: %s (worst rel %.1e)"
+              % (name, n, "losses bitwise equal" if bitwise else "losses differ", worst))
+        check(worst < 1e-4, "%s: continued losses drift from the uninterrupted run" % name)
+        if dp == 2 and zero == 1:
+            check(bitwise, "%s: same data degree and ZeRO, losses should be bitwise" % name)
+    return src
+
+
 BF16_RESAVE = [  # name, ranks, layout
     ("pp2_13_dp2_zero1", 4, LAYOUT),  # the writer's layout
     ("pp1_dp4_zero1", 4, ["parallel.pipeline=1", "parallel.data=4",
