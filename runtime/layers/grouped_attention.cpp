@@ -121,10 +121,15 @@ void GroupedQueryAttention::backward_weight(const WeightInputs& w) const {
     qkv_.backward_weight(w.qkv);
     return;
   }
-  const int64_t KV = H_ * D_, Q = 3 * KV;
-  qkv_.backward_weight_rows(w.qkv.dy.data() + 2 * KV, Q, 2 * KV, KV, w.v_x);
-  qkv_.backward_weight_rows(w.qkv.dy.data(), Q, 0, 2 * KV, w.qkv.x);
+  filtered_weight_gradients(w.qkv.dy, w.qkv.x, w.v_x);
   lfa_->backward_weight(w.lfa);
+}
+
+void GroupedQueryAttention::filtered_weight_gradients(const Tensor& dqkv, const Tensor& f,
+                                                      const Tensor& x) const {
+  const int64_t KV = H_ * D_, Q = 3 * KV;
+  qkv_.backward_weight_rows(dqkv.data() + 2 * KV, Q, 2 * KV, KV, x);  // v's rows, from x
+  qkv_.backward_weight_rows(dqkv.data(), Q, 0, 2 * KV, f);            // q and k's, from f
 }
 
 Tensor GroupedQueryAttention::filtered_input_gradient(const Tensor& x, const Tensor& dqkv,
@@ -132,11 +137,10 @@ Tensor GroupedQueryAttention::filtered_input_gradient(const Tensor& x, const Ten
   Backend& be = x.backend();
   const int64_t KV = H_ * D_, Q = 3 * KV;
   const Tensor& f = s.lfa.norm.out;
+  if (!w) filtered_weight_gradients(dqkv, f, x);
   Tensor dx = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
-  if (!w) qkv_.backward_weight_rows(dqkv.data() + 2 * KV, Q, 2 * KV, KV, x);
   qkv_.backward_input_rows(dqkv.data() + 2 * KV, Q, 2 * KV, KV, dx, false);
   Tensor df = Tensor::empty(be, x.shape(), x.dtype(), MemTag::workspace);
-  if (!w) qkv_.backward_weight_rows(dqkv.data(), Q, 0, 2 * KV, f);
   qkv_.backward_input_rows(dqkv.data(), Q, 0, 2 * KV, df, false);
   if (!w) {
     lfa_->backward(df, x, s.lfa, dx);

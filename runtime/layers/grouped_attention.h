@@ -54,6 +54,8 @@ class GroupedQueryAttention {
   // d(x) from dqkv with model.lfa: v's part, then q and k's through the filter.
   Tensor filtered_input_gradient(const Tensor& x, const Tensor& dqkv, const Saved& s,
                                  WeightInputs* w) const;
+  // qkv's weight gradient with model.lfa: v's rows from x, q and k's from the filtered f.
+  void filtered_weight_gradients(const Tensor& dqkv, const Tensor& f, const Tensor& x) const;
   Linear qkv_, proj_;
   std::optional<LocalizedFilter> lfa_;
   int64_t T_, H_, Hkv_, D_, C_;
