@@ -226,6 +226,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   plan->add_flag("--calibrate", plan_cmd.calibrate,
                  "time the config's layers on this machine (cpu backend) instead of --tflops");
+  plan->add_option("--save-calibration", plan_cmd.save_calibration,
+                   "with --calibrate: also write the measured pass times to this file (JSON)");
+  plan->add_option("--calibration", plan_cmd.calibration,
+                   "the pass times --save-calibration wrote, instead of timing them again")
+      ->check(CLI::ExistingFile);
   plan->add_flag("--json", plan_cmd.json, "the plans as JSON");
 
   CLI::App* ckpt = app.add_subcommand("ckpt", "checkpoint tools");

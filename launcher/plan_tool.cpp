@@ -1,7 +1,6 @@
 // plan_tool.cpp: argument resolution, the plans, and their table or JSON.
 #include "launcher/plan_tool.h"
 
-#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <sstream>
@@ -9,10 +8,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "launcher/calibrate.h"
 #include "launcher/config.h"
 #include "parallel/plan/planner.h"
 #include "runtime/allocator.h"
-#include "runtime/backend.h"
 #include "runtime/stage_model.h"
 #include "runtime/error.h"
 
@@ -197,75 +196,6 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
           {"usd_per_million_tokens", known(k.throughput && cmd.gpu_hour_usd > 0, e.usd_per_mtok)}};
 }
 
-struct Calibration {
-  double block_flops_per_s = 0, others_flops_per_s = 0, adamw_elements_per_s = 0;
-};
-
-// Seconds of the fastest run of `f`, over at least 5 runs and 0.2 s.
-template <class F>
-double best_time(F&& f) {
-  double best = 1e300;
-  const auto start = std::chrono::steady_clock::now();
-  for (int rep = 0; rep < 5 || std::chrono::steady_clock::now() - start < std::chrono::milliseconds(200);
-       ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-// This machine's cpu backend on the config's model: forward + backward FLOP/s of one
-// microbatch through a model of 3 blocks and of 1 block (half the difference is a block; the
-// rest of the 1-block model is the embedding and head), and AdamW's elements per second over a
-// 3-block model's parameters.
-Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int threads) {
-  Calibration out;
-  auto time_model = [&](int blocks) {
-    runtime::ModelConfig mc = model;
-    mc.n_layer = blocks;
-    std::unique_ptr<runtime::Backend> be = runtime::make_backend("cpu");
-    be->set_threads(threads);
-    runtime::StageModel m(*be, mc, runtime::StageSlice::whole(mc));
-    m.params().initialize(1);
-    const int64_t n = static_cast<int64_t>(micro_batch) * mc.seq_len;
-    std::vector<int32_t> tok(n), tgt(n);
-    for (int64_t i = 0; i < n; ++i) {
-      tok[i] = static_cast<int32_t>((i * 7919) % mc.vocab_size);
-      tgt[i] = static_cast<int32_t>((i * 104729 + 1) % mc.vocab_size);
-    }
-    runtime::Tensor t = runtime::Tensor::empty(*be, {n}, runtime::DType::i32, runtime::MemTag::workspace);
-    runtime::Tensor g = runtime::Tensor::empty(*be, {n}, runtime::DType::i32, runtime::MemTag::workspace);
-    runtime::from_host(t, tok);
-    runtime::from_host(g, tgt);
-    const double s =
-        best_time([&] { m.forward_backward(t, g, micro_batch, 1.0f / static_cast<float>(n)); });
-    if (blocks == 3) {
-      runtime::ParamStore& ps = m.params();
-      const int64_t e = ps.numel();
-      runtime::Tensor mo = runtime::Tensor::zeros(*be, {e}, runtime::DType::f32, runtime::MemTag::optimizer);
-      runtime::Tensor v = runtime::Tensor::zeros(*be, {e}, runtime::DType::f32, runtime::MemTag::optimizer);
-      const double a = best_time([&] {
-        be->adamw(ps.flat_params().f32(), ps.flat_grads().f32(), mo.f32(), v.f32(), e, 1e-4f,
-                  0.9f, 0.95f, 1e-8f, 0.1f, 0.1f, 0.05f);
-      });
-      out.adamw_elements_per_s = static_cast<double>(e) / std::max(a, 1e-9);
-    }
-    return s;
-  };
-  const double one = time_model(1), three = time_model(3);
-  const double tokens = static_cast<double>(micro_batch) * model.seq_len;
-  const double block_flops = runtime::block_cost(model).flops_per_token * tokens;
-  double rest_flops = 0;
-  for (const auto& [name, c] : runtime::stage_costs(model, {0, 0, true, true})) rest_flops += c.flops_per_token;
-  rest_flops *= tokens;
-  const double block_s = std::max((three - one) / 2.0, 1e-9);
-  const double rest_s = std::max(one - block_s, 1e-9);
-  out.block_flops_per_s = block_flops / block_s;
-  out.others_flops_per_s = rest_flops / rest_s;
-  return out;
-}
-
 }  // namespace
 
 // Each schedule's best plan within the budgets (none: no split fits under it), side by side,
@@ -358,7 +288,8 @@ int run_plan(const PlanCommand& cmd) {
       cmd.memory_gib.empty() ? cfg.runtime.memory_gib : number_list(cmd.memory_gib, "--memory-gib"),
       in.pipeline, cmd.memory_gib.empty() ? "runtime.memory_gib" : "--memory-gib");
   Knowns knowns;
-  knowns.throughput = !cmd.tflops.empty() || cmd.calibrate || cfg.is_given("runtime.tflops");
+  knowns.throughput = !cmd.tflops.empty() || cmd.calibrate || !cmd.calibration.empty() ||
+                      cfg.is_given("runtime.tflops");
   if (!knowns.throughput) {
     // runtime.tflops' default only makes equal devices equal: seconds from it would be fiction.
     for (const auto& [given, option] : {std::pair{cmd.p2p_gbps > 0, "--p2p-gbps"},
@@ -377,27 +308,36 @@ int run_plan(const PlanCommand& cmd) {
   std::vector<double> tflops = cmd.tflops.empty() ? cfg.runtime.tflops
                                                   : number_list(cmd.tflops, "--tflops");
   Calibration calibration;  // none: every layer at --tflops, the optimizer left out
-  if (cmd.calibrate) {
+  if (cmd.calibrate || !cmd.calibration.empty()) {
     if (!cmd.tflops.empty()) {
-      throw usage_error("--calibrate measures the throughput: it replaces --tflops",
-                        "give one of --calibrate and --tflops");
+      throw usage_error("--calibrate / --calibration give the throughput: they replace --tflops",
+                        "give one of them and --tflops");
+    }
+    if (cmd.calibrate && !cmd.calibration.empty()) {
+      throw usage_error("--calibrate times the passes, --calibration reads them from a file",
+                        "give one of them");
     }
     const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : 1;
-    calibration = calibrate(in.model, cfg.train.micro_batch, threads);
-    tflops = {calibration.block_flops_per_s / 1e12};
-    std::fprintf(cmd.json ? stderr : stdout,
-                 "calibrated on this machine's cpu backend (%d thread%s, micro_batch %d): a "
-                 "block runs at %.2f GFLOP/s, embedding + head at %.2f GFLOP/s, AdamW at %.0f M "
-                 "elements/s\n\n",
-                 threads, threads == 1 ? "" : "s", cfg.train.micro_batch,
-                 calibration.block_flops_per_s / 1e9, calibration.others_flops_per_s / 1e9,
-                 calibration.adamw_elements_per_s / 1e6);
+    const CalibrationShape shape{in.model, cfg.train.micro_batch, threads};
+    calibration = cmd.calibrate ? calibrate(in.model, cfg.train.micro_batch, threads)
+                                : load_calibration(cmd.calibration, shape);
+    if (!cmd.save_calibration.empty()) save_calibration(cmd.save_calibration, calibration, shape);
+    // The FLOP rate a block's measured forward + backward implies: what `--tflops` would be
+    // (the unit of the relative figures; the stage times come from the passes themselves).
+    const double block_s = calibration.passes.block_forward + calibration.passes.block_backward;
+    tflops = {runtime::block_cost(in.model).flops_per_token * cfg.train.micro_batch *
+              in.model.seq_len / std::max(block_s, 1e-12) / 1e12};
+    std::fprintf(cmd.json ? stderr : stdout, "%s%s\n\n",
+                 cmd.calibrate ? "" : ("from " + cmd.calibration + ": ").c_str(),
+                 describe(calibration, threads, cfg.train.micro_batch).c_str());
+  } else if (!cmd.save_calibration.empty()) {
+    throw usage_error("--save-calibration writes what --calibrate measures", "add --calibrate");
   }
   tflops = per_stage(tflops, in.pipeline, cmd.tflops.empty() ? "runtime.tflops" : "--tflops");
   for (int s = 0; s < in.pipeline; ++s) {
     in.devices.push_back({gib[s] > 0 ? static_cast<int64_t>(gib[s] * (1ull << 30)) : INT64_MAX,
-                          tflops[s] * 1e12, calibration.others_flops_per_s,
-                          calibration.adamw_elements_per_s});
+                          tflops[s] * 1e12, 0.0, calibration.step_elements_per_s,
+                          calibration.passes});
     knowns.budget = knowns.budget || gib[s] > 0;
   }
   if (!knowns.throughput) {

@@ -24,6 +24,8 @@ struct PlanCommand {
   double peak_tflops = 0.0;    // the device's dense peak for MFU (0: --tflops)
   double gpu_hour_usd = 0.0;   // price of one device-hour (0: no cost line)
   bool calibrate = false;      // time the real layers here (cpu backend) for --tflops
+  std::string save_calibration;  // with calibrate: write the times here (empty: nowhere)
+  std::string calibration;       // read the times from here instead of timing (empty: none)
   bool json = false;
 };
 

@@ -98,11 +98,25 @@ class StageCosts {
       return (stage_flops_per_microbatch(in_.model, shape, recompute, in_.cost.micro_batch) -
               others_flops) / d.flops_per_s;
     };
-    out.forward_s = (blocks_s(0) + others_s) / 3.0;
-    // W: the blocks' weight-gradient GEMMs, as many FLOPs as their forward (an estimate: the
-    // head's and embedding's W are left in B).
-    if (splits_backward(in_.cost.schedule)) out.weight_s = blocks_s(0) / 3.0;
-    out.plan.time_s = blocks_s(r) + others_s;
+    if (d.passes.given()) {
+      const PassTimes& t = d.passes;
+      out.forward_s = c * t.block_forward + (slice.embedding ? t.embedding_forward : 0.0) +
+                      (slice.head ? t.head : 0.0);
+      double backward_s = r * t.block_forward;  // recomputation
+      if (splits_backward(in_.cost.schedule)) {
+        out.weight_s = c * t.block_weight + (slice.embedding ? t.embedding_backward : 0.0);
+        backward_s += c * t.block_input + out.weight_s;
+      } else {
+        backward_s += c * t.block_backward + (slice.embedding ? t.embedding_backward : 0.0);
+      }
+      out.plan.time_s = out.forward_s + backward_s;
+    } else {
+      out.forward_s = (blocks_s(0) + others_s) / 3.0;
+      // W: the blocks' weight-gradient GEMMs, as many FLOPs as their forward (an estimate: the
+      // head's and embedding's W are left in B).
+      if (splits_backward(in_.cost.schedule)) out.weight_s = blocks_s(0) / 3.0;
+      out.plan.time_s = blocks_s(r) + others_s;
+    }
     out.plan.fits = out.total <= in_.devices.at(s).memory_bytes;
     return out;
   }

@@ -18,11 +18,27 @@
 
 namespace nupipe::parallel {
 
+// Measured seconds of one microbatch's passes on a device (`nupipe plan --calibrate`), used
+// instead of FLOP rates where given. What each schedule's actions run (executor.cpp): the last
+// stage's forward action is the head's whole forward, loss and backward; a fused backward is
+// the blocks' and the embedding's gradients; in two passes B is the blocks' d(input) and W
+// their and the embedding's weight gradients; a recomputing block reruns its forward in B.
+struct PassTimes {
+  double block_forward = 0, block_backward = 0;  // one block: F, and its backward fused
+  double block_input = 0, block_weight = 0;      // one block: B and W
+  double embedding_forward = 0, embedding_backward = 0;  // the embedding's F and gradient
+  double head = 0;  // final norm, LM head and loss: forward and backward
+  bool given() const { return block_forward > 0; }
+};
+
 struct Device {
   int64_t memory_bytes = 0;          // what a rank of this stage may hold
   double flops_per_s = 1e11;         // the throughput blocks compute at
   double others_flops_per_s = 0.0;   // the embedding's and head's (0: flops_per_s)
-  double adamw_elements_per_s = 0.0; // the optimizer step's rate (0: left out of the step)
+  // The step after the pipeline per parameter element of the stage's optimizer shard:
+  // zeroing the gradients, their squared norm and AdamW (0: left out of the step).
+  double adamw_elements_per_s = 0.0;
+  PassTimes passes = {};             // measured pass times (none: from the FLOP rates)
   double others_rate() const { return others_flops_per_s > 0 ? others_flops_per_s : flops_per_s; }
 };
 

@@ -9,9 +9,9 @@
 # `mpirun -np 2`: pipeline 2 x data 1, stage_layers "uniform", runtime.threads = 1 (one rank
 # per core on a 2-core host: no oversubscription), train.global_batch = m x MICRO. Per run:
 # the median step_ms and bubble_fraction of metrics.jsonl over the steps after the first.
-# Per cell: the median over rounds and the spread (min-max). The prediction is `nupipe plan
-# --calibrate` on this host (its stage times are this machine's, timed on the config's own
-# layers; W is taken as the blocks' forward FLOPs), the same layout and schedule.
+# Per cell: the median over rounds and the spread (min-max). The prediction is `nupipe plan`
+# with one `--calibrate` of this host for every cell (each pass of a block, the embedding and
+# the head timed apart, B and W too), the same layout and schedule.
 #
 # Environment: SCHEDULES ("1f1b zb-h1 zb-h2"; the first is the reference), MICROBATCHES ("4 8"),
 # ROUNDS (3), STEPS (5), N_LAYER (8), D_MODEL (256), N_HEAD (4), SEQ (128), MICRO (2),
@@ -64,11 +64,13 @@ model_sets() {
     --set train.global_batch=$((m * MICRO)) --set runtime.threads=1
 }
 
-# The predictions, once per (m, schedule).
+# The predictions, once per (m, schedule), from one calibration (timed with the first).
 for m in $MICROBATCHES; do
   for sched in $SCHEDULES; do
+    if [ -f "$TMP/calibration.json" ]; then times=(--calibration "$TMP/calibration.json")
+    else times=(--calibrate --save-calibration "$TMP/calibration.json"); fi
     # shellcheck disable=SC2046  # model_sets is a list of arguments
-    if ! "$NUPIPE" plan "$CONFIG" $(model_sets "$m" "$sched") --calibrate --json \
+    if ! "$NUPIPE" plan "$CONFIG" $(model_sets "$m" "$sched") "${times[@]}" --json \
         >"$TMP/plan_${m}_${sched}.json" 2>"$TMP/plan_${m}_${sched}.log"; then
       note "ERROR: nupipe plan failed for m=$m $sched:"; tail -n 5 "$TMP/plan_${m}_${sched}.log" >&2
       status=1
@@ -99,6 +101,8 @@ echo
 echo "schedules: pipeline 2 x data 1, uniform split, n_layer=$N_LAYER d_model=$D_MODEL" \
      "n_head=$N_HEAD seq=$SEQ micro_batch=$MICRO, 1 thread per rank, $ROUNDS rounds x" \
      "$((STEPS - 1)) timed steps, host cores=$(nproc)"
+[ -f "$TMP/plan_${MICROBATCHES%% *}_${SCHEDULES%% *}.log" ] &&
+  head -n 1 "$TMP/plan_${MICROBATCHES%% *}_${SCHEDULES%% *}.log"
 "$PYTHON" - "$TMP" "$ROUNDS" "$MICROBATCHES" "$SCHEDULES" <<'EOF' || status=1
 import json, os, statistics, sys
 
