@@ -211,6 +211,9 @@ Calibration load_calibration(const std::string& path, const CalibrationShape& ex
   for (const auto& [key, value] : want.items()) {
     const nlohmann::json got = j["shape"].is_object() && j["shape"].contains(key)
                                    ? j["shape"][key] : nlohmann::json();
+    if (got.is_null()) {
+      throw usage_error("--calibration " + path + ": it has no shape." + key, fix);
+    }
     if (got != value) {
       throw usage_error("--calibration " + path + ": timed with " + key + " = " + got.dump() +
                             ", this plan has " + value.dump(),

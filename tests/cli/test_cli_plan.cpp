@@ -5,6 +5,8 @@
 // shortfall; bad arguments are exit 2.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "tests/cli/cli_process.h"
@@ -270,8 +272,51 @@ TEST(CliPlan, CalibrateTimesTheLayersHere) {
   const ProcessResult r = plan({"--calibrate", "--set", "runtime.threads=1"});
   ASSERT_EQ(r.exit_code, 0) << r;
   EXPECT_NE(r.output.find("calibrated on this machine's cpu backend"), std::string::npos) << r;
-  EXPECT_NE(r.output.find("GFLOP/s"), std::string::npos) << r;
+  for (const char* pass : {"a block's forward", "B ", "W ", "the head's forward, loss and backward",
+                           "the embedding's forward", "elements/s"}) {
+    EXPECT_NE(r.output.find(pass), std::string::npos) << pass << "\n" << r;
+  }
   EXPECT_EQ(plan({"--calibrate", "--tflops", "1"}).exit_code, 2);
+}
+
+// One calibration serves many plans: --save-calibration writes it, --calibration reads it
+// back (the same times, so the same plans), and a file timed on another shape, or not a
+// calibration at all, is refused with exit 2 naming why.
+TEST(CliPlan, CalibrationIsSavedAndReused) {
+  const std::string dir = ::testing::TempDir() + "nupipe_calibration";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string file = dir + "/calibration.json";
+  const std::vector<std::string> one{"--set", "runtime.threads=1", "--json"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), one.begin(), one.end());
+    return plan(extra);
+  };
+  const ProcessResult timed = with({"--calibrate", "--save-calibration", file});
+  ASSERT_EQ(timed.exit_code, 0) << timed;
+  const ProcessResult read = with({"--calibration", file});
+  ASSERT_EQ(read.exit_code, 0) << read;
+  // stdout is the JSON, the calibration line goes to stderr.
+  auto plans = [](const ProcessResult& r) {
+    const std::string& o = r.output;
+    return nlohmann::json::parse(o.substr(o.find('{'), o.rfind('}') - o.find('{') + 1))["plans"];
+  };
+  EXPECT_EQ(plans(timed), plans(read));
+  EXPECT_GT(plans(read)[0]["step_ms"].get<double>(), 0.0);
+
+  const ProcessResult other = with({"--calibration", file, "--set", "train.micro_batch=1"});
+  EXPECT_EQ(other.exit_code, 2) << other;
+  EXPECT_NE(other.output.find("timed with micro_batch = 2, this plan has 1"), std::string::npos)
+      << other;
+  write_file(dir + "/bad.json", "{\"format\": \"nupipe-calibration-1\", \"shape\": {}}");
+  const ProcessResult bad = with({"--calibration", dir + "/bad.json"});
+  EXPECT_EQ(bad.exit_code, 2) << bad;
+  EXPECT_NE(bad.output.find("it has no shape.d_model"), std::string::npos) << bad;
+  write_file(dir + "/text.json", "not json");
+  EXPECT_EQ(with({"--calibration", dir + "/text.json"}).exit_code, 2);
+  EXPECT_EQ(with({"--calibration", file, "--calibrate"}).exit_code, 2);
+  EXPECT_EQ(with({"--save-calibration", dir + "/x.json"}).exit_code, 2);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/x.json"));
 }
 
 TEST(CliPlan, NothingFitsSaysByHowMuch) {

@@ -280,5 +280,49 @@ TEST(Planner, CachedStageMemoryEqualsTheCostModel) {
   }
 }
 
+// Measured pass times (nupipe plan --calibrate) are the stage times, action by action as the
+// executor runs them: the last stage's forward holds the head's whole forward, loss and
+// backward; a recomputing block reruns its forward in the backward; W (split schedules) is
+// the blocks' and the embedding's weight gradients. The step is the schedule's replay of them.
+TEST(Planner, MeasuredPassTimesAreTheStageTimes) {
+  PassTimes t;
+  t.block_forward = 1.0;
+  t.block_backward = 2.1;
+  t.block_input = 1.3;
+  t.block_weight = 0.9;
+  t.embedding_forward = 0.05;
+  t.embedding_backward = 0.07;
+  t.head = 0.6;
+  PlanInputs in;
+  in.model.n_layer = 5;
+  in.pipeline = 2;
+  in.cost.microbatches = 4;
+  Device d{std::numeric_limits<int64_t>::max(), 1e9};
+  d.passes = t;
+  in.devices.assign(2, d);
+  const std::vector<int> layers{3, 2}, recompute{1, 0};
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1}) {
+    in.cost.schedule = kind;
+    const bool split = splits_backward(kind);
+    const double f0 = 3 * t.block_forward + t.embedding_forward;
+    const double f1 = 2 * t.block_forward + t.head;
+    const double w0 = split ? 3 * t.block_weight + t.embedding_backward : 0.0;
+    const double w1 = split ? 2 * t.block_weight : 0.0;
+    const double b0 = 1 * t.block_forward +
+                      (split ? 3 * t.block_input + w0 : 3 * t.block_backward + t.embedding_backward);
+    const double b1 = split ? 2 * t.block_input + w1 : 2 * t.block_backward;
+    const Plan plan = evaluate(in, layers, recompute);
+    EXPECT_DOUBLE_EQ(plan.stages[0].time_s, f0 + b0) << schedule_name(kind);
+    EXPECT_DOUBLE_EQ(plan.stages[1].time_s, f1 + b1) << schedule_name(kind);
+    const Simulation want = Replay(kind, 2, 4).run({{f0, b0, w0}, {f1, b1, w1}}, 0.0, 0.0);
+    EXPECT_DOUBLE_EQ(plan.sim.step_s, want.step_s) << schedule_name(kind);
+    // The same inputs without measured times are FLOP-rated: another step.
+    Device rated{std::numeric_limits<int64_t>::max(), 1e9};
+    PlanInputs flops = in;
+    flops.devices.assign(2, rated);
+    EXPECT_NE(evaluate(flops, layers, recompute).sim.step_s, plan.sim.step_s);
+  }
+}
+
 }  // namespace
 }  // namespace nupipe::parallel
