@@ -25,19 +25,29 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Runs `round` (which adds its parts' seconds to `best` as minima) at least 5 times and for
-// at least 0.3 s: the fastest of each part is the machine's, the rest is noise.
+// Runs `round` (which adds each of its parts' seconds to that part's samples) at least 5
+// times and for at least 0.3 s.
 template <class F>
 void repeat(F&& round) {
   const auto start = Clock::now();
   for (int rep = 0; rep < 5 || seconds_since(start) < 0.3; ++rep) round();
 }
 
-// The fastest time of each pass of one microbatch through `slice` of `model` (n_layer set to
+// The median time of each pass of one microbatch through `slice` of `model` (n_layer set to
 // the slice's blocks): forward (for the head: with its loss and backward), the backward fused,
 // and the backward as B then W.
 struct SliceTimes {
-  double forward = 1e300, backward = 1e300, input = 1e300, weight = 1e300;
+  double forward = 0, backward = 0, input = 0, weight = 0;
+};
+
+// Samples of one pass's seconds; their median is what it is taken to cost.
+struct Samples {
+  std::vector<double> s;
+  void add(double v) { s.push_back(v); }
+  double median() {
+    std::sort(s.begin(), s.end());
+    return s.empty() ? 0.0 : s[s.size() / 2];
+  }
 };
 
 SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
@@ -73,7 +83,7 @@ SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSli
   runtime::from_host(dout, grad);
   const float dloss = 1.0f / static_cast<float>(n);
 
-  SliceTimes t;
+  Samples fw, bw, in, wt;
   auto forward = [&](runtime::StageModel::Pass& pass) {
     m.forward(pass, input, micro_batch);
     if (!slice.head) return dout;
@@ -85,20 +95,20 @@ SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSli
     runtime::StageModel::Pass pass;
     auto t0 = Clock::now();
     Tensor d = forward(pass);
-    t.forward = std::min(t.forward, seconds_since(t0));
+    fw.add(seconds_since(t0));
     t0 = Clock::now();
     m.backward(pass, d);
-    t.backward = std::min(t.backward, seconds_since(t0));
+    bw.add(seconds_since(t0));
   });
   repeat([&] {
     runtime::StageModel::Pass pass;
     Tensor d = forward(pass);
     auto t0 = Clock::now();
     m.backward_input(pass, d);
-    t.input = std::min(t.input, seconds_since(t0));
+    in.add(seconds_since(t0));
     t0 = Clock::now();
     m.backward_weight(pass);
-    t.weight = std::min(t.weight, seconds_since(t0));
+    wt.add(seconds_since(t0));
   });
   if (step_elements_per_s) {
     // What the step does per element after the pipeline (launcher/train_step.cpp): zero the
@@ -107,7 +117,7 @@ SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSli
     const int64_t e = ps.numel();
     Tensor mo = Tensor::zeros(*be, {e}, DType::f32, MemTag::optimizer);
     Tensor v = Tensor::zeros(*be, {e}, DType::f32, MemTag::optimizer);
-    double best = 1e300;
+    Samples tail;
     repeat([&] {
       const auto t0 = Clock::now();
       ps.zero_grads();
@@ -115,11 +125,11 @@ SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSli
       be->adamw(ps.flat_params().f32(), ps.flat_grads().f32(), mo.f32(), v.f32(), e, 1e-4f,
                 0.9f, 0.95f, 1e-8f, 0.1f, static_cast<float>(std::min(1.0, 1.0 / (sq + 1.0))),
                 0.05f);
-      best = std::min(best, seconds_since(t0));
+      tail.add(seconds_since(t0));
     });
-    *step_elements_per_s = static_cast<double>(e) / std::max(best, 1e-9);
+    *step_elements_per_s = static_cast<double>(e) / std::max(tail.median(), 1e-9);
   }
-  return t;
+  return {fw.median(), bw.median(), in.median(), wt.median()};
 }
 
 }  // namespace

@@ -15,7 +15,8 @@ struct Calibration {
   double step_elements_per_s = 0;    // zeroing, the squared norm and AdamW, per parameter
 };
 
-// Every pass timed apart, each the fastest of at least 5 runs and 0.3 s: a slice of up to two
+// Every pass timed apart, each the median of at least 5 runs and 0.3 s (not the fastest: a
+// training step's passes run at their typical speed, not their best): a slice of up to two
 // blocks (per block: its seconds halved), the embedding alone, the head alone.
 Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int threads);
 
