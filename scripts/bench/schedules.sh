@@ -13,6 +13,10 @@
 # with one `--calibrate` of this host for every cell (each pass of a block, the embedding and
 # the head timed apart, B and W too), the same layout and schedule.
 #
+# TRACE_DIR=docs/img: after the rounds, one more run per schedule at m = TRACE_M (4) with
+# run.trace = true, its last step drawn by scripts/plot_trace.py to
+# TRACE_DIR/schedule_<schedule>_p2_m<TRACE_M>.png (the timelines docs/pipeline.md shows).
+#
 # Environment: SCHEDULES ("1f1b zb-h1 zb-h2"; the first is the reference), MICROBATCHES ("4 8"),
 # ROUNDS (3), STEPS (5), N_LAYER (8), D_MODEL (256), N_HEAD (4), SEQ (128), MICRO (2),
 # CONFIG (configs/tiny.toml), BUILD_DIR (build), MPIRUN (mpirun), KEEP_TMP=1, PYTHON.
@@ -96,6 +100,27 @@ for ((round = 1; round <= ROUNDS; ++round)); do
     done
   done
 done
+
+if [ -n "${TRACE_DIR:-}" ]; then
+  mkdir -p "$TRACE_DIR"
+  m=${TRACE_M:-4}
+  for sched in $SCHEDULES; do
+    name="trace_m${m}_${sched}"
+    # shellcheck disable=SC2046,SC2086  # MPIRUN is a command line; model_sets a list
+    if $MPIRUN -np 2 "$NUPIPE" train "$CONFIG" $(model_sets "$m" "$sched") --set data.val= \
+        --set train.steps=3 --set optim.warmup_steps=0 --set run.log_every=1 \
+        --set checkpoint.every=0 --set run.trace=true --set run.dir="$TMP/$name" \
+        >"$TMP/$name.log" 2>&1 &&
+       "$PYTHON" scripts/plot_trace.py "$TMP/$name/trace.json" \
+        "$TRACE_DIR/schedule_${sched}_p2_m${m}.png" >/dev/null; then
+      note "the trace of $sched at m=$m is drawn in $TRACE_DIR/schedule_${sched}_p2_m${m}.png"
+    else
+      tail -n 10 "$TMP/$name.log" >&2
+      note "ERROR: the traced run $name failed (output above)"
+      status=1
+    fi
+  done
+fi
 
 echo
 echo "schedules: pipeline 2 x data 1, uniform split, n_layer=$N_LAYER d_model=$D_MODEL" \
