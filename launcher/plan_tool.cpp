@@ -336,7 +336,7 @@ int run_plan(const PlanCommand& cmd) {
   tflops = per_stage(tflops, in.pipeline, cmd.tflops.empty() ? "runtime.tflops" : "--tflops");
   for (int s = 0; s < in.pipeline; ++s) {
     in.devices.push_back({gib[s] > 0 ? static_cast<int64_t>(gib[s] * (1ull << 30)) : INT64_MAX,
-                          tflops[s] * 1e12, 0.0, calibration.step_elements_per_s,
+                          tflops[s] * 1e12, calibration.step_elements_per_s,
                           calibration.passes});
     knowns.budget = knowns.budget || gib[s] > 0;
   }

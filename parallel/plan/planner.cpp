@@ -88,17 +88,9 @@ class StageCosts {
     }
     out.plan.memory = stage_memory(in_.model, shape, roles_[s], in_.cost, r, w->second);
     out.total = out.plan.memory.total();
-    // Forward is a third of the FLOPs without recomputation; backward the rest, recomputation
-    // included. Blocks and the other layers (embedding, head) at their own rates.
     const Device& d = in_.devices.at(s);
-    const double others_flops =
-        shape.others.flops_per_token * in_.cost.micro_batch * in_.model.seq_len;
-    const double others_s = others_flops / d.others_rate();
-    auto blocks_s = [&](int recompute) {
-      return (stage_flops_per_microbatch(in_.model, shape, recompute, in_.cost.micro_batch) -
-              others_flops) / d.flops_per_s;
-    };
     if (d.passes.given()) {
+      // Measured passes, as the executor's actions run them (planner.h, PassTimes).
       const PassTimes& t = d.passes;
       out.forward_s = c * t.block_forward + (slice.embedding ? t.embedding_forward : 0.0) +
                       (slice.head ? t.head : 0.0);
@@ -111,9 +103,17 @@ class StageCosts {
       }
       out.plan.time_s = out.forward_s + backward_s;
     } else {
+      // FLOPs at the device's rate: forward a third of them without recomputation, backward
+      // the rest, recomputation included; W (split schedules) the blocks' weight-gradient
+      // GEMMs, as many FLOPs as their forward (the head's and embedding's W are left in B).
+      const double others_flops =
+          shape.others.flops_per_token * in_.cost.micro_batch * in_.model.seq_len;
+      const double others_s = others_flops / d.flops_per_s;
+      auto blocks_s = [&](int recompute) {
+        return (stage_flops_per_microbatch(in_.model, shape, recompute, in_.cost.micro_batch) -
+                others_flops) / d.flops_per_s;
+      };
       out.forward_s = (blocks_s(0) + others_s) / 3.0;
-      // W: the blocks' weight-gradient GEMMs, as many FLOPs as their forward (an estimate: the
-      // head's and embedding's W are left in B).
       if (splits_backward(in_.cost.schedule)) out.weight_s = blocks_s(0) / 3.0;
       out.plan.time_s = blocks_s(r) + others_s;
     }
@@ -414,7 +414,7 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
                                 ? 2.0 * (dp - 1) / dp * static_cast<double>(st.memory.params) /
                                       in.net_bytes_per_s
                                 : 0.0;
-    const double rate = in.devices[s].adamw_elements_per_s;
+    const double rate = in.devices[s].step_elements_per_s;
     const double optimizer_s = rate > 0 ? static_cast<double>(st.memory.optimizer / 8) / rate : 0.0;
     plan.reduce_s = std::max(plan.reduce_s, reduce_s);
     plan.optimizer_s = std::max(plan.optimizer_s, optimizer_s);

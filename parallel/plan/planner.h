@@ -33,13 +33,11 @@ struct PassTimes {
 
 struct Device {
   int64_t memory_bytes = 0;          // what a rank of this stage may hold
-  double flops_per_s = 1e11;         // the throughput blocks compute at
-  double others_flops_per_s = 0.0;   // the embedding's and head's (0: flops_per_s)
+  double flops_per_s = 1e11;         // the throughput every layer computes at (no passes)
   // The step after the pipeline per parameter element of the stage's optimizer shard:
   // zeroing the gradients, their squared norm and AdamW (0: left out of the step).
-  double adamw_elements_per_s = 0.0;
+  double step_elements_per_s = 0.0;
   PassTimes passes = {};             // measured pass times (none: from the FLOP rates)
-  double others_rate() const { return others_flops_per_s > 0 ? others_flops_per_s : flops_per_s; }
 };
 
 enum class RecomputeChoice { none, full, automatic };
