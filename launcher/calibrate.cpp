@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/backend.h"
+#include "runtime/elapsed.h"
 #include "runtime/error.h"
 #include "runtime/stage_model.h"
 
@@ -20,10 +21,7 @@ namespace nupipe::launcher {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+using runtime::seconds_since;
 
 // Runs `round` (which adds each of its parts' seconds to that part's samples) at least 5
 // times and for at least 0.3 s.
