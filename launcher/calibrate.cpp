@@ -200,19 +200,20 @@ void save_calibration(const std::string& path, const Calibration& c, const Calib
   }
 }
 
-Calibration load_calibration(const std::string& path, const CalibrationShape& expected) {
-  const std::string fix = "time it again with nupipe plan CONFIG --calibrate --save-calibration " +
+Calibration load_calibration(const std::string& path, const CalibrationShape& expected,
+                             const std::string& source) {
+  const std::string fix = "time it with nupipe plan CONFIG --calibrate --save-calibration " +
                           path + " (same model, train.micro_batch and runtime.threads)";
   std::ifstream in(path);
-  if (!in) throw usage_error("--calibration " + path + ": cannot open it", fix);
+  if (!in) throw usage_error(source + " " + path + ": cannot open it", fix);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
-    throw usage_error("--calibration " + path + ": not JSON (" + e.what() + ")", fix);
+    throw usage_error(source + " " + path + ": not JSON (" + e.what() + ")", fix);
   }
   if (!j.is_object() || j.value("format", "") != "nupipe-calibration-1") {
-    throw usage_error("--calibration " + path + ": not a nupipe calibration (no \"format\": "
+    throw usage_error(source + " " + path + ": not a nupipe calibration (no \"format\": "
                       "\"nupipe-calibration-1\")", fix);
   }
   const nlohmann::json want = shape_json(expected);
@@ -220,10 +221,10 @@ Calibration load_calibration(const std::string& path, const CalibrationShape& ex
     const nlohmann::json got = j["shape"].is_object() && j["shape"].contains(key)
                                    ? j["shape"][key] : nlohmann::json();
     if (got.is_null()) {
-      throw usage_error("--calibration " + path + ": it has no shape." + key, fix);
+      throw usage_error(source + " " + path + ": it has no shape." + key, fix);
     }
     if (got != value) {
-      throw usage_error("--calibration " + path + ": timed with " + key + " = " + got.dump() +
+      throw usage_error(source + " " + path + ": timed with " + key + " = " + got.dump() +
                             ", this plan has " + value.dump(),
                         fix);
     }
@@ -233,19 +234,19 @@ Calibration load_calibration(const std::string& path, const CalibrationShape& ex
     const nlohmann::json& v = j["passes"].is_object() && j["passes"].contains(name)
                                   ? j["passes"][name] : nlohmann::json();
     if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>())) {
-      throw usage_error("--calibration " + path + ": passes." + name + " is " + v.dump() +
+      throw usage_error(source + " " + path + ": passes." + name + " is " + v.dump() +
                         ", not a number of seconds >= 0", fix);
     }
     c.passes.*field = v.get<double>();
   }
   const nlohmann::json& r = j["step_elements_per_s"];
   if (!r.is_number() || !(r.get<double>() >= 0)) {
-    throw usage_error("--calibration " + path + ": step_elements_per_s is " + r.dump() +
+    throw usage_error(source + " " + path + ": step_elements_per_s is " + r.dump() +
                       ", not a rate >= 0", fix);
   }
   c.step_elements_per_s = r.get<double>();
   if (!c.passes.given()) {
-    throw usage_error("--calibration " + path + ": passes.block_forward_s is 0", fix);
+    throw usage_error(source + " " + path + ": passes.block_forward_s is 0", fix);
   }
   return c;
 }

@@ -30,7 +30,9 @@ struct CalibrationShape {
 // reads it back instead of timing, refusing (usage_error, naming the field and the fix) a file
 // that is not one, or one timed on another model shape, micro_batch or thread count.
 void save_calibration(const std::string& path, const Calibration& c, const CalibrationShape& on);
-Calibration load_calibration(const std::string& path, const CalibrationShape& expected);
+// `source` names where the path came from in errors ("--calibration", "runtime.calibration").
+Calibration load_calibration(const std::string& path, const CalibrationShape& expected,
+                             const std::string& source = "--calibration");
 
 // The calibration as the line `nupipe plan` prints.
 std::string describe(const Calibration& c, int threads, int micro_batch);

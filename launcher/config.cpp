@@ -124,6 +124,7 @@ const std::vector<Key>& schema() {
       NUPIPE_KEY("runtime.peer_timeout_s", runtime.peer_timeout_s),
       NUPIPE_KEY("runtime.memory_gib", runtime.memory_gib),
       NUPIPE_KEY("runtime.tflops", runtime.tflops),
+      NUPIPE_KEY("runtime.calibration", runtime.calibration),
   };
   return keys;
 }

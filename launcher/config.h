@@ -65,6 +65,9 @@ struct RuntimeOptions {
   // The throughput of each stage's devices in TFLOP/s, for the planner with stages of unequal
   // speed: one number (equal devices) or one per stage.
   std::vector<double> tflops{1.0};
+  // A file `nupipe plan --calibrate --save-calibration` wrote: the planner ("auto" split and
+  // schedule) times each stage by its measured passes instead of FLOPs at runtime.tflops.
+  std::string calibration;
 };
 
 struct CheckpointOptions {

@@ -1,6 +1,7 @@
 // stage.cpp: opening a rank's inputs, building its slice of the model, and the start-up report.
 #include "launcher/stage.h"
 
+#include "launcher/calibrate.h"
 #include "launcher/report.h"
 #include "parallel/comm/consensus.h"
 #include "parallel/plan/cost_model.h"
@@ -95,7 +96,9 @@ std::string why_second(const parallel::Plan& best, const parallel::Plan& second)
 // one block's forward + backward of one microbatch (as `nupipe plan` gives them).
 std::string plan_time(const Stage& s, const Config& cfg, const parallel::PlanInputs& in,
                       double t) {
-  if (cfg.is_given("runtime.tflops")) return fmt::format("{:.3f} ms", t * 1e3);
+  if (cfg.is_given("runtime.tflops") || s.passes.given()) {
+    return fmt::format("{:.3f} ms", t * 1e3);
+  }
   const double unit_s = runtime::block_cost(in.model).flops_per_token * s.tokens_per_micro /
                         in.devices[0].flops_per_s;
   return fmt::format("{:.2f} units", t / unit_s);
@@ -111,7 +114,8 @@ parallel::PlanInputs plan_inputs(const Stage& s, const Config& cfg) {
   in.cost = {cfg.parallel.data, cfg.parallel.zero, s.schedule, s.n_micro, s.micro, {}};
   for (int st = 0; st < in.pipeline; ++st) {
     const std::vector<double>& tf = cfg.runtime.tflops;
-    in.devices.push_back({s.budgets[st], (tf.size() == 1 ? tf[0] : tf[st]) * 1e12});
+    in.devices.push_back({s.budgets[st], (tf.size() == 1 ? tf[0] : tf[st]) * 1e12,
+                          s.step_elements_per_s, s.passes});
   }
   using K = parallel::RecomputeSpec::Kind;
   in.recompute = cfg.train.recompute.kind == K::full        ? parallel::RecomputeChoice::full
@@ -188,14 +192,14 @@ void plan_layout(Stage& s, const Config& cfg, const std::string& budget_source) 
   s.layout = parallel::layout_from_counts(best->layers, in.model.n_layer);
   s.recompute = best->recompute;
   const std::optional<parallel::Plan> second = parallel::runner_up(in, *best);
-  const bool seconds = cfg.is_given("runtime.tflops");
+  const bool seconds = cfg.is_given("runtime.tflops") || s.passes.given();
   auto time = [&](double t) { return plan_time(s, cfg, in, t); };
   s.plan_note = fmt::format(
       "planner: stage_layers {} with recompute {} (simulated step {}{} peak {}) "
       "within {} per rank ({}); {}; the uniform split {} would need {} ({}), step {}",
       parallel::format_list(best->layers), parallel::format_list(best->recompute),
       time(best->sim.step_s),
-      seconds ? " at runtime.tflops,"
+      seconds ? (s.passes.given() ? " from runtime.calibration," : " at runtime.tflops,")
               : ", 1 unit = one block's forward + backward of a microbatch, runtime.tflops not "
                 "being given;",
       runtime::format_bytes(best->peak_bytes), budgets_text(s.budgets), budget_source,
@@ -250,6 +254,14 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   s.tokens_per_step = s.tokens_per_micro * s.n_micro * cfg.parallel.data;
   std::string budget_source;
   s.budgets = stage_budgets(cfg, world, groups, &budget_source);
+  if (!cfg.runtime.calibration.empty()) {
+    const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
+    const Calibration c = load_calibration(cfg.runtime.calibration,
+                                           {s.model_config, s.micro, threads},
+                                           "runtime.calibration");
+    s.passes = c.passes;
+    s.step_elements_per_s = c.step_elements_per_s;
+  }
   if (cfg.parallel.schedule == "auto") {
     choose_schedule(s, cfg);
   } else {

@@ -11,6 +11,7 @@
 #include "launcher/dataset.h"
 #include "optim/zero.h"
 #include "parallel/plan/cost_model.h"
+#include "parallel/plan/planner.h"
 #include "parallel/comm/tensor_transport.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/pipeline/stage_layout.h"
@@ -31,6 +32,9 @@ struct Stage {
   parallel::ScheduleKind schedule = parallel::ScheduleKind::one_f_one_b;
   int micro = 1, n_micro = 1;
   int64_t tokens_per_micro = 0, tokens_per_step = 0;
+  // runtime.calibration's measured pass times for the planner (none: runtime.tflops' rates).
+  parallel::PassTimes passes;
+  double step_elements_per_s = 0.0;
   // Inputs.
   Dataset data;
   std::unique_ptr<runtime::BatchSampler> train_sampler, val_sampler;

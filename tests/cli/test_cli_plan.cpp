@@ -268,6 +268,58 @@ TEST(CliPlan, StartUpPlanGivesSecondsOnlyWithAThroughput) {
   EXPECT_NE(absolute.find(" ms at runtime.tflops"), std::string::npos) << absolute;
 }
 
+// runtime.calibration: `nupipe train`'s start-up planner times the stages by a saved
+// calibration, as `nupipe plan --calibration` does (the same simulated step), and a file timed
+// on another shape stops the run at start-up (exit 2) before it trains.
+TEST(CliPlan, StartUpPlanFromACalibration) {
+  TempDir tmp;
+  const std::string file = tmp.file("calibration.json");
+  const std::vector<std::string> sets{"parallel.pipeline=1", "parallel.data=1",
+                                      "parallel.stage_layers=auto", "runtime.threads=1"};
+  auto with_sets = [&](std::vector<std::string> args) {
+    for (const std::string& s : sets) {
+      args.push_back("--set");
+      args.push_back(s);
+    }
+    return args;
+  };
+  const ProcessResult planned = run_nupipe(
+      with_sets({"plan", tiny_config(), "--calibrate", "--save-calibration", file, "--json"}),
+      tmp.path());
+  ASSERT_EQ(planned.exit_code, 0) << planned;
+  const std::string& o = planned.output;
+  const nlohmann::json j =
+      nlohmann::json::parse(o.substr(o.find('{'), o.rfind('}') - o.find('{') + 1));
+  const double plan_ms = j["plans"][0]["step_ms"].get<double>();
+  std::vector<std::string> train = with_sets({"train", tiny_config()});
+  for (const std::string& s :
+       std::vector<std::string>{"train.steps=1", "checkpoint.every=0", "data.val=",
+                                "runtime.calibration=" + file, "run.dir=" + tmp.file("run")}) {
+    train.push_back("--set");
+    train.push_back(s);
+  }
+  const ProcessResult r = run_nupipe(train, tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const size_t at = r.output.find("planner: ");
+  ASSERT_NE(at, std::string::npos) << r;
+  const std::string line = r.output.substr(at, r.output.find('\n', at) - at);
+  const size_t step = line.find("simulated step ");
+  ASSERT_NE(step, std::string::npos) << line;
+  EXPECT_NE(line.find(" ms from runtime.calibration"), std::string::npos) << line;
+  EXPECT_NEAR(std::stod(line.substr(step + 15)), plan_ms, 6e-4) << line;
+
+  train.push_back("--set");
+  train.push_back("train.micro_batch=1");
+  train[train.size() - 3] = "run.dir=" + tmp.file("refused");
+  const ProcessResult refused = run_nupipe(train, tmp.path());
+  EXPECT_EQ(refused.exit_code, 2) << refused;
+  EXPECT_NE(refused.output.find("runtime.calibration " + file +
+                                ": timed with micro_batch = 2, this plan has 1"),
+            std::string::npos)
+      << refused;
+  EXPECT_FALSE(std::filesystem::exists(tmp.file("refused") + "/metrics.jsonl"));
+}
+
 TEST(CliPlan, CalibrateTimesTheLayersHere) {
   const ProcessResult r = plan({"--calibrate", "--set", "runtime.threads=1"});
   ASSERT_EQ(r.exit_code, 0) << r;
@@ -283,9 +335,8 @@ TEST(CliPlan, CalibrateTimesTheLayersHere) {
 // back (the same times, so the same plans), and a file timed on another shape, or not a
 // calibration at all, is refused with exit 2 naming why.
 TEST(CliPlan, CalibrationIsSavedAndReused) {
-  const std::string dir = ::testing::TempDir() + "nupipe_calibration";
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  TempDir tmp;
+  const std::string dir = tmp.path();
   const std::string file = dir + "/calibration.json";
   const std::vector<std::string> one{"--set", "runtime.threads=1", "--json"};
   auto with = [&](std::vector<std::string> extra) {
