@@ -97,6 +97,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.runtime.peer_timeout_s, b.runtime.peer_timeout_s);
   EXPECT_EQ(a.runtime.memory_gib, b.runtime.memory_gib);
   EXPECT_EQ(a.runtime.tflops, b.runtime.tflops);
+  EXPECT_EQ(a.runtime.calibration, b.runtime.calibration);
   EXPECT_EQ(a.checkpoint.every, b.checkpoint.every);
   EXPECT_EQ(a.checkpoint.keep, b.checkpoint.keep);
   EXPECT_EQ(a.checkpoint.keep_every, b.checkpoint.keep_every);
@@ -174,6 +175,7 @@ threads = 3
 peer_timeout_s = 12.5
 memory_gib = [7.25, 8, 9]
 tflops = [1.5, 2.5, 3]
+calibration = "calibration.json"
 )";
 
 TEST(Config, DefaultsFromEmptyString) {
@@ -231,6 +233,7 @@ TEST(Config, EveryKeyReachesItsField) {
   EXPECT_EQ(c.runtime.comm, "mpi");
   EXPECT_EQ(parse_precision(c.runtime.precision), runtime::DType::bf16);
   EXPECT_EQ(c.runtime.threads, 3);
+  EXPECT_EQ(c.runtime.calibration, "calibration.json");
 }
 
 TEST(Config, ShippedConfigsParse) {
@@ -505,7 +508,7 @@ TEST(Config, ToTomlRoundTrips) {
   const std::string emitted = to_toml(Config{});
   size_t lines = 0;
   for (size_t at = 0; (at = emitted.find(" = ", at)) != std::string::npos; ++at) ++lines;
-  EXPECT_EQ(lines, 61u) << emitted;  // a gpt2 config leaves out the llama keys
+  EXPECT_EQ(lines, 62u) << emitted;  // a gpt2 config leaves out the llama keys
   EXPECT_CONTAINS(emitted, "\n[parallel]\npipeline = 1\ndata = 1\nstage_layers = \"uniform\"\n"
                            "schedule = \"1f1b\"\n");
   EXPECT_CONTAINS(to_toml(parse_config(kEveryKey, "t")), "stage_layers = [0, 2, 1]\n");
