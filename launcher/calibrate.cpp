@@ -14,6 +14,7 @@
 #include "runtime/backend.h"
 #include "runtime/elapsed.h"
 #include "runtime/error.h"
+#include "runtime/posix_file.h"
 #include "runtime/stage_model.h"
 
 namespace nupipe::launcher {
@@ -43,13 +44,14 @@ struct Samples {
 
 // The median time of each pass of one microbatch through `slice` of `model` (n_layer set to
 // the slice's blocks): forward (for the head: with its loss and backward), the backward fused,
-// and the backward as B then W.
+// and (with `split`) the backward as B then W.
 struct SliceTimes {
   double forward = 0, backward = 0, input = 0, weight = 0;
 };
 
 SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSlice& slice,
-                      int micro_batch, int threads, double* step_elements_per_s = nullptr) {
+                      int micro_batch, int threads, bool split,
+                      double* step_elements_per_s = nullptr) {
   using runtime::DType;
   using runtime::MemTag;
   using runtime::Tensor;
@@ -98,7 +100,7 @@ SliceTimes time_slice(const runtime::ModelConfig& model, const runtime::StageSli
     m.backward(pass, d);
     bw.add(seconds_since(t0));
   });
-  repeat([&] {
+  if (split) repeat([&] {
     runtime::StageModel::Pass pass;
     Tensor d = forward(pass);
     auto t0 = Clock::now();
@@ -139,16 +141,18 @@ Calibration calibrate(const runtime::ModelConfig& model, int micro_batch, int th
   const double k = mc.n_layer;
   if (mc.n_layer > 0) {
     const SliceTimes b = time_slice(mc, {0, mc.n_layer, false, false}, micro_batch, threads,
-                                    &out.step_elements_per_s);
+                                    true, &out.step_elements_per_s);
     out.passes.block_forward = b.forward / k;
     out.passes.block_backward = b.backward / k;
     out.passes.block_input = b.input / k;
     out.passes.block_weight = b.weight / k;
   }
-  const SliceTimes e = time_slice(mc, {0, 0, true, false}, micro_batch, threads);
+  // The embedding's gradient is its whole backward (B only copies what W reads); the head's
+  // backward comes with its forward (the last stage's forward action).
+  const SliceTimes e = time_slice(mc, {0, 0, true, false}, micro_batch, threads, false);
   out.passes.embedding_forward = e.forward;
-  out.passes.embedding_backward = std::min(e.backward, e.input + e.weight);
-  const SliceTimes h = time_slice(mc, {0, 0, false, true}, micro_batch, threads);
+  out.passes.embedding_backward = e.backward;
+  const SliceTimes h = time_slice(mc, {0, 0, false, true}, micro_batch, threads, false);
   out.passes.head = h.forward;
   return out;
 }
@@ -185,17 +189,10 @@ void save_calibration(const std::string& path, const Calibration& c, const Calib
   j["shape"] = shape_json(on);
   for (const auto& [name, field] : pass_fields()) j["passes"][name] = c.passes.*field;
   j["step_elements_per_s"] = c.step_elements_per_s;
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(1) << "\n";
-    if (!out.flush()) {
-      throw usage_error("--save-calibration " + path + ": cannot write " + tmp,
-                        "choose a writable path");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw usage_error("--save-calibration " + path + ": cannot rename " + tmp + " onto it",
+  std::string step;
+  if (const int err = runtime::write_file_atomic(path, j.dump(1) + "\n", &step)) {
+    throw usage_error("--save-calibration " + path + ": " + step + " failed: " +
+                          runtime::errno_text(err),
                       "choose a writable path");
   }
 }

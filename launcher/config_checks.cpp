@@ -2,7 +2,9 @@
 // (the stage split's rules are delegated to parallel::make_stage_layout).
 #include "launcher/config_checks.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <tuple>
 #include <string>
 
@@ -252,6 +254,14 @@ std::vector<std::string> validate(const Config& c, const Checker& ck) {
                         : "give each stage's throughput in TFLOP/s");
     }
   }
+  if (!c.runtime.calibration.empty() &&
+      std::adjacent_find(c.runtime.tflops.begin(), c.runtime.tflops.end(),
+                         std::not_equal_to<>()) != c.runtime.tflops.end())
+    ck.fail("runtime.calibration",
+            "runtime.calibration times every stage by one machine's passes, but runtime.tflops "
+            "gives stages of different speeds, which it would ignore",
+            "leave runtime.calibration out to plan by runtime.tflops, or drop the per-stage "
+            "runtime.tflops ([[runtime.devices]]) to plan by the calibration");
   if (!(c.runtime.peer_timeout_s >= 1.0))
     ck.fail("runtime.peer_timeout_s",
             "runtime.peer_timeout_s must be >= 1, got " + ck.str(c.runtime.peer_timeout_s),

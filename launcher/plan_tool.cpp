@@ -1,7 +1,9 @@
 // plan_tool.cpp: argument resolution, the plans, and their table or JSON.
 #include "launcher/plan_tool.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <sstream>
 
@@ -313,6 +315,11 @@ int run_plan(const PlanCommand& cmd) {
       throw usage_error("--calibrate / --calibration give the throughput: they replace --tflops",
                         "give one of them and --tflops");
     }
+    if (std::adjacent_find(tflops.begin(), tflops.end(), std::not_equal_to<>()) != tflops.end()) {
+      throw usage_error("--calibrate / --calibration time every stage by this machine's passes, "
+                        "but the config's runtime.tflops gives stages of different speeds",
+                        "plan by runtime.tflops without them, or give the stages one speed");
+    }
     if (cmd.calibrate && !cmd.calibration.empty()) {
       throw usage_error("--calibrate times the passes, --calibration reads them from a file",
                         "give one of them");
@@ -327,8 +334,8 @@ int run_plan(const PlanCommand& cmd) {
     const double block_s = calibration.passes.block_forward + calibration.passes.block_backward;
     tflops = {runtime::block_cost(in.model).flops_per_token * cfg.train.micro_batch *
               in.model.seq_len / std::max(block_s, 1e-12) / 1e12};
-    std::fprintf(cmd.json ? stderr : stdout, "%s%s\n\n",
-                 cmd.calibrate ? "" : ("from " + cmd.calibration + ": ").c_str(),
+    const std::string from = cmd.calibrate ? "" : "from " + cmd.calibration + ": ";
+    std::fprintf(cmd.json ? stderr : stdout, "%s%s\n\n", from.c_str(),
                  describe(calibration, threads, cfg.train.micro_batch).c_str());
   } else if (!cmd.save_calibration.empty()) {
     throw usage_error("--save-calibration writes what --calibrate measures", "add --calibrate");

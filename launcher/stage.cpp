@@ -254,10 +254,10 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   s.tokens_per_step = s.tokens_per_micro * s.n_micro * cfg.parallel.data;
   std::string budget_source;
   s.budgets = stage_budgets(cfg, world, groups, &budget_source);
+  s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   if (!cfg.runtime.calibration.empty()) {
-    const int threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
     const Calibration c = load_calibration(cfg.runtime.calibration,
-                                           {s.model_config, s.micro, threads},
+                                           {s.model_config, s.micro, s.threads},
                                            "runtime.calibration");
     s.passes = c.passes;
     s.step_elements_per_s = c.step_elements_per_s;
@@ -327,10 +327,9 @@ void open_stage_inputs(Stage& s, const Config& cfg, const parallel::World& world
   }
 }
 
-void build_stage(Stage& s, const Config& cfg, const parallel::World& world,
-                 parallel::ProcessGroups& groups, bool initialize) {
+void build_stage(Stage& s, const Config& cfg, parallel::ProcessGroups& groups,
+                 bool initialize) {
   const runtime::ModelConfig& mc = s.model_config;
-  s.threads = cfg.runtime.threads > 0 ? cfg.runtime.threads : world.default_threads();
   s.backend->set_threads(s.threads);
   s.backend->set_gemm_epilogues(cfg.runtime.gemm_epilogues);
   if (cfg.runtime.flush_denormals && !s.backend->set_flush_denormals(true)) {

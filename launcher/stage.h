@@ -40,7 +40,7 @@ struct Stage {
   std::unique_ptr<runtime::BatchSampler> train_sampler, val_sampler;
   std::unique_ptr<runtime::Backend> backend;
   parallel::CommChoice comm;  // what carries the device tensors (runtime.comm resolved)
-  int threads = 1;
+  int threads = 1;  // runtime.threads resolved (phase 1)
   // The slice, its optimizer and its schedule's executor.
   std::unique_ptr<runtime::StageModel> model;
   std::unique_ptr<optim::ZeroOptimizer> optimizer;
@@ -67,8 +67,8 @@ void open_stage_inputs(Stage& stage, const Config& config, const parallel::World
 // Phase 2: the model slice (initialised from train.seed unless `initialize` is false: a
 // checkpoint is about to overwrite it), the optimizer (ZeRO-1 or replicated), the trace and the
 // executor. Does not communicate.
-void build_stage(Stage& stage, const Config& config, const parallel::World& world,
-                 parallel::ProcessGroups& groups, bool initialize = true);
+void build_stage(Stage& stage, const Config& config, parallel::ProcessGroups& groups,
+                 bool initialize = true);
 
 // The start-up report: data, model, parallel layout, expected memory per stage, rank 0's
 // allocator (rank 0's logger only prints).

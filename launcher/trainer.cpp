@@ -163,7 +163,7 @@ TrainResult train(const Config& cfg, const parallel::World& world,
     }
   }
 
-  build_stage(s, cfg, world, groups, /*initialize=*/rp.dir.empty());
+  build_stage(s, cfg, groups, /*initialize=*/rp.dir.empty());
   const auto t_load = Clock::now();
   checkpoint::TrainingState state = start_state(rp, s, cfg, groups);
   if (hooks.outcome) hooks.outcome->step_done(state.step);

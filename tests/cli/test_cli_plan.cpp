@@ -366,6 +366,7 @@ TEST(CliPlan, CalibrationIsSavedAndReused) {
   write_file(dir + "/text.json", "not json");
   EXPECT_EQ(with({"--calibration", dir + "/text.json"}).exit_code, 2);
   EXPECT_EQ(with({"--calibration", file, "--calibrate"}).exit_code, 2);
+  EXPECT_EQ(with({"--calibration", file, "--set", "runtime.tflops=[1, 1, 2, 2]"}).exit_code, 2);
   EXPECT_EQ(with({"--save-calibration", dir + "/x.json"}).exit_code, 2);
   EXPECT_FALSE(std::filesystem::exists(dir + "/x.json"));
 }
