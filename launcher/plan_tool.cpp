@@ -195,7 +195,9 @@ nlohmann::json plan_json(const parallel::Plan& plan, const parallel::PlanInputs&
           {"optimizer_ms", known(k.throughput, plan.optimizer_s * 1e3)},
           {"tokens_per_s", known(k.throughput, e.tokens_per_s)},
           {"mfu", known(k.throughput, e.mfu)},
-          {"usd_per_million_tokens", known(k.throughput && cmd.gpu_hour_usd > 0, e.usd_per_mtok)}};
+          {"usd_per_million_tokens", known(k.throughput && cmd.gpu_hour_usd > 0, e.usd_per_mtok)},
+          {"search", {{"extended", plan.extended}, {"replayed", plan.replayed},
+                      {"skipped", plan.skipped}}}};
 }
 
 }  // namespace

@@ -67,6 +67,7 @@ class StageCosts {
   }
 
   const Replay& replay() const { return replay_; }
+  int64_t replayed = 0, skipped = 0;  // evaluate_with's splits with these costs
 
  private:
   StageCost compute(int s, int c, int r) {
@@ -133,16 +134,6 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
                    const std::vector<int>& recompute,
                    double bound = std::numeric_limits<double>::infinity());
 
-std::vector<int> recompute_options(RecomputeChoice choice, int c) {
-  switch (choice) {
-    case RecomputeChoice::none: return {0};
-    case RecomputeChoice::full: return {c};
-    case RecomputeChoice::automatic: break;
-  }
-  std::vector<int> all(static_cast<size_t>(c) + 1);
-  for (int r = 0; r <= c; ++r) all[r] = r;
-  return all;
-}
 
 // A prefix of stages: the slowest stage's time, the sum of the stages' times and the peak so
 // far, and how it was reached.
@@ -249,8 +240,6 @@ struct SplitFilter {
   }
 };
 
-// Whether plan a is the better one: the shorter simulated step, then the lower peak (with
-// `respect_budget` false: the lower peak, then the shorter step).
 // The recompute count a stage of c blocks gets when a block moves to or from it: the fewest
 // that fit its budget (recomputing more only lengthens its backward, and the step never
 // shortens when a stage slows down), all of them when the peak is the objective, or what the
@@ -262,6 +251,44 @@ int stage_recompute(const PlanInputs& in, StageCosts& costs, bool respect_budget
     if (costs.get(s, c, r).plan.fits) return r;
   }
   return -1;
+}
+
+// The recompute counts the DP tries for a stage of c blocks. With the step as the objective,
+// only the fewest that fit: recomputing more lengthens the stage, which never shortens the
+// step, and only the peak could gain, which lower_peak_at_equal_step sees to afterwards (the
+// fronts stay ~c times smaller: GPT-3 175B on 64 stages plans in seconds, not half a minute).
+// With the peak as the objective, every count.
+std::vector<int> recompute_options(const PlanInputs& in, StageCosts& costs, bool respect_budget,
+                                   int s, int c) {
+  if (in.recompute != RecomputeChoice::automatic || respect_budget) {
+    const int r = stage_recompute(in, costs, respect_budget, s, c);
+    return r < 0 ? std::vector<int>{} : std::vector<int>{r};
+  }
+  std::vector<int> all(static_cast<size_t>(c) + 1);
+  for (int r = 0; r <= c; ++r) all[r] = r;
+  return all;
+}
+
+// Recomputes more blocks on a stage of the plan where that lowers the peak and leaves the
+// simulated step as it is (beats: equal steps, then the lower peak), one block at a time, the
+// stage at the peak first, until no stage can.
+void lower_peak_at_equal_step(const PlanInputs& in, StageCosts& costs, Plan& best) {
+  if (in.recompute != RecomputeChoice::automatic) return;
+  for (bool improved = true; improved;) {
+    improved = false;
+    for (int s = 0; s < in.pipeline && !improved; ++s) {
+      if (costs.get(s, best.layers[s], best.recompute[s]).total != best.peak_bytes) continue;
+      for (int r = best.recompute[s] + 1; r <= best.layers[s] && !improved; ++r) {
+        std::vector<int> rc = best.recompute;
+        rc[s] = r;
+        Plan plan = evaluate_with(in, costs, best.layers, rc);
+        if (plan.fits && beats(plan, best)) {
+          best = std::move(plan);
+          improved = true;
+        }
+      }
+    }
+  }
 }
 
 // Moves one block at a time from any stage to any other while the plan gets better (the
@@ -319,6 +346,7 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget,
   std::vector<std::vector<Front>> front(p + 1, std::vector<Front>(L + 1));
   front[0][0].seed({0.0, 0.0, 0, 0, 0, -1});
   StageCosts costs(in);
+  int64_t extended = 0;
   for (int s = 0; s < p; ++s) {
     const bool last = s == p - 1, may_be_empty = p > 1 && (s == 0 || last);
     for (int u = 0; u <= L; ++u) {
@@ -326,7 +354,7 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget,
       if (from.empty()) continue;
       for (int c = may_be_empty ? 0 : 1; u + c <= L; ++c) {
         if ((last && u + c != L) || !filter.allows(s, c)) continue;
-        for (int r : recompute_options(in.recompute, c)) {
+        for (int r : recompute_options(in, costs, respect_budget, s, c)) {
           const StageCost& sc = costs.get(s, c, r);
           if (respect_budget && !sc.plan.fits) continue;
           // The prefixes no slower and no fuller than this stage all become (its time, their
@@ -345,6 +373,7 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget,
           for (size_t i = 0; i < from.size(); ++i) {
             const Entry& e = from[i];
             if (i != least && e.time <= t && e.peak <= sc.total) continue;
+            ++extended;
             to.insert({std::max(e.time, t), e.sum + t, std::max(e.peak, sc.total), c, r,
                        static_cast<int>(i)});
           }
@@ -375,13 +404,18 @@ std::optional<Plan> solve(const PlanInputs& in, bool respect_budget,
     improve_locally(in, costs, respect_budget, filter, candidates[i]);
     if (!best || beats(candidates[i], *best, !respect_budget)) best = std::move(candidates[i]);
   }
+  if (best && respect_budget) lower_peak_at_equal_step(in, costs, *best);
+  if (best) {
+    best->extended = extended;
+    best->replayed = costs.replayed;
+    best->skipped = costs.skipped;
+  }
   return best;
 }
 
 // The plan of a split, with the stage costs of a search (evaluate()'s own otherwise). A split
-// whose step is sure to exceed `bound` is not replayed: its sim.step_s is +infinity. The
-// bound: stage s starts when the first microbatch has come forward through stages 0..s-1,
-// computes m forwards and backwards, and the last one's gradient then goes back through them.
+// whose step is sure to exceed `bound` (Replay::lower_bound) is not replayed: its sim.step_s
+// is +infinity.
 Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<int>& layers,
                    const std::vector<int>& recompute, double bound) {
   NUPIPE_CHECK(static_cast<int>(layers.size()) == in.pipeline &&
@@ -420,20 +454,13 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
     plan.optimizer_s = std::max(plan.optimizer_s, optimizer_s);
     tail_s = std::max(tail_s, reduce_s + optimizer_s);
   }
-  if (bound < std::numeric_limits<double>::infinity()) {
-    const int m = in.cost.microbatches;
-    double before = 0.0, lower = 0.0;  // before: the stages ahead of s, there and back
-    for (int s = 0; s < in.pipeline; ++s) {
-      const double t = times[s].forward_s + times[s].backward_s;
-      lower = std::max(lower, before + 2.0 * s * p2p_s + m * t);
-      before += t;
-    }
-    if (lower + tail_s > bound * (1.0 + 1e-9)) {
-      plan.sim.step_s = std::numeric_limits<double>::infinity();
-      return plan;
-    }
+  if (costs.replay().lower_bound(times, p2p_s, tail_s) > bound * (1.0 + 1e-9)) {
+    plan.sim.step_s = std::numeric_limits<double>::infinity();
+    ++costs.skipped;
+    return plan;
   }
   plan.sim = costs.replay().run(times, p2p_s, tail_s);
+  ++costs.replayed;
   return plan;
 }
 
@@ -451,7 +478,9 @@ bool beats(const Plan& a, const Plan& b, bool peak_first) {
 Plan evaluate(const PlanInputs& in, const std::vector<int>& layers,
               const std::vector<int>& recompute) {
   StageCosts costs(in);
-  return evaluate_with(in, costs, layers, recompute);
+  Plan plan = evaluate_with(in, costs, layers, recompute);
+  plan.replayed = 1;
+  return plan;
 }
 
 std::optional<Plan> plan_best(const PlanInputs& in) {
@@ -507,21 +536,31 @@ Plan plan_for_split(const PlanInputs& in, const std::vector<int>& layers) {
       }
     }
   }
-  return evaluate_with(in, costs, layers, rc);
+  Plan plan = evaluate_with(in, costs, layers, rc);
+  plan.replayed = 1;
+  return plan;
 }
 
 // Lawler's partition of every split but `best`'s: those that first differ from it at stage i,
 // for each i. The best of each part is one DP, and the best of those is the second-best split.
 std::optional<Plan> runner_up(const PlanInputs& in, const Plan& best) {
   std::optional<Plan> out;
+  int64_t extended = 0, replayed = 0, skipped = 0;
   for (int i = 0; i + 1 < in.pipeline; ++i) {  // the last stage's count follows from the rest
     const SplitFilter filter{{best.layers.begin(), best.layers.begin() + i}, best.layers[i]};
     std::optional<Plan> p = solve(in, true, filter, 1);  // p - 1 searches: one start each
-    if (p && (!out || beats(*p, *out))) {
-      out = std::move(p);
-    }
+    if (!p) continue;
+    extended += p->extended;
+    replayed += p->replayed;
+    skipped += p->skipped;
+    if (!out || beats(*p, *out)) out = std::move(p);
   }
-  if (out) out->name = "runner-up";
+  if (out) {
+    out->name = "runner-up";
+    out->extended = extended;
+    out->replayed = replayed;
+    out->skipped = skipped;
+  }
   return out;
 }
 

@@ -77,6 +77,10 @@ struct Plan {
   double reduce_s = 0.0;         // the slowest stage's data-parallel gradient reduction
   double optimizer_s = 0.0;      // the slowest stage's AdamW step (0 when not modelled)
   Simulation sim;                // step time and bubble from replaying the schedule
+  // The search that found it: prefixes the DP extended by one stage, splits replayed, and
+  // splits left unreplayed because their lower bound (Replay::lower_bound) was already longer
+  // than the best step so far.
+  int64_t extended = 0, replayed = 0, skipped = 0;
 };
 
 // Whether plan a is the better one: the shorter simulated step, then the lower peak (with

@@ -22,7 +22,9 @@ struct Simulation {
 };
 
 // One schedule's action lists, built once and replayed with any stage times (the planner
-// replays thousands of splits of the same schedule).
+// replays millions of splits of the same schedule). The order in which the actions can run
+// does not depend on their times, only on the lists and the transfers between them, so it is
+// found once, here; a replay is then one pass over it.
 class Replay {
  public:
   Replay(ScheduleKind kind, int stages, int microbatches);
@@ -31,10 +33,29 @@ class Replay {
   // the step but not to the bubble.
   Simulation run(const std::vector<StageTimes>& stages, double p2p_s = 0.0,
                  double tail_s = 0.0) const;
+  // A bound run(stages, p2p_s, tail_s).step_s never falls below, in O(stages) (the planner
+  // skips the replay of a split sure to lose): stage s starts once the first microbatch has
+  // come forward through stages 0..s-1 and then computes m forwards and backwards; its last B
+  // (or fused backward) comes after m forwards and m Bs, and that microbatch's gradient then
+  // goes back through stages s-1..0, whose W may still follow (a W waits for no neighbour, so
+  // only stage 0's last one is sure to come after).
+  double lower_bound(const std::vector<StageTimes>& stages, double p2p_s = 0.0,
+                     double tail_s = 0.0) const;
 
  private:
-  int microbatches_;
-  std::vector<std::vector<Action>> lists_;  // the compute actions of each stage, in order
+  // One compute action in an order where each comes after what it waits for: the one before
+  // it on its stage, and the action on a neighbouring stage whose output it receives. The
+  // order goes by depth (the most actions on any chain of waits leading to it), so that
+  // neighbours in it are mostly independent and a replay overlaps them.
+  enum class Part : unsigned char { forward, backward, input, weight };
+  struct Step {
+    int stage;
+    Part part;
+    int after;      // index into the order of the stage's previous action (-1: none)
+    int waits_for;  // index into the order of the neighbour's action (-1: none)
+  };
+  int stages_, microbatches_;
+  std::vector<Step> order_;
 };
 
 // One replay: Replay(kind, stages.size(), microbatches).run(stages, p2p_s, tail_s).
