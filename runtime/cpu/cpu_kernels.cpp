@@ -59,10 +59,32 @@ void scale(float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
+// In a fixed order whatever the thread count: kParts contiguous parts, each summed in kLanes
+// interleaved double lanes (element i of a part in lane i % kLanes, by fma, which vectorises),
+// the lanes added pairwise, then the parts in order. The same bits on 1 thread or 64.
 double sum_squares(const float* x, int64_t n) {
+  constexpr int kParts = 64, kLanes = 8;
+  double part[kParts];
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < kParts; ++b) {
+    const int64_t begin = n * b / kParts, end = n * (b + 1) / kParts;
+    double lane[kLanes] = {};
+    int64_t i = begin;
+    for (; i + kLanes <= end; i += kLanes) {
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) {
+        const double v = x[i + j];
+        lane[j] = std::fma(v, v, lane[j]);
+      }
+    }
+    for (int j = 0; i < end; ++i, ++j) {
+      const double v = x[i];
+      lane[j] = std::fma(v, v, lane[j]);
+    }
+    part[b] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  }
   double s = 0.0;
-#pragma omp parallel for reduction(+ : s)
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+  for (double v : part) s += v;
   return s;
 }
 
@@ -433,12 +455,18 @@ void adamw(float* param, const float* grad, float* m, float* v, int64_t n, float
   const float step = lr / c1;
   const float inv_sqrt_c2 = 1.0f / std::sqrt(c2);
   const float decay = 1.0f - lr * weight_decay;
+  // Every multiply-add is an explicit fma and nothing else can contract, so the vectorised
+  // body and its scalar remainder round alike: an element's update does not depend on where
+  // its shard (ZeRO-1, a stage's tensor piece) starts.
 #pragma omp parallel for simd
   for (int64_t i = 0; i < n; ++i) {
     const float g = grad[i];
-    m[i] = beta1 * m[i] + (1.0f - beta1) * g;
-    v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
-    param[i] = param[i] * decay - step * m[i] / (std::sqrt(v[i]) * inv_sqrt_c2 + eps);
+    const float mi = std::fma(beta1, m[i], (1.0f - beta1) * g);
+    const float vi = std::fma(beta2, v[i], ((1.0f - beta2) * g) * g);
+    const float update = (step * mi) / std::fma(std::sqrt(vi), inv_sqrt_c2, eps);
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = std::fma(param[i], decay, -update);
   }
 }
 

@@ -64,12 +64,14 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
                              float beta1, float beta2, float eps, float step, float inv_sqrt_c2,
                              float decay) {
   NUPIPE_GRID_STRIDE(i, n) {
+    // The cpu kernel's explicit fmas, so that the two round alike (IEEE sqrt and division).
     const float g = grad[i];
-    const float mi = beta1 * m[i] + (1.0f - beta1) * g;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+    const float mi = fmaf(beta1, m[i], (1.0f - beta1) * g);
+    const float vi = fmaf(beta2, v[i], ((1.0f - beta2) * g) * g);
+    const float update = (step * mi) / fmaf(sqrtf(vi), inv_sqrt_c2, eps);
     m[i] = mi;
     v[i] = vi;
-    param[i] = param[i] * decay - step * mi / (sqrtf(vi) * inv_sqrt_c2 + eps);
+    param[i] = fmaf(param[i], decay, -update);
   }
 }
 

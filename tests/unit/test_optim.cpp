@@ -1,13 +1,18 @@
-// test_optim.cpp: AdamW against a scalar re-derivation of PyTorch's update, decay flags,
-// the LR schedule's shape and global-norm clipping.
+// test_optim.cpp: AdamW against a scalar re-derivation of PyTorch's update, decay flags, its
+// cpu kernel's rounding wherever a range starts, the squared norm's fixed order, the LR
+// schedule's shape and global-norm clipping.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <omp.h>
+#include <random>
 
 #include "optim/adamw.h"
 #include "optim/grad_clip.h"
 #include "optim/lr_schedule.h"
 #include "runtime/cpu/cpu_backend.h"
+#include "runtime/cpu/cpu_kernels.h"
 
 namespace nupipe::optim {
 namespace {
@@ -42,6 +47,76 @@ TEST(AdamW, MatchesReferenceUpdateAndRespectsDecayFlags) {
   for (int i = 0; i < 5; ++i) EXPECT_NEAR(p[i], p_ref[i], 1e-5) << i;
   EXPECT_EQ(adam.steps_taken(), 3);
   EXPECT_EQ(be.memory().current(MemTag::optimizer), 2 * 5 * 4);
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), 4 * a.size()) == 0;
+}
+
+// The cpu kernel updates in vector lanes with a scalar remainder: every element must round as
+// the scalar definition does (one fma per multiply-add), so that its update does not depend on
+// where the call's range starts (a ZeRO-1 shard, a stage's tensor piece) or on the threads.
+TEST(AdamW, TheCpuKernelRoundsEveryElementAlikeWhereverItsRangeStarts) {
+  const int64_t n = 1003;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> d(0.0f, 1e-2f);
+  std::vector<float> p0(n), g(n), m0(n), v0(n);
+  for (int64_t i = 0; i < n; ++i) {
+    p0[i] = d(rng);
+    g[i] = d(rng) * (i % 5 == 0 ? 1e-3f : 1.0f);
+    m0[i] = 0.1f * d(rng);
+    v0[i] = 1e-4f * std::abs(d(rng));
+  }
+  const float lr = 6e-4f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+  const float c1 = 1.0f - b1 * b1, c2 = 1.0f - b2 * b2;
+  // The definition, element by element.
+  std::vector<float> pr = p0, mr = m0, vr = v0;
+  const float step = lr / c1, inv_sqrt_c2 = 1.0f / std::sqrt(c2), decay = 1.0f - lr * wd;
+  for (int64_t i = 0; i < n; ++i) {
+    mr[i] = std::fma(b1, mr[i], (1.0f - b1) * g[i]);
+    vr[i] = std::fma(b2, vr[i], ((1.0f - b2) * g[i]) * g[i]);
+    pr[i] = std::fma(pr[i], decay, -((step * mr[i]) / std::fma(std::sqrt(vr[i]), inv_sqrt_c2, eps)));
+  }
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    // One call, and calls over ranges starting at odd offsets.
+    for (int64_t piece : {n, int64_t{1}, int64_t{7}, int64_t{100}}) {
+      std::vector<float> p = p0, m = m0, v = v0;
+      for (int64_t at = 0; at < n; at += piece) {
+        const int64_t len = std::min(piece, n - at);
+        cpu::adamw(p.data() + at, g.data() + at, m.data() + at, v.data() + at, len, lr, b1, b2,
+                   eps, wd, c1, c2);
+      }
+      EXPECT_TRUE(same_bits(p, pr)) << threads << " threads, pieces of " << piece;
+      EXPECT_TRUE(same_bits(m, mr) && same_bits(v, vr)) << threads << " threads, " << piece;
+    }
+  }
+}
+
+// The squared gradient norm sums in a fixed order: the same bits on any thread count, and
+// within double rounding of the exact sum.
+TEST(GradNorm, SumOfSquaresIsTheSameOnAnyThreadCount) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{63}, int64_t{64}, int64_t{1000},
+                    int64_t{123457}}) {
+    std::vector<float> x(n);
+    long double exact = 0.0L;
+    for (float& v : x) {
+      v = d(rng);
+      exact += static_cast<long double>(v) * v;
+    }
+    omp_set_num_threads(1);
+    const double one = cpu::sum_squares(x.data(), n);
+    for (int threads : {2, 3, 8}) {
+      omp_set_num_threads(threads);
+      const double many = cpu::sum_squares(x.data(), n);
+      EXPECT_EQ(std::memcmp(&one, &many, sizeof one), 0) << n << " elements, " << threads;
+    }
+    EXPECT_NEAR(one, static_cast<double>(exact), 1e-14 * static_cast<double>(exact) + 1e-300)
+        << n << " elements";
+  }
+  omp_set_num_threads(1);
 }
 
 TEST(LrSchedule, WarmupThenCosineToFloor) {

@@ -170,6 +170,11 @@ TEST(Planner, EqualsExhaustiveSearchWithoutABudget) {
 // extended 34-68 million prefixes per schedule (34 s of `nupipe plan` on a 2-core host), now
 // 170,000-240,000 (3.3 s for all four schedules).
 TEST(Planner, Gpt3On1024DevicesSearchesFewSplits) {
+#if defined(__SANITIZE_ADDRESS__)
+  // The counts are the same in every build and the Release suite checks them; under the
+  // sanitizers this one search takes 30 s, and the other planner tests cover its code.
+  GTEST_SKIP() << "counted in the Release build (30 s here)";
+#endif
   PlanInputs in;
   in.model.n_layer = 96;
   in.model.d_model = 12288;

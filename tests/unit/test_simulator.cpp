@@ -166,7 +166,9 @@ TEST(Simulator, LowerBoundNeverExceedsTheReplay) {
           const double bound = replay.lower_bound(st, p2p, 0.5);
           EXPECT_LE(bound, step * (1.0 + 1e-12));
           // One stage: nothing to wait for, the bound is the step.
-          if (p == 1) EXPECT_DOUBLE_EQ(bound, step);
+          if (p == 1) {
+            EXPECT_DOUBLE_EQ(bound, step);
+          }
         }
       }
     }
