@@ -124,55 +124,53 @@ std::vector<StageTimes> random_times(std::mt19937& rng, ScheduleKind kind, int p
   return st;
 }
 
-TEST(Simulator, ReplayIsBitwiseAPlainEventReplay) {
-  std::mt19937 rng(17);
-  int cases = 0;
-  for (const ScheduleInfo& info : schedules()) {
-    for (int p = 1; p <= 8; ++p) {
-      for (int m = 1; m <= 3 * p; m += std::max(1, p / 2)) {
-        SCOPED_TRACE(std::string(info.name) + " p=" + std::to_string(p) +
-                     " m=" + std::to_string(m));
-        const Replay replay(info.kind, p, m);
-        for (int trial = 0; trial < 4; ++trial) {
-          const std::vector<StageTimes> st = random_times(rng, info.kind, p);
-          const double p2p = trial % 2 == 0 ? 0.0 : 0.25 * trial;
-          const Simulation want = plain_replay(info.kind, st, m, p2p);
-          const Simulation got = replay.run(st, p2p, 1.5);
-          EXPECT_EQ(got.step_s, want.step_s + 1.5);
-          ASSERT_EQ(got.busy_s.size(), want.busy_s.size());
-          for (int s = 0; s < p; ++s) EXPECT_EQ(got.busy_s[s], want.busy_s[s]) << "stage " << s;
-          ++cases;
-        }
-      }
-    }
-  }
-  EXPECT_GT(cases, 500);
-}
-
-// The planner leaves a split unreplayed when this bound already exceeds the best step found:
-// a bound above the replay would throw away a better split without a trace.
-TEST(Simulator, LowerBoundNeverExceedsTheReplay) {
-  std::mt19937 rng(2027);
+// Calls check(kind, p, m, replay, trial) `trials` times for every schedule, p = 1..8 and
+// m = 1..3p, with the case named in any failure.
+template <class Check>
+void for_every_case(int trials, const Check& check) {
   for (const ScheduleInfo& info : schedules()) {
     for (int p = 1; p <= 8; ++p) {
       for (int m = 1; m <= 3 * p; ++m) {
         SCOPED_TRACE(std::string(info.name) + " p=" + std::to_string(p) +
                      " m=" + std::to_string(m));
         const Replay replay(info.kind, p, m);
-        for (int trial = 0; trial < 6; ++trial) {
-          const std::vector<StageTimes> st = random_times(rng, info.kind, p);
-          const double p2p = trial % 3 == 0 ? 0.0 : 0.2 * trial;
-          const double step = replay.run(st, p2p, 0.5).step_s;
-          const double bound = replay.lower_bound(st, p2p, 0.5);
-          EXPECT_LE(bound, step * (1.0 + 1e-12));
-          // One stage: nothing to wait for, the bound is the step.
-          if (p == 1) {
-            EXPECT_DOUBLE_EQ(bound, step);
-          }
-        }
+        for (int trial = 0; trial < trials; ++trial) check(info.kind, p, m, replay, trial);
       }
     }
   }
+}
+
+TEST(Simulator, ReplayIsBitwiseAPlainEventReplay) {
+  std::mt19937 rng(17);
+  int cases = 0;
+  for_every_case(3, [&](ScheduleKind kind, int p, int m, const Replay& replay, int trial) {
+    const std::vector<StageTimes> st = random_times(rng, kind, p);
+    const double p2p = trial == 0 ? 0.0 : 0.25 * trial;
+    const Simulation want = plain_replay(kind, st, m, p2p);
+    const Simulation got = replay.run(st, p2p, 1.5);
+    EXPECT_EQ(got.step_s, want.step_s + 1.5);
+    ASSERT_EQ(got.busy_s.size(), want.busy_s.size());
+    for (int s = 0; s < p; ++s) EXPECT_EQ(got.busy_s[s], want.busy_s[s]) << "stage " << s;
+    ++cases;
+  });
+  EXPECT_GT(cases, 1000);
+}
+
+// The planner leaves a split unreplayed when this bound already exceeds the best step found:
+// a bound above the replay would throw away a better split without a trace.
+TEST(Simulator, LowerBoundNeverExceedsTheReplay) {
+  std::mt19937 rng(2027);
+  for_every_case(6, [&](ScheduleKind kind, int p, int, const Replay& replay, int trial) {
+    const std::vector<StageTimes> st = random_times(rng, kind, p);
+    const double p2p = trial % 3 == 0 ? 0.0 : 0.2 * trial;
+    const double step = replay.run(st, p2p, 0.5).step_s;
+    const double bound = replay.lower_bound(st, p2p, 0.5);
+    EXPECT_LE(bound, step * (1.0 + 1e-12));
+    // One stage: nothing to wait for, the bound is the step.
+    if (p == 1) {
+      EXPECT_DOUBLE_EQ(bound, step);
+    }
+  });
   // Equal stages under 1F1B: the bound is the textbook step, 3 (m + p - 1).
   for (int p : {2, 4, 8}) {
     const Replay replay(ScheduleKind::one_f_one_b, p, 2 * p);
