@@ -19,7 +19,9 @@
 # vocab, tie_embeddings, the llama keys and the synthetic alphabet PyTorch draws its tokens from). BUILD_DIR (build),
 # SKIP_BUILD=1, KEEP_TMP=1, PYTHON, FLUSH_DENORMALS (nupipe's runtime.flush_denormals, false),
 # TORCH_ADAMW (auto: torch_step.py times each AdamW of this torch first and keeps the fastest;
-# naming one, e.g. for-loop, skips that timing).
+# naming one, e.g. for-loop, skips that timing). RUNS (all four: "nupipe-bf16 nupipe-fp32
+# torch-bf16 torch-fp32"): which of them to time, e.g. without torch-bf16 on a CPU without bf16
+# instructions, where this torch's autocast runs minutes per step; the others read n/a.
 #
 # The PyTorch peer (torch_step.py) is nanoGPT-style GPT-2 (or, for a llama config, a Llama with
 # fused q/k/v and gate/up projections, torch_step_llama.py) at its fastest here: bf16 autocast
@@ -40,6 +42,14 @@ STEPS=${STEPS:-3}
 FLUSH_DENORMALS=${FLUSH_DENORMALS:-false}
 BUILD_DIR=${BUILD_DIR:-build}
 TORCH_ADAMW=${TORCH_ADAMW:-auto}
+RUNS=${RUNS:-nupipe-bf16 nupipe-fp32 torch-bf16 torch-fp32}
+for r in $RUNS; do
+  case $r in
+    nupipe-bf16 | nupipe-fp32 | torch-bf16 | torch-fp32) ;;
+    *) echo "cpu_step: RUNS has '$r'; each entry is nupipe-bf16, nupipe-fp32, torch-bf16 or torch-fp32" >&2
+       exit 2 ;;
+  esac
+done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/nupipe-cpu-step.XXXXXX") || exit 1
 if [ "${KEEP_TMP:-0}" = 1 ]; then
@@ -166,11 +176,12 @@ for spec in $SHAPES; do
       >"$TMP/peak-$shape-$threads.log" 2>&1 || { note "ERROR: gemm_peak failed"; status=1; }
     [ "$shape" = "${SHAPES%%:*}" ] && [ "$threads" = "${THREADS_LIST%% *}" ] &&
       sed -n 's/^gemm_peak: [0-9]* threads; /  nupipe gemm: /p' "$TMP/peak-$shape-$threads.log" >>"$TMP/setup"
-    runs=("nupipe bf16" "nupipe fp32" "torch bf16" "torch fp32")
+    runs=()
+    for r in $RUNS; do runs+=("${r/-/ }"); done
     for ((round = 1; round <= ROUNDS; ++round)); do
-      for ((i = 0; i < 4; ++i)); do
+      for ((i = 0; i < ${#runs[@]}; ++i)); do
         # shellcheck disable=SC2086
-        run ${runs[$(((i + round - 1) % 4))]}
+        run ${runs[$(((i + round - 1) % ${#runs[@]}))]}
       done
     done
   done
