@@ -1,7 +1,7 @@
 // test_planner.cpp: the planner's answer (the shortest simulated step within the budgets, then
 // the lowest peak) equals exhaustive search, every split replayed, on random instances (up to
 // 12 layers and 5 stages, random and heterogeneous budgets and throughputs, recompute none,
-// full or chosen, 1F1B and GPipe), and how much searching it takes (the simulator's own
+// full or chosen, every schedule), and how much searching it takes (the simulator's own
 // tests: test_simulator.cpp).
 #include <gtest/gtest.h>
 
@@ -9,6 +9,7 @@
 #include <functional>
 #include <limits>
 #include <random>
+#include <sstream>
 
 #include "parallel/plan/planner.h"
 #include "parallel/plan/simulator.h"
@@ -53,11 +54,14 @@ std::optional<Plan> exhaustive(const PlanInputs& in, const std::vector<int>* not
   return best;
 }
 
-TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
-  std::mt19937 rng(2026);
+// Random instances (up to 12 layers and 5 stages, heterogeneous budgets and throughputs),
+// each planned and searched exhaustively; `schedule_of` and `recompute_of` give each trial's
+// schedule and recompute choice. NUPIPE_PLANNER_TRIALS=N: N instances with up to 24
+// microbatches, counting the instances where the planner is behind instead of failing.
+void compare_with_exhaustive(unsigned seed, ScheduleKind (*schedule_of)(int),
+                             RecomputeChoice (*recompute_of)(int)) {
+  std::mt19937 rng(seed);
   int compared = 0, infeasible = 0, seconds = 0;
-  // NUPIPE_PLANNER_TRIALS=N (scripts/bench/planner_gap.sh): N instances with up to 24
-  // microbatches, counting the instances where the planner is behind instead of failing.
   const char* env = std::getenv("NUPIPE_PLANNER_TRIALS");
   const bool many = env != nullptr;
   const int trials = many ? std::atoi(env) : 120;
@@ -65,7 +69,7 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
   double worst = 0.0;
   for (int trial = 0; trial < trials; ++trial) {
     PlanInputs in;
-    in.recompute = static_cast<RecomputeChoice>(trial % 3);
+    in.recompute = recompute_of(trial);
     // Exhaustive search over per-stage recompute counts grows fast: fewer layers for it.
     const int max_layers = in.recompute == RecomputeChoice::automatic ? 8 : 12;
     in.model.n_layer = std::uniform_int_distribution<int>(1, max_layers)(rng);
@@ -77,7 +81,7 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
     in.pipeline = std::uniform_int_distribution<int>(1, std::min(5, in.model.n_layer + 1))(rng);
     in.cost.data = std::uniform_int_distribution<int>(1, 2)(rng);
     in.cost.zero = std::uniform_int_distribution<int>(0, 1)(rng);
-    in.cost.schedule = trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b;
+    in.cost.schedule = schedule_of(trial);
     in.cost.microbatches = std::uniform_int_distribution<int>(1, many ? 24 : 8)(rng);
     in.cost.micro_batch = std::uniform_int_distribution<int>(1, 4)(rng);
     // Budgets around the uniform split's peak, per stage (heterogeneous), and throughputs
@@ -104,13 +108,17 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
     if (beats(*want, *got)) {
       ++behind;
       worst = std::max(worst, got->sim.step_s / want->sim.step_s - 1.0);
-      if (!many) {
-        ADD_FAILURE() << "trial " << trial << ": " << format_list(got->layers) << " recompute "
-                      << format_list(got->recompute) << " steps " << got->sim.step_s
-                      << " s, peak " << got->peak_bytes << " B; exhaustive: "
-                      << format_list(want->layers) << " recompute "
-                      << format_list(want->recompute) << ", " << want->sim.step_s << " s, "
-                      << want->peak_bytes << " B";
+      std::ostringstream what;
+      what << "trial " << trial << " (" << schedule_name(in.cost.schedule) << ", p "
+           << in.pipeline << ", m " << in.cost.microbatches << "): " << format_list(got->layers)
+           << " recompute " << format_list(got->recompute) << " steps " << got->sim.step_s
+           << " s, peak " << got->peak_bytes << " B; exhaustive: " << format_list(want->layers)
+           << " recompute " << format_list(want->recompute) << ", " << want->sim.step_s
+           << " s, " << want->peak_bytes << " B";
+      if (many) {
+        std::printf("[ planner  ] behind: %s\n", what.str().c_str());
+      } else {
+        ADD_FAILURE() << what.str();
       }
     }
     // The runner-up is the best of every other split.
@@ -132,6 +140,19 @@ TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
   EXPECT_GT(compared, 40);
   EXPECT_GT(seconds, 30);
   EXPECT_GT(infeasible, 3);
+}
+
+TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
+  compare_with_exhaustive(
+      2026, [](int trial) { return trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b; },
+      [](int trial) { return static_cast<RecomputeChoice>(trial % 3); });
+}
+
+// The zero-bubble schedules, whose step no closed form gives: the replay scores every split.
+TEST(Planner, ZeroBubbleEqualsExhaustiveSearchOnRandomInstances) {
+  compare_with_exhaustive(
+      2028, [](int trial) { return trial % 2 == 0 ? ScheduleKind::zb_h1 : ScheduleKind::zb_h2; },
+      [](int trial) { return static_cast<RecomputeChoice>(trial / 2 % 3); });
 }
 
 // Without a memory budget every recompute count fits, the fronts grow widest (the peak only
