@@ -134,7 +134,6 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
                    const std::vector<int>& recompute,
                    double bound = std::numeric_limits<double>::infinity());
 
-
 // A prefix of stages: the slowest stage's time, the sum of the stages' times and the peak so
 // far, and how it was reached.
 struct Entry {
