@@ -453,7 +453,8 @@ Plan evaluate_with(const PlanInputs& in, StageCosts& costs, const std::vector<in
     plan.optimizer_s = std::max(plan.optimizer_s, optimizer_s);
     tail_s = std::max(tail_s, reduce_s + optimizer_s);
   }
-  if (costs.replay().lower_bound(times, p2p_s, tail_s) > bound * (1.0 + 1e-9)) {
+  if (bound < std::numeric_limits<double>::infinity() &&
+      costs.replay().lower_bound(times, p2p_s, tail_s) > bound * (1.0 + 1e-9)) {
     plan.sim.step_s = std::numeric_limits<double>::infinity();
     ++costs.skipped;
     return plan;

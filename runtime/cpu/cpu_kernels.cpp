@@ -64,6 +64,7 @@ void scale(float* x, float s, int64_t n) {
 // the lanes added pairwise, then the parts in order. The same bits on 1 thread or 64.
 double sum_squares(const float* x, int64_t n) {
   constexpr int kParts = 64, kLanes = 8;
+  static_assert(kLanes == 8, "the lanes are added pairwise below");
   double part[kParts];
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < kParts; ++b) {
@@ -81,7 +82,9 @@ double sum_squares(const float* x, int64_t n) {
       const double v = x[i];
       lane[j] = std::fma(v, v, lane[j]);
     }
-    part[b] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    const double low = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+    const double high = (lane[4] + lane[5]) + (lane[6] + lane[7]);
+    part[b] = low + high;
   }
   double s = 0.0;
   for (double v : part) s += v;

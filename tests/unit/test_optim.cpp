@@ -49,6 +49,18 @@ TEST(AdamW, MatchesReferenceUpdateAndRespectsDecayFlags) {
   EXPECT_EQ(be.memory().current(MemTag::optimizer), 2 * 5 * 4);
 }
 
+// Sets OpenMP's thread count for the kernels called directly here, and puts the process's
+// back at the end of the test.
+class OmpThreads {
+ public:
+  OmpThreads() : saved_(omp_get_max_threads()) {}
+  ~OmpThreads() { omp_set_num_threads(saved_); }
+  void set(int threads) const { omp_set_num_threads(threads); }
+
+ private:
+  int saved_;
+};
+
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), 4 * a.size()) == 0;
 }
@@ -75,10 +87,12 @@ TEST(AdamW, TheCpuKernelRoundsEveryElementAlikeWhereverItsRangeStarts) {
   for (int64_t i = 0; i < n; ++i) {
     mr[i] = std::fma(b1, mr[i], (1.0f - b1) * g[i]);
     vr[i] = std::fma(b2, vr[i], ((1.0f - b2) * g[i]) * g[i]);
-    pr[i] = std::fma(pr[i], decay, -((step * mr[i]) / std::fma(std::sqrt(vr[i]), inv_sqrt_c2, eps)));
+    const float update = (step * mr[i]) / std::fma(std::sqrt(vr[i]), inv_sqrt_c2, eps);
+    pr[i] = std::fma(pr[i], decay, -update);
   }
+  const OmpThreads omp;
   for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
+    omp.set(threads);
     // One call, and calls over ranges starting at odd offsets.
     for (int64_t piece : {n, int64_t{1}, int64_t{7}, int64_t{100}}) {
       std::vector<float> p = p0, m = m0, v = v0;
@@ -98,6 +112,7 @@ TEST(AdamW, TheCpuKernelRoundsEveryElementAlikeWhereverItsRangeStarts) {
 TEST(GradNorm, SumOfSquaresIsTheSameOnAnyThreadCount) {
   std::mt19937 rng(9);
   std::normal_distribution<float> d(0.0f, 1.0f);
+  const OmpThreads omp;
   for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{63}, int64_t{64}, int64_t{1000},
                     int64_t{123457}}) {
     std::vector<float> x(n);
@@ -106,17 +121,16 @@ TEST(GradNorm, SumOfSquaresIsTheSameOnAnyThreadCount) {
       v = d(rng);
       exact += static_cast<long double>(v) * v;
     }
-    omp_set_num_threads(1);
+    omp.set(1);
     const double one = cpu::sum_squares(x.data(), n);
     for (int threads : {2, 3, 8}) {
-      omp_set_num_threads(threads);
+      omp.set(threads);
       const double many = cpu::sum_squares(x.data(), n);
       EXPECT_EQ(std::memcmp(&one, &many, sizeof one), 0) << n << " elements, " << threads;
     }
     EXPECT_NEAR(one, static_cast<double>(exact), 1e-14 * static_cast<double>(exact) + 1e-300)
         << n << " elements";
   }
-  omp_set_num_threads(1);
 }
 
 TEST(LrSchedule, WarmupThenCosineToFloor) {

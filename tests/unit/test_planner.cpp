@@ -144,7 +144,8 @@ void compare_with_exhaustive(unsigned seed, ScheduleKind (*schedule_of)(int),
 
 TEST(Planner, EqualsExhaustiveSearchOnRandomInstances) {
   compare_with_exhaustive(
-      2026, [](int trial) { return trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b; },
+      2026,
+      [](int trial) { return trial % 3 == 0 ? ScheduleKind::gpipe : ScheduleKind::one_f_one_b; },
       [](int trial) { return static_cast<RecomputeChoice>(trial % 3); });
 }
 
